@@ -1,0 +1,114 @@
+"""The ``recmig`` command.
+
+    recmig train [hydra overrides]        one run (``-m`` for a Hydra multirun sweep)
+    recmig strategies                     list every discovered transfer strategy
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.resources import files
+
+CONFIG_DIR = str(files("recmig.conf"))
+log = logging.getLogger("recmig")
+
+# Errors a user can fix from the command line: printed as one line, never as a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The user-facing cause inside Hydra's InstantiationException wrappers, if any."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, InstantiationException | TypeError):
+        return err  # bad keys in a config: instantiate reports the key and the target
+    return err if isinstance(err, USER_ERRORS) else None
+
+
+def _train_task(cfg) -> float | None:
+    from recmig.train import train
+
+    try:
+        metrics = train(cfg)
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's to fix
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"recmig: error: {_one_line(cause)}", file=sys.stderr)
+        sys.exit(2)
+    # Sweepers (e.g. Optuna) optimise the returned value.
+    return metrics.get(f"val/{cfg.get('monitor_metric', 'ndcg@10')}")
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Compose once so a misspelled option fails in one line before anything runs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train_main(argv: list[str]) -> None:
+    import hydra
+
+    # W&B writes runs locally unless the user asked for something else: nothing waits on a
+    # network. `wandb sync <run dir>` uploads them later.
+    os.environ.setdefault("WANDB_MODE", "offline")
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if not multirun and not any(a.startswith("-") for a in argv):
+        _check_overrides(argv)
+    sys.argv = ["recmig train", *argv]
+    hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")(_train_task)()
+
+
+def strategies_main() -> None:
+    from recmig.registry import discover
+
+    rows = []
+    for name, entry in sorted(discover().items()):
+        try:
+            cls = entry.load()
+            description = cls.description
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not hide the others
+            description = f"(failed to load: {_one_line(err)})"
+        origin = entry.dist.name if entry.dist else "?"
+        rows.append((name, description, f"{origin}: {entry.value}"))
+    width = max((len(r[0]) for r in rows), default=4)
+    for name, description, origin in rows:
+        print(f"{name:<{width}}  {description}\n{'':<{width}}  from {origin}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="recmig", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "strategies"])
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        sys.exit(0 if argv else 2)
+    args = parser.parse_args(argv[:1])
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    if args.command == "train":
+        train_main(argv[1:])
+    else:
+        strategies_main()
+
+
+if __name__ == "__main__":
+    main()

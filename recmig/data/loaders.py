@@ -1,0 +1,259 @@
+"""Scenario -> padded token tensors -> Lightning DataModule.
+
+Token vocabulary shared by every encoder and user model: 0 is padding, 1..N are items (the
+scenario's item indices), N + 1 is BOS, the "no history yet" token that lets a user model
+produce an interest for a user with an empty history (a cold-start user in the target domain).
+
+Training data are *streams* of next-item windows, chosen by the strategy:
+
+- ``target``: each user's target-domain training sequence;
+- ``source``: each user's source-domain sequence;
+- ``pooled``: both domains merged in time order;
+- ``overlap``: one example per warm user who has both source and target training data (what
+  embedding-mapping strategies fit on).
+
+A sequence ``s_1..s_n`` becomes inputs ``[BOS, s_1, ..., s_{n-1}]`` and labels ``s_1..s_n``,
+cut from the end into windows of ``max_len`` positions, so every training item is predicted
+exactly once per epoch in one causal pass. (RecBole's SASRec instead makes every prefix its own
+sample, which costs ``n`` forward passes per user.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from recmig.data.scenario import COLD_TEST, COLD_VAL, SOURCE, TARGET, Scenario
+
+STREAMS = ("target", "source", "pooled", "overlap")
+STREAM_ID = {name: i for i, name in enumerate(STREAMS)}
+
+
+@dataclass
+class LoaderConfig:
+    """Batching options."""
+
+    max_len: int = 50
+    """Longest history a user model sees (SASRec's max_seq_length)."""
+    batch_size: int = 256
+    """Training windows per batch."""
+    eval_batch_size: int = 1024
+    """Users per evaluation batch."""
+    num_workers: int = 0
+    """DataLoader workers; batches are gathered from in-memory tensors, so 0 is usually fastest."""
+
+
+def history_tokens(items: list[int] | np.ndarray, max_len: int, bos: int) -> np.ndarray:
+    """The last ``max_len`` tokens a model sees for a history, BOS-prefixed when it fits."""
+    items = list(items)
+    tokens = items[-max_len:] if len(items) >= max_len else [bos, *items]
+    out = np.zeros(max_len, dtype=np.int64)
+    out[: len(tokens)] = tokens
+    return out
+
+
+def sequence_windows(seq: np.ndarray, max_len: int, bos: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut one sequence into (inputs, labels) windows of ``max_len`` positions, right-padded."""
+    tokens = np.concatenate([[bos], seq])
+    n = len(seq)
+    inputs, labels = [], []
+    for end in range(n, 0, -max_len):
+        start = max(0, end - max_len)
+        window_in = np.zeros(max_len, dtype=np.int64)
+        window_out = np.zeros(max_len, dtype=np.int64)
+        window_in[: end - start] = tokens[start:end]
+        window_out[: end - start] = seq[start:end]
+        inputs.append(window_in)
+        labels.append(window_out)
+    return np.stack(inputs), np.stack(labels)
+
+
+class ScenarioTensors:
+    """Per-user histories and evaluation targets of a scenario, as tensors."""
+
+    def __init__(self, scenario: Scenario, max_len: int):
+        self.scenario = scenario
+        self.max_len = max_len
+        self.bos = scenario.num_items + 1
+        self.vocab_size = scenario.num_items + 2
+        n_users = scenario.num_users
+        train = scenario.train
+        by_user = {
+            side: train[train["domain"] == side].groupby("user")["item"].agg(list).to_dict()
+            for side in (SOURCE, TARGET)
+        }
+        merged = train.groupby("user")["item"].agg(list).to_dict()
+        self.sequences = {
+            "source": by_user[SOURCE],
+            "target": by_user[TARGET],
+            "pooled": merged,
+        }
+        val_item = dict(zip(scenario.warm["user"], scenario.warm["val_item"], strict=True))
+
+        def table(per_user: dict[int, list[int]], extra: dict[int, int] | None = None):
+            out = np.zeros((n_users, max_len), dtype=np.int64)
+            for u in range(n_users):
+                items = list(per_user.get(u, []))
+                if extra is not None and u in extra:
+                    items.append(extra[u])
+                out[u] = history_tokens(items, max_len, self.bos)
+            return torch.from_numpy(out)
+
+        # Validation histories stop at the training data; test histories add the validation
+        # item, as in leave-one-out evaluation (RecBole does the same).
+        self.history = {
+            "val": {
+                "source": table(by_user[SOURCE]),
+                "target": table(by_user[TARGET]),
+                "pooled": table(merged),
+            },
+            "test": {
+                "source": table(by_user[SOURCE]),
+                "target": table(by_user[TARGET], val_item),
+                "pooled": table(merged, val_item),
+            },
+        }
+        self.target_catalog = torch.from_numpy(scenario.catalog(TARGET))
+        self.source_catalog = torch.from_numpy(scenario.catalog(SOURCE))
+        local = np.full(self.vocab_size, -1, dtype=np.int64)
+        local[scenario.catalog(TARGET)] = np.arange(len(self.target_catalog))
+        self.target_local = local  # item index -> column in the target score matrix
+        self.target_train_items = by_user[TARGET]
+        self.cold_items = scenario.cold.groupby("user")["item"].agg(list).to_dict()
+
+    def windows(self, stream: str) -> dict[str, torch.Tensor]:
+        """All training windows of one stream."""
+        if stream == "overlap":
+            users = sorted(set(self.sequences["source"]) & set(self.sequences["target"]))
+            users_t = torch.tensor(users, dtype=torch.long)
+            return {"user": users_t, "stream": torch.full_like(users_t, STREAM_ID[stream])}
+        inputs, labels, users = [], [], []
+        for u, seq in sorted(self.sequences[stream].items()):
+            x, y = sequence_windows(np.asarray(seq), self.max_len, self.bos)
+            inputs.append(x)
+            labels.append(y)
+            users.extend([u] * len(x))
+        users_t = torch.tensor(users, dtype=torch.long)
+        return {
+            "tokens": torch.from_numpy(np.concatenate(inputs)),
+            "labels": torch.from_numpy(np.concatenate(labels)),
+            "user": users_t,
+            "stream": torch.full_like(users_t, STREAM_ID[stream]),
+        }
+
+    def eval_users(self, split: str) -> dict[str, torch.Tensor]:
+        """Users evaluated on a split: warm (leave-one-out) then cold (their cold group)."""
+        warm = torch.from_numpy(self.scenario.warm["user"].to_numpy())
+        group = COLD_VAL if split == "val" else COLD_TEST
+        cold_rows = self.scenario.cold[self.scenario.cold["group"] == group]
+        cold = torch.from_numpy(np.sort(cold_rows["user"].unique()))
+        return {
+            "user": torch.cat([warm, cold]),
+            "is_cold": torch.cat([torch.zeros_like(warm, dtype=torch.bool),
+                                  torch.ones_like(cold, dtype=torch.bool)]),
+        }
+
+    def relevance_and_exclusion(self, users: torch.Tensor, is_cold: torch.Tensor, split: str):
+        """(B, N_target) bool masks: the held-out items, and the training items to skip."""
+        n = len(self.target_catalog)
+        relevant = torch.zeros(len(users), n, dtype=torch.bool)
+        excluded = torch.zeros(len(users), n, dtype=torch.bool)
+        warm = self.scenario.warm.set_index("user")
+        for row, (u, c) in enumerate(zip(users.tolist(), is_cold.tolist(), strict=True)):
+            if c:
+                relevant[row, self.target_local[np.asarray(self.cold_items[u])]] = True
+                continue
+            seen = list(self.target_train_items.get(u, []))
+            held = warm.at[u, "val_item"] if split == "val" else warm.at[u, "test_item"]
+            if split == "test":
+                seen.append(warm.at[u, "val_item"])
+            excluded[row, self.target_local[np.asarray(seen, dtype=np.int64)]] = True
+            relevant[row, self.target_local[held]] = True
+        return relevant, excluded
+
+
+class CrossDomainDataModule(L.LightningDataModule):
+    """Serves the training streams a strategy asks for and the val/test user batches."""
+
+    def __init__(self, tensors: ScenarioTensors, streams: tuple[str, ...], cfg: LoaderConfig):
+        super().__init__()
+        unknown = set(streams) - set(STREAMS)
+        if unknown:
+            raise ValueError(f"unknown training streams {sorted(unknown)}; known: {STREAMS}")
+        self.tensors = tensors
+        self.cfg = cfg
+        self.train_data = self._concat([tensors.windows(s) for s in streams])
+        self.eval_data = {split: self._eval_batches(split) for split in ("val", "test")}
+
+    @staticmethod
+    def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack streams; the overlap stream has no windows, so its rows get padding tokens."""
+        n = sum(len(p["user"]) for p in parts)
+        max_len = max((p["tokens"].shape[1] for p in parts if "tokens" in p), default=1)
+        out = {
+            "tokens": torch.zeros(n, max_len, dtype=torch.long),
+            "labels": torch.zeros(n, max_len, dtype=torch.long),
+            "user": torch.cat([p["user"] for p in parts]),
+            "stream": torch.cat([p["stream"] for p in parts]),
+        }
+        start = 0
+        for p in parts:
+            stop = start + len(p["user"])
+            if "tokens" in p:
+                out["tokens"][start:stop] = p["tokens"]
+                out["labels"][start:stop] = p["labels"]
+            start = stop
+        return out
+
+    def _eval_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
+        """Precomputed once: evaluation batches are identical every epoch."""
+        users = self.tensors.eval_users(split)
+        batches = []
+        for start in range(0, len(users["user"]), self.cfg.eval_batch_size):
+            u = users["user"][start : start + self.cfg.eval_batch_size]
+            c = users["is_cold"][start : start + self.cfg.eval_batch_size]
+            relevant, excluded = self.tensors.relevance_and_exclusion(u, c, split)
+            batch = {"user": u, "is_cold": c, "relevant": relevant, "excluded": excluded}
+            batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
+            batches.append(batch)
+        return batches
+
+    def _train_batch(self, index: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(index)
+        batch = {k: v[idx] for k, v in self.train_data.items()}
+        users = batch["user"]
+        batch.update({f"{k}_hist": v[users] for k, v in self.tensors.history["val"].items()})
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            range(len(self.train_data["user"])),
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            collate_fn=self._train_batch,
+            num_workers=self.cfg.num_workers,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.eval_data[split], batch_size=None, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+__all__ = [
+    "CrossDomainDataModule",
+    "LoaderConfig",
+    "ScenarioTensors",
+    "STREAMS",
+    "STREAM_ID",
+    "history_tokens",
+    "sequence_windows",
+]

@@ -1,0 +1,292 @@
+"""Cross-domain scenario builder: one dataset -> source/target domains, cold and warm users.
+
+The builder turns canonical tables (see :mod:`recmig.data.datasets`) into the split every
+strategy trains and is evaluated on:
+
+1. keep interactions with ``rating >= min_rating`` (when set);
+2. assign each item a domain, either from an item attribute (default for MovieLens: the first
+   genre listed for the movie) or from the interactions' ``domain`` column (Amazon: one domain
+   per category file);
+3. k-core filter each domain separately (users and items, iterated until stable), because a
+   transfer scenario needs enough interactions *inside* each domain;
+4. overlapping users are those with interactions in both domains. A fraction ``cold_fraction``
+   (beta) of them, drawn with ``seed``, become target cold-start users: *all* their target
+   interactions leave training. They are split into a validation group (used for model
+   selection) and a test group (reported), so nothing is ever selected on the test group;
+5. every other user with at least three target interactions is warm and is evaluated by
+   chronological leave-one-out in the target domain (last item: test, second-to-last:
+   validation), exactly like the single-domain protocol P1.
+
+The source domain is fully observed for every user (the usual cold-start transfer assumption).
+A scenario with no source domain (``source_domains: []``) is a plain single-domain split, which
+is how protocol P1 runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recmig.data.datasets import InteractionData
+
+log = logging.getLogger(__name__)
+
+SOURCE, TARGET = 0, 1
+COLD_VAL, COLD_TEST, WARM = "cold_val", "cold_test", "warm"
+
+
+@dataclass
+class ScenarioConfig:
+    """How a dataset becomes a cross-domain transfer scenario."""
+
+    target_domains: list[str] = field(default_factory=list)
+    """Domain values that form the target domain; empty = every item (single-domain)."""
+    source_domains: list[str] = field(default_factory=list)
+    """Domain values that form the source domain; empty = no source (single-domain run)."""
+    domain_field: str | None = "genre"
+    """Item column that decides an item's domain; null = use the interactions' `domain` column."""
+    domain_value: str = "first"
+    """`first`: the first entry of a ', '-separated list (MovieLens genres); `whole`: the value."""
+    min_rating: float | None = None
+    """Keep interactions rated at least this (implicit feedback from explicit ratings)."""
+    user_core: int = 0
+    """Drop users with fewer interactions than this inside a domain (iterated with item_core)."""
+    item_core: int = 0
+    """Drop items with fewer interactions than this (iterated with user_core)."""
+    cold_fraction: float = 0.2
+    """beta: share of overlapping users whose target interactions are all held out."""
+    cold_validation_share: float = 0.5
+    """Share of the cold users that form the validation group; the rest form the test group."""
+    seed: int = 0
+    """Draws the cold users; the same seed gives the same split."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_fraction < 1.0:
+            raise ValueError(f"scenario.cold_fraction must be in [0, 1), got {self.cold_fraction}")
+        if not 0.0 < self.cold_validation_share < 1.0:
+            raise ValueError(
+                "scenario.cold_validation_share must be in (0, 1), "
+                f"got {self.cold_validation_share}"
+            )
+        if self.domain_value not in ("first", "whole"):
+            raise ValueError(
+                f"scenario.domain_value must be 'first' or 'whole', got {self.domain_value!r}"
+            )
+        overlap = set(self.source_domains) & set(self.target_domains)
+        if overlap:
+            raise ValueError(
+                f"scenario: domain values {sorted(overlap)} are in both source_domains and "
+                "target_domains; each value belongs to one side"
+            )
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.source_domains)
+
+
+@dataclass
+class Scenario:
+    """The split every strategy sees. Item indices are 1-based (0 is padding).
+
+    Attributes:
+        items: item table in index order (row ``i - 1`` describes item ``i``).
+        item_domain: (num_items + 1,) SOURCE or TARGET per item index; entry 0 unused.
+        user_ids: user id per user index (0-based).
+        train: training interactions (user, item, timestamp, domain), sorted by user and time;
+            never contains a cold user's target interaction or a warm user's held-out items.
+        warm: one row per warm evaluated user: ``user``, ``val_item``, ``test_item``.
+        cold: held-out target interactions of cold users: ``user``, ``item``, ``group``.
+        stats: counts logged with every run.
+    """
+
+    items: pd.DataFrame
+    item_domain: np.ndarray
+    user_ids: np.ndarray
+    train: pd.DataFrame
+    warm: pd.DataFrame
+    cold: pd.DataFrame
+    has_source: bool
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    def catalog(self, domain: int) -> np.ndarray:
+        """Item indices (1-based) of one domain, ascending."""
+        return np.flatnonzero(self.item_domain == domain)
+
+
+def build_scenario(data: InteractionData, cfg: ScenarioConfig) -> Scenario:
+    """Apply filtering, domain assignment and the cold/warm split; deterministic per seed."""
+    inter = _normalise(data)
+    if cfg.min_rating is not None:
+        if inter["rating"].isna().all():
+            raise ValueError(
+                f"scenario.min_rating={cfg.min_rating} but dataset {data.name!r} has no ratings"
+            )
+        inter = inter[inter["rating"] >= cfg.min_rating]
+    inter = inter.assign(domain_side=_domain_side(inter, data, cfg))
+    inter = inter[inter["domain_side"] >= 0]
+    parts = [
+        _k_core(inter[inter["domain_side"] == side], cfg.user_core, cfg.item_core)
+        for side in ((SOURCE, TARGET) if cfg.has_source else (TARGET,))
+    ]
+    inter = pd.concat(parts, ignore_index=True)
+    if (inter["domain_side"] == TARGET).sum() == 0:
+        raise ValueError(f"scenario: no target interactions left in {data.name!r} after filtering")
+    return _split(inter, data, cfg)
+
+
+def _normalise(data: InteractionData) -> pd.DataFrame:
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    if "domain" in data.interactions.columns:
+        cols.append("domain")
+    inter = data.interactions[cols].copy()
+    # A stable sort keeps the file order for equal timestamps, so ties split reproducibly.
+    inter["order"] = np.arange(len(inter))
+    return inter
+
+
+def _domain_side(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> np.ndarray:
+    """SOURCE / TARGET / -1 (dropped) per interaction."""
+    if cfg.domain_field is None:
+        if "domain" not in inter.columns:
+            raise ValueError(
+                f"scenario.domain_field is null but dataset {data.name!r} has no `domain` column "
+                "in its interactions; set scenario.domain_field to an item column"
+            )
+        values = inter["domain"].astype(str)
+    else:
+        if cfg.domain_field not in data.items.columns:
+            raise ValueError(
+                f"scenario.domain_field={cfg.domain_field!r} is not an item column of "
+                f"{data.name!r}; available: {list(data.items.columns)}"
+            )
+        per_item = data.items.set_index("item_id")[cfg.domain_field].fillna("").astype(str)
+        if cfg.domain_value == "first":
+            per_item = per_item.str.split(",").str[0].str.strip()
+        values = inter["item_id"].map(per_item).fillna("")
+    present = set(values.unique())
+    target = set(cfg.target_domains) or present - set(cfg.source_domains)
+    unknown = (set(cfg.target_domains) | set(cfg.source_domains)) - present
+    if unknown:
+        raise ValueError(
+            f"scenario: domain values {sorted(unknown)} do not occur in field "
+            f"{cfg.domain_field or 'domain'!r} of {data.name!r}; values found: {sorted(present)}"
+        )
+    side = np.full(len(values), -1, dtype=np.int8)
+    side[values.isin(list(target)).to_numpy()] = TARGET
+    side[values.isin(list(cfg.source_domains)).to_numpy()] = SOURCE
+    return side
+
+
+def _k_core(inter: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:
+    """Iteratively drop users/items below their minimum count until both hold (as RecBole)."""
+    while True:
+        user_counts = inter.groupby("user_id")["item_id"].transform("size")
+        item_counts = inter.groupby("item_id")["user_id"].transform("size")
+        keep = (user_counts >= user_core) & (item_counts >= item_core)
+        if keep.all():
+            return inter
+        inter = inter[keep]
+
+
+def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> Scenario:
+    # Index items (source first, then target) and users in sorted id order: deterministic.
+    item_table = (
+        inter[["item_id", "domain_side"]].drop_duplicates("item_id").sort_values(
+            ["domain_side", "item_id"], kind="stable"
+        )
+    )
+    item_index = pd.Series(np.arange(1, len(item_table) + 1), index=item_table["item_id"].values)
+    user_ids = np.sort(inter["user_id"].unique())
+    user_index = pd.Series(np.arange(len(user_ids)), index=user_ids)
+    inter = pd.DataFrame(
+        {
+            "user": user_index.loc[inter["user_id"].values].values,
+            "item": item_index.loc[inter["item_id"].values].values,
+            "timestamp": inter["timestamp"].to_numpy(),
+            "order": inter["order"].to_numpy(),
+            "domain": inter["domain_side"].to_numpy(),
+        }
+    ).sort_values(["user", "timestamp", "order"], kind="stable", ignore_index=True)
+
+    target = inter[inter["domain"] == TARGET]
+    target_users = target["user"].unique()
+    overlap = np.intersect1d(inter.loc[inter["domain"] == SOURCE, "user"].unique(), target_users)
+    if cfg.has_source and len(overlap) == 0:
+        raise ValueError(
+            f"scenario: no user of {data.name!r} has interactions in both the source domains "
+            f"{cfg.source_domains} and the target domains; transfer needs overlapping users"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    n_cold = int(round(cfg.cold_fraction * len(overlap))) if cfg.has_source else 0
+    cold_users = rng.permutation(overlap)[:n_cold]
+    n_cold_val = int(round(cfg.cold_validation_share * n_cold))
+    cold_group = pd.Series(
+        [COLD_VAL] * n_cold_val + [COLD_TEST] * (n_cold - n_cold_val), index=cold_users, dtype=object
+    )
+
+    is_cold_target = (inter["domain"] == TARGET) & inter["user"].isin(cold_users)
+    cold = inter.loc[is_cold_target, ["user", "item"]].assign(
+        group=lambda df: cold_group.loc[df["user"].values].values
+    )
+
+    # Warm leave-one-out: last target item -> test, second-to-last -> validation.
+    warm_target = inter[(inter["domain"] == TARGET) & ~is_cold_target]
+    position_from_end = warm_target.groupby("user").cumcount(ascending=False)
+    n_target = warm_target.groupby("user")["item"].transform("size")
+    evaluated = n_target >= 3
+    test_rows = warm_target[evaluated & (position_from_end == 0)]
+    val_rows = warm_target[evaluated & (position_from_end == 1)]
+    warm = pd.DataFrame(
+        {
+            "user": test_rows["user"].to_numpy(),
+            "val_item": val_rows.set_index("user").loc[test_rows["user"], "item"].to_numpy(),
+            "test_item": test_rows["item"].to_numpy(),
+        }
+    )
+    held_out = is_cold_target.copy()
+    held_out.loc[test_rows.index] = True
+    held_out.loc[val_rows.index] = True
+    train = inter.loc[~held_out, ["user", "item", "timestamp", "domain"]].reset_index(drop=True)
+
+    items = (
+        data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
+    )
+    item_domain = np.concatenate([[-1], item_table["domain_side"].to_numpy()]).astype(np.int8)
+    scenario = Scenario(
+        items=items,
+        item_domain=item_domain,
+        user_ids=user_ids,
+        train=train,
+        warm=warm,
+        cold=cold.reset_index(drop=True),
+        has_source=cfg.has_source,
+    )
+    scenario.stats = _statistics(inter, scenario, overlap, cold_group)
+    log.info("scenario: %s", scenario.stats)
+    return scenario
+
+
+def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int]:
+    stats: dict[str, int] = {}
+    for name, side in (("source", SOURCE), ("target", TARGET)):
+        part = inter[inter["domain"] == side]
+        stats[f"{name}/users"] = int(part["user"].nunique())
+        stats[f"{name}/items"] = int(part["item"].nunique())
+        stats[f"{name}/interactions"] = int(len(part))
+    stats["overlap/users"] = int(len(overlap))
+    stats["cold/val_users"] = int((cold_group == COLD_VAL).sum())
+    stats["cold/test_users"] = int((cold_group == COLD_TEST).sum())
+    stats["warm/users"] = int(len(scenario.warm))
+    stats["train/interactions"] = int(len(scenario.train))
+    return stats

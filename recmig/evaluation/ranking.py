@@ -1,0 +1,52 @@
+"""Full-ranking metrics over a whole catalogue, one value per user.
+
+Definitions (RecBole's, which torchmetrics' retrieval metrics share; tests check both agree):
+    Hit@K    = 1 if any relevant item is in the top K
+    Recall@K = |relevant in top K| / |relevant|
+    NDCG@K   = sum_{r <= K, item_r relevant} 1/log2(r + 1) / IDCG@K,
+               IDCG@K = sum_{r <= min(K, |relevant|)} 1/log2(r + 1)
+    MRR@K    = 1 / rank of the first relevant item if it is in the top K, else 0
+Items a user saw in training are excluded from the ranking (their scores set to -inf) before
+the top K is taken. Ties are broken by catalogue order (torch.topk), never by relevance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+METRICS = ("recall", "ndcg", "hit", "mrr")
+
+
+def ranking_metrics(
+    scores: torch.Tensor,
+    relevant: torch.Tensor,
+    excluded: torch.Tensor | None = None,
+    ks: tuple[int, ...] = (5, 10, 20),
+) -> dict[str, torch.Tensor]:
+    """scores (B, N) float, relevant (B, N) bool, excluded (B, N) bool -> {"ndcg@10": (B,)}.
+
+    Every user needs at least one relevant item (a user without one has no defined recall).
+    """
+    if scores.shape != relevant.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)}")
+    n_relevant = relevant.sum(1)
+    if (n_relevant == 0).any():
+        raise ValueError("every evaluated user needs at least one relevant item")
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices
+    hits = relevant.gather(1, top).float()  # (B, k_max)
+    ranks = torch.arange(1, k_max + 1, device=scores.device, dtype=torch.float)
+    discount = 1.0 / torch.log2(ranks + 1)
+    first_hit = torch.where(hits.bool(), ranks, torch.full_like(hits, float("inf"))).amin(1)
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        kk = min(k, k_max)
+        hit_k = hits[:, :kk]
+        ideal = torch.cumsum(discount, 0)[(n_relevant.clamp(max=kk) - 1)]
+        out[f"recall@{k}"] = hit_k.sum(1) / n_relevant
+        out[f"ndcg@{k}"] = (hit_k * discount[:kk]).sum(1) / ideal
+        out[f"hit@{k}"] = (hit_k.sum(1) > 0).float()
+        out[f"mrr@{k}"] = torch.where(first_hit <= kk, 1.0 / first_hit, torch.zeros_like(first_hit))
+    return out

@@ -1,0 +1,131 @@
+"""The contract a transfer strategy fills in, and the parts strategies share.
+
+A strategy decides three things; the training loop, data and evaluation are shared:
+
+1. ``streams``: which training windows it learns from (``target``, ``source``, ``pooled``,
+   ``overlap``; see :mod:`recmig.data.loaders`);
+2. :meth:`TransferStrategy.training_loss`: the loss on a batch of those windows;
+3. :meth:`TransferStrategy.target_interest` and :meth:`TransferStrategy.target_items`: a user
+   vector and the target catalogue's item vectors, whose dot product ranks the catalogue.
+
+A strategy is built as ``Strategy(context, **options)`` where ``options`` are the keys of its
+Hydra config (``configs/strategy/<name>.yaml``) besides ``name``; an unknown key is an error.
+It registers under the ``recmig.strategies`` entry-point group, exactly like a plugin.
+
+Batch keys (B rows; L = max_len; -> shape):
+    tokens, labels (B, L): input tokens and next-item labels of a window (0 = padding);
+    user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row;
+    source_hist, target_hist, pooled_hist (B, L): the user's histories as model input;
+    is_cold (B,) [evaluation only]: the user has no target history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recmig.data.loaders import STREAM_ID
+from recmig.encoders.item import ItemEncoder
+from recmig.users.interest import UserModel
+
+
+@dataclass
+class StrategyContext:
+    """What every strategy is built from: sizes, catalogues and component factories."""
+
+    vocab_size: int
+    dim: int
+    source_catalog: torch.Tensor
+    """(N_s,) item indices of the source domain (empty in a single-domain scenario)."""
+    target_catalog: torch.Tensor
+    """(N_t,) item indices of the target domain; scores are computed over these."""
+    make_item_encoder: Callable[[], ItemEncoder]
+    make_user_model: Callable[[], UserModel]
+
+
+class Tower(nn.Module):
+    """An item encoder and a user model that together score items for users."""
+
+    def __init__(self, context: StrategyContext):
+        super().__init__()
+        self.items = context.make_item_encoder()
+        self.users = context.make_user_model()
+
+    def interests(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) tokens -> (B, L, D) interest after each position."""
+        table = self.items() if table is None else table
+        return self.users(table[tokens], tokens)
+
+    def interest(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) history tokens -> (B, D) interest after the whole history."""
+        table = self.items() if table is None else table
+        return self.users.last(table[tokens], tokens)
+
+
+def catalog_cross_entropy(
+    interests: torch.Tensor,
+    labels: torch.Tensor,
+    item_table: torch.Tensor,
+    catalog: torch.Tensor,
+) -> torch.Tensor:
+    """Full-softmax next-item loss over one catalogue (as RecBole's SASRec with CE loss).
+
+    interests (B, L, D), labels (B, L) item indices (0 = no label), item_table (V, D),
+    catalog (C,) item indices -> scalar mean over labelled positions.
+    """
+    keep = labels != 0
+    local = torch.full((item_table.shape[0],), -1, dtype=torch.long, device=labels.device)
+    local[catalog] = torch.arange(len(catalog), device=labels.device)
+    logits = interests[keep] @ item_table[catalog].T
+    return F.cross_entropy(logits, local[labels[keep]])
+
+
+class TransferStrategy(nn.Module):
+    """Base class of every transfer strategy. Subclasses set the class variables and methods."""
+
+    description: ClassVar[str] = ""
+    """One line shown by ``recmig strategies``."""
+    streams: ClassVar[tuple[str, ...]] = ("target",)
+    """Training streams the strategy needs."""
+    needs_source: ClassVar[bool] = True
+    """False only for strategies that also run on single-domain scenarios."""
+
+    def __init__(self, context: StrategyContext):
+        super().__init__()
+        self.context = context
+        self.register_buffer("target_catalog", context.target_catalog, persistent=False)
+        self.register_buffer("source_catalog", context.source_catalog, persistent=False)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
+        raise NotImplementedError
+
+    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, D) user vectors for the target domain, cold users included."""
+        raise NotImplementedError
+
+    def target_items(self) -> torch.Tensor:
+        """(N_t, D) vectors of the target catalogue, in ``target_catalog`` order."""
+        raise NotImplementedError
+
+    @staticmethod
+    def rows(batch: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Tensor]:
+        """The rows of a mixed batch that belong to one stream."""
+        keep = batch["stream"] == STREAM_ID[stream]
+        return {k: v[keep] for k, v in batch.items() if v.shape[:1] == keep.shape}
+
+    def stream_loss(
+        self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor
+    ) -> torch.Tensor:
+        """Next-item loss of one stream's windows over one catalogue (0 when absent)."""
+        part = self.rows(batch, stream)
+        if len(part["user"]) == 0:
+            return batch["tokens"].new_zeros((), dtype=torch.float)
+        table = tower.items()
+        return catalog_cross_entropy(tower.interests(part["tokens"], table), part["labels"],
+                                     table, catalog)

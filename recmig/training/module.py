@@ -1,0 +1,97 @@
+"""The one Lightning module every strategy trains in.
+
+It owns the optimisation and the evaluation; the strategy owns the model and the loss. Each
+validation/test batch ranks the whole target catalogue for its users, and metrics are
+averaged per user group (``cold`` and ``warm``). ``val/ndcg@10`` (what checkpointing and early
+stopping watch by default) is the mean of the groups' NDCG@10, so a strategy is selected for
+cold and warm users alike, on validation users only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from recmig.evaluation.ranking import METRICS, ranking_metrics
+from recmig.strategy import TransferStrategy
+
+GROUPS = ("cold", "warm")
+
+
+class TransferModule(L.LightningModule):
+    def __init__(
+        self,
+        strategy: TransferStrategy,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        ks: tuple[int, ...] = (5, 10, 20),
+    ):
+        super().__init__()
+        self.strategy = strategy
+        self.make_optimizer = optimizer
+        self.ks = tuple(ks)
+        names = [f"{m}@{k}" for m in METRICS for k in self.ks]
+        self.metric_names = names
+        self.means = torch.nn.ModuleDict(
+            {f"{g}_{n}".replace("@", "_"): MeanMetric() for g in GROUPS for n in names}
+        )
+        self.users_seen = {g: 0 for g in GROUPS}
+
+    def configure_optimizers(self):
+        return self.make_optimizer(params=[p for p in self.parameters() if p.requires_grad])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.strategy.training_loss(batch)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"non-finite training loss {losses['loss'].item()}")
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
+                      batch_size=len(batch["user"]))
+        return losses["loss"]
+
+    def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
+        scores = self.strategy.target_interest(batch) @ self.strategy.target_items().T
+        values = ranking_metrics(scores, batch["relevant"], batch["excluded"], self.ks)
+        for group, rows in (("cold", batch["is_cold"]), ("warm", ~batch["is_cold"])):
+            if rows.any():
+                self.users_seen[group] += int(rows.sum())
+                for name in self.metric_names:
+                    self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
+
+    def _log_epoch(self, split: str) -> None:
+        logged = {}
+        for group in GROUPS:
+            if self.users_seen[group] == 0:
+                continue
+            for name in self.metric_names:
+                metric = self.means[f"{group}_{name}".replace("@", "_")]
+                logged[f"{split}/{group}/{name}"] = metric.compute()
+        for name in self.metric_names:
+            per_group = [logged[f"{split}/{g}/{name}"] for g in GROUPS
+                         if f"{split}/{g}/{name}" in logged]
+            logged[f"{split}/{name}"] = torch.stack(per_group).mean()
+        headline = f"{split}/ndcg@10"
+        self.log(headline, logged.pop(headline), prog_bar=True)
+        self.log_dict(logged, prog_bar=False)
+        for metric in self.means.values():
+            metric.reset()
+        self.users_seen = {g: 0 for g in GROUPS}
+
+    def on_validation_epoch_start(self) -> None:
+        self.users_seen = {g: 0 for g in GROUPS}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.users_seen = {g: 0 for g in GROUPS}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
