@@ -1,7 +1,7 @@
 """The ``recmig`` command.
 
-    recmig train [hydra overrides]        one run (``-m`` for a Hydra multirun sweep)
-    recmig strategies                     list every discovered transfer strategy
+recmig train [hydra overrides]        one run (``-m`` for a Hydra multirun sweep)
+recmig strategies                     list every discovered transfer strategy
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def strategies_main() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="recmig", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["train", "strategies"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

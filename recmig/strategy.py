@@ -127,5 +127,6 @@ class TransferStrategy(nn.Module):
         if len(part["user"]) == 0:
             return batch["tokens"].new_zeros((), dtype=torch.float)
         table = tower.items()
-        return catalog_cross_entropy(tower.interests(part["tokens"], table), part["labels"],
-                                     table, catalog)
+        return catalog_cross_entropy(
+            tower.interests(part["tokens"], table), part["labels"], table, catalog
+        )

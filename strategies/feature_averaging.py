@@ -32,8 +32,13 @@ class FeatureAveraging(TransferStrategy):
         """(B,) whether a history holds any item besides padding and BOS."""
         return ((hist != 0) & (hist != self.bos)).any(1)
 
-    def mix(self, source: torch.Tensor, target: torch.Tensor, has_source: torch.Tensor,
-            has_target: torch.Tensor) -> torch.Tensor:
+    def mix(
+        self,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        has_source: torch.Tensor,
+        has_target: torch.Tensor,
+    ) -> torch.Tensor:
         """The averaging rule; source (B, D) or (B, 1, D), target broadcastable to it."""
         shape = (-1,) + (1,) * (target.dim() - 1)
         a = torch.full(has_source.shape, self.alpha, device=target.device, dtype=target.dtype)
@@ -51,15 +56,22 @@ class FeatureAveraging(TransferStrategy):
         has_target = torch.ones_like(part["user"], dtype=torch.bool)
         mixed = self.mix(source, target, self._has_items(part["source_hist"]), has_target)
         target_loss = catalog_cross_entropy(mixed, part["labels"], table, self.target_catalog)
-        return {"loss": source_loss + target_loss, "loss_source": source_loss,
-                "loss_target": target_loss}
+        return {
+            "loss": source_loss + target_loss,
+            "loss_source": source_loss,
+            "loss_target": target_loss,
+        }
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         table = self.tower.items()
         source = self.tower.interest(batch["source_hist"], table)
         target = self.tower.interest(batch["target_hist"], table)
-        return self.mix(source, target, self._has_items(batch["source_hist"]),
-                        self._has_items(batch["target_hist"]))
+        return self.mix(
+            source,
+            target,
+            self._has_items(batch["source_hist"]),
+            self._has_items(batch["target_hist"]),
+        )
 
     def target_items(self) -> torch.Tensor:
         return self.tower.items()[self.target_catalog]

@@ -23,7 +23,9 @@ class Mapping(TransferStrategy):
     description = "EMCDR: an MLP maps source interest to target interest, fit on warm users"
     streams = ("source", "target", "overlap")
 
-    def __init__(self, context: StrategyContext, hidden_dim: int = 128, mapping_weight: float = 1.0):
+    def __init__(
+        self, context: StrategyContext, hidden_dim: int = 128, mapping_weight: float = 1.0
+    ):
         super().__init__(context)
         self.source = Tower(context)
         self.target = Tower(context)
@@ -44,8 +46,12 @@ class Mapping(TransferStrategy):
         else:
             mapping_loss = source_loss.new_zeros(())
         loss = source_loss + target_loss + self.mapping_weight * mapping_loss
-        return {"loss": loss, "loss_source": source_loss, "loss_target": target_loss,
-                "loss_mapping": mapping_loss}
+        return {
+            "loss": loss,
+            "loss_source": source_loss,
+            "loss_target": target_loss,
+            "loss_mapping": mapping_loss,
+        }
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.mapper(self.source.interest(batch["source_hist"]))

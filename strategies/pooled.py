@@ -20,7 +20,8 @@ class Pooled(TransferStrategy):
         super().__init__(context)
         self.tower = Tower(context)
         self.register_buffer(
-            "all_items", torch.cat([context.source_catalog, context.target_catalog]),
+            "all_items",
+            torch.cat([context.source_catalog, context.target_catalog]),
             persistent=False,
         )
 

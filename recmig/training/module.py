@@ -46,8 +46,11 @@ class TransferModule(L.LightningModule):
         losses = self.strategy.training_loss(batch)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"non-finite training loss {losses['loss'].item()}")
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
-                      batch_size=len(batch["user"]))
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()},
+            prog_bar=True,
+            batch_size=len(batch["user"]),
+        )
         return losses["loss"]
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
@@ -68,8 +71,9 @@ class TransferModule(L.LightningModule):
                 metric = self.means[f"{group}_{name}".replace("@", "_")]
                 logged[f"{split}/{group}/{name}"] = metric.compute()
         for name in self.metric_names:
-            per_group = [logged[f"{split}/{g}/{name}"] for g in GROUPS
-                         if f"{split}/{g}/{name}" in logged]
+            per_group = [
+                logged[f"{split}/{g}/{name}"] for g in GROUPS if f"{split}/{g}/{name}" in logged
+            ]
             logged[f"{split}/{name}"] = torch.stack(per_group).mean()
         headline = f"{split}/ndcg@10"
         self.log(headline, logged.pop(headline), prog_bar=True)

@@ -61,12 +61,18 @@ class CausalTransformer(UserModel):
         self.norm = nn.LayerNorm(dim, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
-            dim, num_heads, inner_dim, dropout, activation="gelu", batch_first=True,
+            dim,
+            num_heads,
+            inner_dim,
+            dropout,
+            activation="gelu",
+            batch_first=True,
             layer_norm_eps=1e-12,
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.register_buffer(
-            "causal", torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), 1),
+            "causal",
+            torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), 1),
             persistent=False,
         )
 

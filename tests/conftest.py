@@ -1,0 +1,48 @@
+"""Shared fixtures: a small synthetic two-domain dataset with known structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recmig.data.datasets import InteractionData
+from recmig.data.scenario import ScenarioConfig
+
+
+def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, seed: int = 0):
+    """Items 0..n/2-1 are 'Books', the rest 'Films'; every user rates items of both kinds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = rng.choice(n_items, size=per_user, replace=False)
+        times = np.sort(rng.choice(10_000, size=per_user, replace=False))
+        for item, t in zip(items, times, strict=True):
+            rows.append((f"u{u}", f"i{item}", float(rng.integers(1, 6)), int(t)))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    inter = inter.astype({"user_id": "string", "item_id": "string", "rating": "float32"})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "title": [f"Item number {i}" for i in range(n_items)],
+            "genre": ["Books, Drama" if i < n_items // 2 else "Films, Action" for i in range(n_items)],
+        }
+    ).astype("string")
+    return InteractionData(interactions=inter, items=items, users=None, name="synthetic")
+
+
+@pytest.fixture
+def make_data():
+    return synthetic_data
+
+
+@pytest.fixture
+def data() -> InteractionData:
+    return synthetic_data()
+
+
+@pytest.fixture
+def scenario_cfg() -> ScenarioConfig:
+    return ScenarioConfig(
+        source_domains=["Books"], target_domains=["Films"], cold_fraction=0.3, seed=1
+    )

@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+
+from recmig.data.loaders import (
+    STREAM_ID,
+    CrossDomainDataModule,
+    LoaderConfig,
+    ScenarioTensors,
+    history_tokens,
+    sequence_windows,
+)
+from recmig.data.scenario import TARGET, build_scenario
+
+
+def test_history_tokens_prefix_bos_only_when_it_fits():
+    assert history_tokens([5, 6], 4, bos=9).tolist() == [9, 5, 6, 0]
+    assert history_tokens([1, 2, 3, 4, 5], 4, bos=9).tolist() == [2, 3, 4, 5]
+    assert history_tokens([], 3, bos=9).tolist() == [9, 0, 0]
+
+
+def test_windows_predict_every_item_once_with_its_predecessors():
+    seq = np.arange(1, 8)  # items 1..7
+    inputs, labels = sequence_windows(seq, max_len=3, bos=99)
+    predicted = sorted(labels[labels != 0].tolist())
+    assert predicted == seq.tolist()
+    for x, y in zip(inputs, labels, strict=True):
+        for pos in range(len(y)):
+            if y[pos] == 0:
+                continue
+            previous = 99 if y[pos] == 1 else y[pos] - 1
+            assert x[pos] == previous  # input at a position is the item just before its label
+
+
+def test_datamodule_streams_and_eval_masks(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, max_len=8)
+    dm = CrossDomainDataModule(tensors, ("source", "target", "overlap"), LoaderConfig(max_len=8))
+    streams = set(dm.train_data["stream"].tolist())
+    assert streams == {STREAM_ID["source"], STREAM_ID["target"], STREAM_ID["overlap"]}
+    target_rows = dm.train_data["stream"] == STREAM_ID["target"]
+    labels = dm.train_data["labels"][target_rows]
+    labels = labels[labels != 0]
+    assert (torch.from_numpy(scenario.item_domain)[labels] == TARGET).all()
+    assert len(labels) == (scenario.train["domain"] == TARGET).sum()
+
+    for split in ("val", "test"):
+        for batch in dm.eval_data[split]:
+            assert (batch["relevant"].sum(1) >= 1).all()
+            assert not (batch["relevant"] & batch["excluded"]).any()
+            cold = batch["is_cold"]
+            assert not batch["excluded"][cold].any()  # cold users saw nothing in the target
+            # Cold users' target history is empty: just BOS.
+            assert (batch["target_hist"][cold][:, 0] == tensors.bos).all()
+            assert (batch["target_hist"][cold][:, 1:] == 0).all()
+    test_warm = [b for b in dm.eval_data["test"]][0]
+    val_warm = [b for b in dm.eval_data["val"]][0]
+    warm = ~test_warm["is_cold"]
+    # At test time the validation item joins the history and is excluded from the ranking.
+    assert (test_warm["excluded"][warm].sum(1) == val_warm["excluded"][warm].sum(1) + 1).all()

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+from torchmetrics.retrieval import (
+    RetrievalHitRate,
+    RetrievalMRR,
+    RetrievalNormalizedDCG,
+    RetrievalRecall,
+)
+
+from recmig.evaluation.ranking import ranking_metrics
+
+
+def test_hand_computed_single_relevant_item():
+    # Ranking of user 0: items 3 > 1 > 0 > 2 ; relevant item 0 sits at rank 3.
+    scores = torch.tensor([[0.5, 0.8, 0.1, 0.9]])
+    relevant = torch.tensor([[True, False, False, False]])
+    m = ranking_metrics(scores, relevant, ks=(2, 3))
+    assert m["hit@2"].item() == 0 and m["hit@3"].item() == 1
+    assert m["recall@3"].item() == 1
+    assert m["ndcg@3"].item() == pytest.approx(1 / math.log2(4))
+    assert m["mrr@3"].item() == pytest.approx(1 / 3)
+    assert m["mrr@2"].item() == 0
+
+
+def test_hand_computed_exclusion_and_several_relevant():
+    # Item 3 was seen in training: excluded, so the ranking is 1 > 0 > 2.
+    scores = torch.tensor([[0.5, 0.8, 0.1, 0.9]])
+    relevant = torch.tensor([[True, True, False, False]])
+    excluded = torch.tensor([[False, False, False, True]])
+    m = ranking_metrics(scores, relevant, excluded, ks=(1, 2))
+    assert m["recall@1"].item() == pytest.approx(0.5)
+    assert m["recall@2"].item() == pytest.approx(1.0)
+    assert m["ndcg@2"].item() == pytest.approx(1.0)  # both relevant items on top: ideal
+    assert m["ndcg@1"].item() == pytest.approx(1.0)
+    assert m["mrr@1"].item() == 1
+    # Two relevant items, one at rank 1, one at rank 3 (with K=3): DCG / IDCG.
+    relevant = torch.tensor([[False, True, True, False]])
+    m = ranking_metrics(scores, relevant, excluded, ks=(3,))
+    idcg = 1 + 1 / math.log2(3)
+    assert m["ndcg@3"].item() == pytest.approx((1 + 1 / math.log2(4)) / idcg)
+    assert m["recall@3"].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_agrees_with_torchmetrics(k):
+    gen = torch.Generator().manual_seed(k)
+    scores = torch.randn(32, 50, generator=gen)
+    relevant = torch.rand(32, 50, generator=gen) < 0.08
+    relevant[relevant.sum(1) == 0, 0] = True
+    ours = ranking_metrics(scores, relevant, ks=(k,))
+    indexes = torch.arange(32).unsqueeze(1).expand(-1, 50)
+    reference = {
+        "recall": RetrievalRecall(top_k=k),
+        "ndcg": RetrievalNormalizedDCG(top_k=k),
+        "hit": RetrievalHitRate(top_k=k),
+        "mrr": RetrievalMRR(top_k=k),
+    }
+    for name, metric in reference.items():
+        expected = metric(scores.flatten(), relevant.flatten(), indexes=indexes.flatten())
+        assert ours[f"{name}@{k}"].mean().item() == pytest.approx(expected.item(), abs=1e-6), name
+
+
+def test_user_without_relevant_item_is_rejected():
+    with pytest.raises(ValueError, match="relevant"):
+        ranking_metrics(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool))

@@ -1,0 +1,110 @@
+from functools import partial
+
+import pytest
+import torch
+
+from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
+from recmig.data.scenario import SOURCE, TARGET, build_scenario
+from recmig.encoders.item import IdItemEncoder
+from recmig.registry import discover, load_strategy
+from recmig.strategy import StrategyContext, catalog_cross_entropy
+from recmig.users.interest import CausalTransformer, MeanInterest
+
+MAX_LEN = 8
+
+
+@pytest.fixture
+def setup(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, MAX_LEN)
+    return scenario, tensors
+
+
+def make_context(scenario, tensors, user_model=MeanInterest, dim=16):
+    return StrategyContext(
+        vocab_size=tensors.vocab_size,
+        dim=dim,
+        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
+        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
+        make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, dim),
+        make_user_model=partial(user_model, dim, max_len=MAX_LEN),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(discover()))
+@pytest.mark.parametrize("user_model", [MeanInterest, CausalTransformer])
+def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_model):
+    torch.manual_seed(0)
+    scenario, tensors = setup
+    strategy = load_strategy(name)(make_context(scenario, tensors, user_model))
+    dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
+    batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
+    optimizer = torch.optim.Adam(strategy.parameters(), lr=0.01)
+    strategy.train()
+    losses = []
+    for _ in range(15):
+        loss = strategy.training_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    strategy.eval()
+    for eval_batch in dm.eval_data["test"]:
+        interest = strategy.target_interest(eval_batch)
+        items = strategy.target_items()
+        assert interest.shape == (len(eval_batch["user"]), 16)
+        assert items.shape == (len(scenario.catalog(TARGET)), 16)
+        assert torch.isfinite(interest @ items.T).all()
+
+
+def test_catalog_cross_entropy_matches_hand_softmax():
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    interests = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[3, 0]])  # second position unlabelled
+    catalog = torch.tensor([2, 3])
+    loss = catalog_cross_entropy(interests, labels, table, catalog)
+    logits = torch.tensor([0.0, 2.0])  # interest . e_2, interest . e_3
+    assert loss.item() == pytest.approx(-torch.log_softmax(logits, 0)[1].item())
+
+
+def test_feature_averaging_equation(setup):
+    scenario, tensors = setup
+    cls = load_strategy("feature_averaging")
+    fa = cls(make_context(scenario, tensors), alpha=0.25)
+    s, t = torch.tensor([[4.0, 0.0]] * 3), torch.tensor([[0.0, 8.0]] * 3)
+    has_source = torch.tensor([True, True, False])
+    has_target = torch.tensor([True, False, True])
+    mixed = fa.mix(s, t, has_source, has_target)
+    assert torch.allclose(mixed[0], 0.25 * s[0] + 0.75 * t[0])  # warm user with both sides
+    assert torch.allclose(mixed[1], s[1])  # cold user: the source side alone
+    assert torch.allclose(mixed[2], t[2])  # no source history: the target side alone
+    with pytest.raises(ValueError, match="alpha"):
+        cls(make_context(scenario, tensors), alpha=1.5)
+
+
+def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(setup):
+    scenario, tensors = setup
+    mapping = load_strategy("mapping")(make_context(scenario, tensors))
+    dm = CrossDomainDataModule(tensors, mapping.streams, LoaderConfig(max_len=MAX_LEN))
+    batch = dm.eval_data["test"][0]
+    cold = batch["is_cold"]
+    assert cold.any() and (~cold).any()
+    interest = mapping.target_interest(batch)
+    expected_cold = mapping.mapper(mapping.source.interest(batch["source_hist"][cold]))
+    expected_warm = mapping.target.interest(batch["target_hist"][~cold])
+    assert torch.allclose(interest[cold], expected_cold)
+    assert torch.allclose(interest[~cold], expected_warm)
+    # The mapping loss trains the mapper only: no gradient reaches the towers through it.
+    train = dm._train_batch(list(range(len(dm.train_data["user"]))))
+    overlap_only = mapping.rows(train, "overlap")
+    mapping.training_loss(overlap_only)["loss_mapping"].backward()
+    assert all(p.grad is None for p in mapping.source.parameters())
+    assert all(p.grad is None for p in mapping.target.parameters())
+    assert any(p.grad is not None for p in mapping.mapper.parameters())
+
+
+def test_unknown_strategy_name_lists_known_ones():
+    with pytest.raises(ValueError, match="known: .*target_only"):
+        load_strategy("no_such_strategy")
