@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["train", "strategies"])
+    parser.add_argument("command", choices=["train", "strategies", "benchmark"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         sys.exit(0 if argv else 2)
@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     if args.command == "train":
         train_main(argv[1:])
+    elif args.command == "benchmark":
+        from recmig.benchmark import main as benchmark_main
+
+        benchmark_main(argv[1:])
     else:
         strategies_main()
 

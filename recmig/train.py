@@ -12,6 +12,7 @@ import os
 import time
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
-from recmig.data.scenario import SOURCE, TARGET, build_scenario
+from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
 from recmig.training.module import TransferModule
@@ -59,26 +60,40 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one configuration end to end; returns the flat metrics written to metrics.json."""
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)
-    timings = {}
+class RunParts(NamedTuple):
+    """Everything a run trains and evaluates, built from a config (also used by the benchmark)."""
 
+    scenario: Scenario
+    datamodule: CrossDomainDataModule
+    module: TransferModule
+    timings: dict[str, float]
+
+
+def build_run(cfg: DictConfig) -> RunParts:
+    """dataset -> scenario -> tensors -> strategy -> Lightning module, timing each stage."""
+    timings = {}
     start = time.perf_counter()
     data = instantiate(cfg.data.dataset)
     scenario = build_scenario(data, instantiate(cfg.data.scenario))
     loader_cfg = instantiate(cfg.data.loader)
     tensors = ScenarioTensors(scenario, loader_cfg.max_len)
     timings["time/data_s"] = time.perf_counter() - start
-    write_json_atomic(output_dir / "scenario.json", scenario.stats)
 
     start = time.perf_counter()
     strategy = build_strategy(cfg, tensors)
     timings["time/model_build_s"] = time.perf_counter() - start
     datamodule = CrossDomainDataModule(tensors, strategy.streams, loader_cfg)
     module = TransferModule(strategy, instantiate(cfg.optimizer), ks=tuple(cfg.ks))
+    return RunParts(scenario, datamodule, module, timings)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one configuration end to end; returns the flat metrics written to metrics.json."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    scenario, datamodule, module, timings = build_run(cfg)
+    write_json_atomic(output_dir / "scenario.json", scenario.stats)
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
