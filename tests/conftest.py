@@ -25,7 +25,9 @@ def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, see
         {
             "item_id": [f"i{i}" for i in range(n_items)],
             "title": [f"Item number {i}" for i in range(n_items)],
-            "genre": ["Books, Drama" if i < n_items // 2 else "Films, Action" for i in range(n_items)],
+            "genre": [
+                "Books, Drama" if i < n_items // 2 else "Films, Action" for i in range(n_items)
+            ],
         }
     ).astype("string")
     return InteractionData(interactions=inter, items=items, users=None, name="synthetic")

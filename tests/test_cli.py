@@ -18,15 +18,25 @@ def recmig(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "recmig.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
 @pytest.mark.slow
 def test_train_end_to_end_on_real_movielens_with_wandb(tmp_path):
     out = tmp_path / "run"
-    result = recmig("train", *FAST, "trainer.max_epochs=2", "strategy=feature_averaging",
-                    f"hydra.run.dir={out}", cwd=tmp_path)
+    result = recmig(
+        "train",
+        *FAST,
+        "trainer.max_epochs=2",
+        "strategy=feature_averaging",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
@@ -49,8 +59,16 @@ def test_train_end_to_end_on_real_movielens_with_wandb(tmp_path):
 def test_multirun_runs_each_strategy(tmp_path):
     sweep = tmp_path / "sweep"
     strategies = ["target_only", "pooled", "feature_averaging", "mapping"]
-    result = recmig("train", "-m", *FAST, "logger=csv", "encoder=id",
-                    f"strategy={','.join(strategies)}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = recmig(
+        "train",
+        "-m",
+        *FAST,
+        "logger=csv",
+        "encoder=id",
+        f"strategy={','.join(strategies)}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = {}
     for path in sweep.glob("*/metrics.json"):
@@ -75,8 +93,9 @@ def test_multirun_runs_each_strategy(tmp_path):
     ],
 )
 def test_bad_options_end_in_one_line_error(tmp_path, overrides, expected):
-    result = recmig("train", *FAST, "logger=none", *overrides,
-                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = recmig(
+        "train", *FAST, "logger=none", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("recmig: error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]

@@ -73,18 +73,25 @@ def test_cold_fraction_and_statistics(data, scenario_cfg):
 
 def test_rating_threshold_and_k_core(make_data):
     data = make_data(n_users=80, per_user=12)
-    cfg = ScenarioConfig(source_domains=["Books"], target_domains=["Films"], min_rating=3,
-                         user_core=4, item_core=4)
+    cfg = ScenarioConfig(
+        source_domains=["Books"], target_domains=["Films"], min_rating=3, user_core=4, item_core=4
+    )
     s = build_scenario(data, cfg)
     full = data.interactions[data.interactions["rating"] >= 3]
     assert s.stats["source/interactions"] + s.stats["target/interactions"] <= len(full)
     # k-core holds inside each domain on the filtered interactions (train + held out).
-    everything = pd.concat([
-        s.train[["user", "item", "domain"]],
-        s.cold.assign(domain=TARGET)[["user", "item", "domain"]],
-        s.warm.assign(domain=TARGET).rename(columns={"val_item": "item"})[["user", "item", "domain"]],
-        s.warm.assign(domain=TARGET).rename(columns={"test_item": "item"})[["user", "item", "domain"]],
-    ])
+    everything = pd.concat(
+        [
+            s.train[["user", "item", "domain"]],
+            s.cold.assign(domain=TARGET)[["user", "item", "domain"]],
+            s.warm.assign(domain=TARGET).rename(columns={"val_item": "item"})[
+                ["user", "item", "domain"]
+            ],
+            s.warm.assign(domain=TARGET).rename(columns={"test_item": "item"})[
+                ["user", "item", "domain"]
+            ],
+        ]
+    )
     for _, part in everything.groupby("domain"):
         assert part.groupby("user").size().min() >= 4
         assert part.groupby("item").size().min() >= 4
@@ -100,10 +107,14 @@ def test_single_domain_scenario_has_no_cold_users(data):
     ("kwargs", "message"),
     [
         ({"source_domains": ["Books"], "target_domains": ["Cartoons"]}, "Cartoons"),
-        ({"source_domains": ["Books"], "target_domains": ["Films"], "domain_field": "colour"},
-         "domain_field='colour'"),
-        ({"source_domains": ["Books"], "target_domains": ["Films"], "domain_field": None},
-         "no `domain` column"),
+        (
+            {"source_domains": ["Books"], "target_domains": ["Films"], "domain_field": "colour"},
+            "domain_field='colour'",
+        ),
+        (
+            {"source_domains": ["Books"], "target_domains": ["Films"], "domain_field": None},
+            "no `domain` column",
+        ),
     ],
 )
 def test_bad_domain_options_name_the_option(data, kwargs, message):

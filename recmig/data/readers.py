@@ -125,17 +125,6 @@ def _parse_atomic_header(line: str, name: str) -> tuple[list[str], list[str]]:
     return columns, types
 
 
-def _first_bad_row(lines: list[str], expected: int) -> tuple[int, int] | None:
-    """Return (1-based line number, field count) of the first row with a wrong field count."""
-    for number, line in enumerate(lines, start=2):
-        if not line.strip():
-            continue
-        fields = line.count("\t") + 1
-        if fields != expected:
-            return number, fields
-    return None
-
-
 def _tab_count_matches(body: str, frame: pd.DataFrame, n_columns: int) -> bool:
     """Cheap whole-file check for short rows, which pandas pads silently instead of failing.
 
@@ -144,14 +133,43 @@ def _tab_count_matches(body: str, frame: pd.DataFrame, n_columns: int) -> bool:
     return body.count("\t") == len(frame) * (n_columns - 1)
 
 
-def _raise_bad_row(name: str, body: str, columns: list[str]) -> None:
-    bad = _first_bad_row(body.splitlines(), len(columns))
-    if bad is not None:
-        number, fields = bad
-        raise ValueError(
-            f"{name}: line {number} has {fields} tab-separated fields, expected {len(columns)} "
-            f"({', '.join(columns)})"
+def _raise_bad_row(
+    origin: str, body: str, names: Sequence[str], first_line: int, separator: str
+) -> None:
+    """Name the first row whose field count is wrong (line numbers start at first_line)."""
+    for number, line in enumerate(body.splitlines(), start=first_line):
+        fields = line.count("\t") + 1
+        if line.strip() and fields != len(names):
+            raise ValueError(
+                f"{origin}: line {number} has {fields} {separator}-separated fields, "
+                f"expected {len(names)} ({', '.join(names)})"
+            )
+
+
+def _parse_tab_rows(
+    body: str, names: Sequence[str], origin: str, *, first_line: int, separator: str = "tab"
+) -> pd.DataFrame:
+    """Header-less tab-separated rows -> string columns, failing loudly on a ragged row."""
+    try:
+        frame = pd.read_csv(
+            io.StringIO(body),
+            sep="\t",
+            header=None,
+            names=list(names),
+            dtype=str,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            na_values=[],
+            engine="c",
         )
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({c: pd.Series([], dtype=str) for c in names})
+    except pd.errors.ParserError as exc:
+        _raise_bad_row(origin, body, names, first_line, separator)
+        raise ValueError(f"{origin}: cannot parse: {exc}") from exc
+    if not _tab_count_matches(body, frame, len(names)):
+        _raise_bad_row(origin, body, names, first_line, separator)
+    return frame
 
 
 def parse_atomic_text(text: str, name: str) -> pd.DataFrame:
@@ -164,25 +182,7 @@ def parse_atomic_text(text: str, name: str) -> pd.DataFrame:
     if not header.strip():
         raise ValueError(f"{name}: empty file, expected a header like 'user_id:token'")
     columns, types = _parse_atomic_header(header, name)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(body),
-            sep="\t",
-            header=None,
-            names=columns,
-            dtype=str,
-            quoting=csv.QUOTE_NONE,
-            keep_default_na=False,
-            na_values=[],
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
-        _raise_bad_row(name, body, columns)
-        raise ValueError(f"{name}: cannot parse: {exc}") from exc
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in columns})
-    if not _tab_count_matches(body, frame, len(columns)):
-        _raise_bad_row(name, body, columns)
+    frame = _parse_tab_rows(body, columns, name, first_line=2)
     for column, ftype in zip(columns, types, strict=True):
         if ftype == "float":
             frame[column] = _to_float(frame[column], name, column)
@@ -250,34 +250,7 @@ def _read_delimited(path: Path, sep: str, names: Sequence[str], encoding: str) -
     if sep != "\t":
         text = text.replace(sep, "\t")
     body = text if text.endswith("\n") or not text else text + "\n"
-    try:
-        frame = pd.read_csv(
-            io.StringIO(body),
-            sep="\t",
-            header=None,
-            names=list(names),
-            dtype=str,
-            quoting=csv.QUOTE_NONE,
-            keep_default_na=False,
-            na_values=[],
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
-        _raise_delimited_row(path, body, names, sep)
-        raise ValueError(f"{path}: cannot parse: {exc}") from exc
-    if not _tab_count_matches(body, frame, len(names)):
-        _raise_delimited_row(path, body, names, sep)
-    return frame
-
-
-def _raise_delimited_row(path: Path, body: str, names: Sequence[str], sep: str) -> None:
-    bad = _first_bad_row(body.splitlines(), len(names))
-    if bad is not None:
-        number, fields = bad
-        raise ValueError(
-            f"{path}: line {number - 1} has {fields} {sep!r}-separated fields, "
-            f"expected {len(names)} ({', '.join(names)})"
-        )
+    return _parse_tab_rows(body, names, str(path), first_line=1, separator=repr(sep))
 
 
 def _ratings_frame(raw: pd.DataFrame, path: Path) -> pd.DataFrame:

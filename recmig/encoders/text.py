@@ -398,17 +398,7 @@ def encode_texts_with_info(
     return EncodeResult(emb, cache_hit=False, seconds=seconds, cache_path=path)
 
 
-def encode_texts(
-    texts: Sequence[str],
-    model: str = DEFAULT_TEXT_MODEL,
-    *,
-    cache_dir: str | Path | None = None,
-    batch_size: int = 256,
-    max_length: int = 64,
-    normalize: bool = False,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-) -> torch.Tensor:
+def encode_texts(texts: Sequence[str], model: str = DEFAULT_TEXT_MODEL, **options) -> torch.Tensor:
     """Encode ``texts`` into an ``(N, H)`` float32 tensor (CPU), in the input order.
 
     Loads ``AutoTokenizer``/``AutoModel`` from ``resolve_model_path(model)``, encodes in
@@ -417,16 +407,8 @@ def encode_texts(
     attention mask; ``normalize`` L2-normalises each row.
 
     Results are cached under ``{cache_dir}/embeddings/{key}.safetensors`` (``cache_dir``
-    None: :func:`default_cache_dir`); on a hit the model is not loaded at all. Use
-    :func:`encode_texts_with_info` to learn whether the cache hit.
+    None: :func:`default_cache_dir`); on a hit the model is not loaded at all. ``options`` are
+    the keyword arguments of :func:`encode_texts_with_info` (cache_dir, batch_size,
+    max_length, normalize, progress, device), which also says whether the cache hit.
     """
-    return encode_texts_with_info(
-        texts,
-        model,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        max_length=max_length,
-        normalize=normalize,
-        progress=progress,
-        device=device,
-    ).embeddings
+    return encode_texts_with_info(texts, model, **options).embeddings
