@@ -75,7 +75,7 @@ def build_run(cfg: DictConfig) -> RunParts:
     start = time.perf_counter()
     data = instantiate(cfg.data.dataset)
     scenario = build_scenario(data, instantiate(cfg.data.scenario))
-    loader_cfg = instantiate(cfg.data.loader)
+    loader_cfg = instantiate(cfg.loader)
     tensors = ScenarioTensors(scenario, loader_cfg.max_len)
     timings["time/data_s"] = time.perf_counter() - start
 

@@ -103,6 +103,67 @@ def test_bad_options_end_in_one_line_error(tmp_path, overrides, expected):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def _custom_files(tmp_path: Path, items_header: str = "item_id,title") -> list[str]:
+    (tmp_path / "inter.csv").write_text("user_id,item_id,domain\nu1,i1,Books\nu1,i2,Films\n")
+    (tmp_path / "items.csv").write_text(f"{items_header}\ni1,A book\ni2,A film\n")
+    return [
+        "data=custom_files",
+        f"data.dataset.interactions={tmp_path / 'inter.csv'}",
+        f"data.dataset.items={tmp_path / 'items.csv'}",
+        "data.scenario.source_domains=[Books]",
+        "data.scenario.target_domains=[Films]",
+        "encoder.template='{title}'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"data.dataset.interactions": "missing.csv"}, "missing.csv"),
+        ({"items_header": "id,title"}, "item_id"),
+    ],
+)
+def test_bad_files_end_in_one_line_error(tmp_path, change, expected):
+    overrides = _custom_files(tmp_path, change.pop("items_header", "item_id,title"))
+    overrides += [f"{k}={tmp_path / v}" for k, v in change.items()]
+    result = recmig(
+        "train",
+        "logger=none",
+        "trainer.max_epochs=1",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("recmig: error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+
+
+def test_custom_files_train_end_to_end(tmp_path, data):
+    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
+    inter["domain"] = inter.pop("genre").str.split(",").str[0]
+    inter.to_parquet(tmp_path / "inter.parquet")
+    data.items.to_csv(tmp_path / "items.csv", index=False)
+    out = tmp_path / "run"
+    result = recmig(
+        "train",
+        "data=custom_files",
+        f"data.dataset.interactions={tmp_path / 'inter.parquet'}",
+        f"data.dataset.items={tmp_path / 'items.csv'}",
+        "data.scenario.source_domains=[Books]",
+        "data.scenario.target_domains=[Films]",
+        "encoder=id",
+        "strategy=mapping",
+        "logger=csv",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scenario/overlap/users"] == 60 and "test/cold/ndcg@10" in metrics
+
+
 def test_strategies_command_lists_builtins(tmp_path):
     result = recmig("strategies", cwd=tmp_path)
     assert result.returncode == 0
