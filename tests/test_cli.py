@@ -139,12 +139,11 @@ def test_bad_files_end_in_one_line_error(tmp_path, change, expected):
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
 
 
-def test_custom_files_train_end_to_end(tmp_path, data):
+def _train_custom(tmp_path: Path, data, out: Path, *overrides: str):
     inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
     inter["domain"] = inter.pop("genre").str.split(",").str[0]
     inter.to_parquet(tmp_path / "inter.parquet")
     data.items.to_csv(tmp_path / "items.csv", index=False)
-    out = tmp_path / "run"
     result = recmig(
         "train",
         "data=custom_files",
@@ -153,15 +152,22 @@ def test_custom_files_train_end_to_end(tmp_path, data):
         "data.scenario.source_domains=[Books]",
         "data.scenario.target_domains=[Films]",
         "encoder=id",
-        "strategy=mapping",
         "logger=csv",
         "trainer.max_epochs=2",
         f"hydra.run.dir={out}",
+        *overrides,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["scenario/overlap/users"] == 60 and "test/cold/ndcg@10" in metrics
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_custom_files_train_end_to_end_and_reproducibly(tmp_path, data):
+    first = _train_custom(tmp_path, data, tmp_path / "a", "strategy=mapping", "seed=3")
+    assert first["scenario/overlap/users"] == 60 and "test/cold/ndcg@10" in first
+    again = _train_custom(tmp_path, data, tmp_path / "b", "strategy=mapping", "seed=3")
+    scores = {k: v for k, v in first.items() if k.startswith(("val/", "test/"))}
+    assert scores == {k: again[k] for k in scores}  # same config + seed: same numbers
 
 
 def test_strategies_command_lists_builtins(tmp_path):
