@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["train", "strategies", "benchmark"])
+    parser.add_argument("command", choices=["train", "strategies", "benchmark", "report"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         sys.exit(0 if argv else 2)
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         from recmig.benchmark import main as benchmark_main
 
         benchmark_main(argv[1:])
+    elif args.command == "report":
+        from recmig.report import main as report_main
+
+        report_main(argv[1:])
     else:
         strategies_main()
 

@@ -79,6 +79,15 @@ def test_multirun_runs_each_strategy(tmp_path):
     for metrics in found.values():
         assert "test/cold/ndcg@10" in metrics and "test/warm/ndcg@10" in metrics
 
+    report = recmig("report", str(sweep), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| (default)")]
+    assert sorted(row.split(" | ")[1] for row in rows) == sorted(strategies)
+    mapping_row = next(row for row in rows if " mapping " in row)
+    expected = found["mapping"]["test/cold/ndcg@10"] / found["target_only"]["test/cold/ndcg@10"]
+    assert f"({100 * (expected - 1):+.1f}%)" in mapping_row
+    assert (tmp_path / "report" / "results.csv").exists()
+
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
