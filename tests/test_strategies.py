@@ -76,12 +76,54 @@ def test_feature_averaging_equation(setup):
     s, t = torch.tensor([[4.0, 0.0]] * 3), torch.tensor([[0.0, 8.0]] * 3)
     has_source = torch.tensor([True, True, False])
     has_target = torch.tensor([True, False, True])
-    mixed = fa.mix(s, t, has_source, has_target)
+    mixed = fa.fuse(s, t, has_source, has_target)
     assert torch.allclose(mixed[0], 0.25 * s[0] + 0.75 * t[0])  # warm user with both sides
     assert torch.allclose(mixed[1], s[1])  # cold user: the source side alone
     assert torch.allclose(mixed[2], t[2])  # no source history: the target side alone
     with pytest.raises(ValueError, match="alpha"):
         cls(make_context(scenario, tensors), alpha=1.5)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "learned", "gate"])
+def test_fusion_reduces_exactly_to_each_side(setup, mode):
+    scenario, tensors = setup
+    cls = load_strategy("fusion")
+    dm = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN))
+    batch = dm.eval_data["test"][0]
+    warm = ~batch["is_cold"]
+    for alpha in (0.0, 1.0):
+        torch.manual_seed(0)
+        fusion = cls(make_context(scenario, tensors), mode=mode, alpha=alpha)
+        saturated = 1e4 if alpha else -1e4  # sigmoid(saturated) is exactly alpha in float32
+        if mode == "gate":
+            torch.nn.init.zeros_(fusion.gate.weight)
+            torch.nn.init.constant_(fusion.gate.bias, saturated)
+        elif mode == "learned":
+            torch.nn.init.constant_(fusion.logit, saturated)
+        fused = fusion.target_interest(batch)
+        side = "source_hist" if alpha == 1.0 else "target_hist"
+        assert torch.allclose(fused[warm], fusion.tower.interest(batch[side][warm]), atol=1e-6)
+    # Cold users always get the source side, whatever a is.
+    cold = batch["is_cold"]
+    assert torch.allclose(fused[cold], fusion.tower.interest(batch["source_hist"][cold]))
+
+
+def test_fusion_gate_is_per_user_and_learned_weight_trains(setup):
+    scenario, tensors = setup
+    cls = load_strategy("fusion")
+    gate = cls(make_context(scenario, tensors), mode="gate")
+    s, t = torch.randn(5, 16), torch.randn(5, 16)
+    a = gate.weight(s, t)
+    assert a.shape == (5,) and ((a > 0) & (a < 1)).all() and a.unique().numel() > 1
+    learned = cls(make_context(scenario, tensors), mode="learned", alpha=0.3)
+    assert torch.sigmoid(learned.logit).item() == pytest.approx(0.3, abs=1e-5)
+    dm = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN))
+    learned.training_loss(dm._train_batch(list(range(len(dm.train_data["user"])))))[
+        "loss"
+    ].backward()
+    assert learned.logit.grad is not None and learned.logit.grad.abs() > 0
+    with pytest.raises(ValueError, match="strategy.mode"):
+        cls(make_context(scenario, tensors), mode="sometimes")
 
 
 def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(setup):
