@@ -130,3 +130,50 @@ class TransferStrategy(nn.Module):
         return catalog_cross_entropy(
             tower.interests(part["tokens"], table), part["labels"], table, catalog
         )
+
+
+class MappedTransfer(TransferStrategy):
+    """Base of strategies that keep one tower per domain and map source to target interest.
+
+    Each tower learns from its own domain's next-item loss; a subclass defines how a user's
+    source history becomes a target interest (:meth:`map_interest`) and how that map is fit on
+    warm overlapping users (:meth:`transfer_loss`, on ``overlap`` rows). Cold users are scored
+    with the mapped interest, warm users with their own target interest.
+    """
+
+    streams = ("source", "target", "overlap")
+
+    def __init__(self, context: StrategyContext, transfer_weight: float = 1.0):
+        super().__init__(context)
+        self.source = Tower(context)
+        self.target = Tower(context)
+        self.transfer_weight = transfer_weight
+
+    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
+        """(B, L) source history tokens -> (B, D) interest in the target tower's space."""
+        raise NotImplementedError
+
+    def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss that fits the map on overlap rows (users with both histories)."""
+        raise NotImplementedError
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        source_loss = self.stream_loss(self.source, batch, "source", self.source_catalog)
+        target_loss = self.stream_loss(self.target, batch, "target", self.target_catalog)
+        pairs = self.rows(batch, "overlap")
+        transfer = self.transfer_loss(pairs) if len(pairs["user"]) else source_loss.new_zeros(())
+        loss = source_loss + target_loss + self.transfer_weight * transfer
+        return {
+            "loss": loss,
+            "loss_source": source_loss,
+            "loss_target": target_loss,
+            "loss_transfer": transfer,
+        }
+
+    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mapped = self.map_interest(batch["source_hist"])
+        own = self.target.interest(batch["target_hist"])
+        return torch.where(batch["is_cold"].unsqueeze(1), mapped, own)
+
+    def target_items(self) -> torch.Tensor:
+        return self.target.items()[self.target_catalog]

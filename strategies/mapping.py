@@ -16,47 +16,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import MappedTransfer, StrategyContext
 
 
-class Mapping(TransferStrategy):
+class Mapping(MappedTransfer):
     description = "EMCDR: an MLP maps source interest to target interest, fit on warm users"
-    streams = ("source", "target", "overlap")
 
     def __init__(
         self, context: StrategyContext, hidden_dim: int = 128, mapping_weight: float = 1.0
     ):
-        super().__init__(context)
-        self.source = Tower(context)
-        self.target = Tower(context)
+        super().__init__(context, transfer_weight=mapping_weight)
         self.mapper = nn.Sequential(
             nn.Linear(context.dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, context.dim)
         )
-        self.mapping_weight = mapping_weight
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        source_loss = self.stream_loss(self.source, batch, "source", self.source_catalog)
-        target_loss = self.stream_loss(self.target, batch, "target", self.target_catalog)
-        pairs = self.rows(batch, "overlap")
-        if len(pairs["user"]):
-            with torch.no_grad():
-                source = self.source.interest(pairs["source_hist"])
-                target = self.target.interest(pairs["target_hist"])
-            mapping_loss = F.mse_loss(self.mapper(source), target)
-        else:
-            mapping_loss = source_loss.new_zeros(())
-        loss = source_loss + target_loss + self.mapping_weight * mapping_loss
-        return {
-            "loss": loss,
-            "loss_source": source_loss,
-            "loss_target": target_loss,
-            "loss_mapping": mapping_loss,
-        }
+    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
+        return self.mapper(self.source.interest(source_hist))
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mapped = self.mapper(self.source.interest(batch["source_hist"]))
-        own = self.target.interest(batch["target_hist"])
-        return torch.where(batch["is_cold"].unsqueeze(1), mapped, own)
-
-    def target_items(self) -> torch.Tensor:
-        return self.target.items()[self.target_catalog]
+    def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            source = self.source.interest(pairs["source_hist"])
+            target = self.target.interest(pairs["target_hist"])
+        return F.mse_loss(self.mapper(source), target)

@@ -141,10 +141,45 @@ def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(se
     # The mapping loss trains the mapper only: no gradient reaches the towers through it.
     train = dm._train_batch(list(range(len(dm.train_data["user"]))))
     overlap_only = mapping.rows(train, "overlap")
-    mapping.training_loss(overlap_only)["loss_mapping"].backward()
+    mapping.training_loss(overlap_only)["loss_transfer"].backward()
     assert all(p.grad is None for p in mapping.source.parameters())
     assert all(p.grad is None for p in mapping.target.parameters())
     assert any(p.grad is not None for p in mapping.mapper.parameters())
+
+
+def test_bridge_is_personal_starts_at_identity_and_trains_only_the_meta_network(setup):
+    scenario, tensors = setup
+    bridge = load_strategy("bridge")(make_context(scenario, tensors))
+    dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN))
+    batch = dm.eval_data["test"][0]
+    cold = batch["is_cold"]
+    # Fresh meta-network: W_u = I, so a cold user's interest is their source interest.
+    expected = bridge.source.interest(batch["source_hist"][cold])
+    assert torch.allclose(bridge.target_interest(batch)[cold], expected, atol=1e-6)
+    train = dm._train_batch(list(range(len(dm.train_data["user"]))))
+    pairs = bridge.rows(train, "overlap")
+    bridge.training_loss(pairs)["loss_transfer"].backward()
+    assert all(p.grad is None for p in bridge.source.parameters())
+    assert all(p.grad is None for p in bridge.target.parameters())
+    assert bridge.meta[-1].weight.grad.abs().sum() > 0
+    # After a step the bridges differ from user to user.
+    torch.optim.SGD(bridge.parameters(), lr=1.0).step()
+    matrices = bridge.bridges(pairs["source_hist"][:4])
+    assert not torch.allclose(matrices[0], matrices[1])
+
+
+def test_bridge_loss_is_the_softmax_likelihood_of_the_users_target_items(setup):
+    scenario, tensors = setup
+    bridge = load_strategy("bridge")(make_context(scenario, tensors))
+    dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN))
+    pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
+    pairs = {k: v[:1] for k, v in pairs.items()}
+    mapped = bridge.map_interest(pairs["source_hist"])[0]
+    catalog = bridge.target_catalog.tolist()
+    log_probs = torch.log_softmax(mapped @ bridge.target.items()[catalog].T, 0)
+    items = [i for i in pairs["target_hist"][0].tolist() if i not in (0, tensors.bos)]
+    expected = -torch.stack([log_probs[catalog.index(i)] for i in items]).mean()
+    assert bridge.transfer_loss(pairs).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_unknown_strategy_name_lists_known_ones():
