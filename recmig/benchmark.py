@@ -23,10 +23,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from recmig.config import compose_config
 from recmig.data.scenario import build_scenario
 from recmig.encoders.text import encode_texts_with_info, render_item_texts
 from recmig.train import build_run
@@ -46,10 +46,7 @@ class EpochTimer(L.Callback):
 
 
 def _compose(overrides: list[str]):
-    from recmig.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = tempfile.mkdtemp(prefix="recmig-bench-")
     return cfg

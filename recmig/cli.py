@@ -10,9 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from importlib.resources import files
 
-CONFIG_DIR = str(files("recmig.conf"))
 log = logging.getLogger("recmig")
 
 # Errors a user can fix from the command line: printed as one line, never as a traceback.
@@ -52,13 +50,13 @@ def _train_task(cfg) -> float | None:
 
 def _check_overrides(overrides: list[str]) -> None:
     """Compose once so a misspelled option fails in one line before anything runs."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from recmig.config import compose_config
+
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            compose("train", overrides=overrides)
+        compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
         print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
@@ -67,6 +65,9 @@ def _check_overrides(overrides: list[str]) -> None:
 def train_main(argv: list[str]) -> None:
     import hydra
 
+    from recmig.config import CONFIG_DIR, enable_plugin_configs
+
+    enable_plugin_configs()
     # W&B writes runs locally unless the user asked for something else: nothing waits on a
     # network. `wandb sync <run dir>` uploads them later.
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -1,0 +1,1 @@
+"""An example recmig strategy plugin (see README.md beside it)."""

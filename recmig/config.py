@@ -1,0 +1,30 @@
+"""Where recmig's Hydra configs live, and composing them outside ``recmig train``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from omegaconf import DictConfig
+
+from hydra_plugins.recmig_searchpath import RecmigSearchPathPlugin
+
+CONFIG_DIR = str(files("recmig.conf"))
+
+
+def enable_plugin_configs() -> None:
+    """Make installed plugins' configs visible to Hydra.
+
+    Hydra finds ``hydra_plugins.recmig_searchpath`` by scanning the ``hydra_plugins`` namespace
+    package, which works for regular installs but not through setuptools' editable-install
+    finder; registering the class directly covers both (Hydra ignores a second registration).
+    """
+    Plugins.instance().register(RecmigSearchPathPlugin)
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config `recmig train <overrides>` would run (without Hydra's runtime fields)."""
+    enable_plugin_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name, overrides=overrides)
