@@ -67,6 +67,13 @@ class Tower(nn.Module):
         return self.users.last(table[tokens], tokens)
 
 
+def catalog_positions(catalog: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(vocab_size,) column of each item in a catalogue's score matrix; -1 if not in it."""
+    local = torch.full((vocab_size,), -1, dtype=torch.long, device=catalog.device)
+    local[catalog] = torch.arange(len(catalog), device=catalog.device)
+    return local
+
+
 def catalog_cross_entropy(
     interests: torch.Tensor,
     labels: torch.Tensor,
@@ -79,10 +86,24 @@ def catalog_cross_entropy(
     catalog (C,) item indices -> scalar mean over labelled positions.
     """
     keep = labels != 0
-    local = torch.full((item_table.shape[0],), -1, dtype=torch.long, device=labels.device)
-    local[catalog] = torch.arange(len(catalog), device=labels.device)
+    local = catalog_positions(catalog, item_table.shape[0])
     logits = interests[keep] @ item_table[catalog].T
     return F.cross_entropy(logits, local[labels[keep]])
+
+
+def history_likelihood_loss(
+    scores: torch.Tensor, history: torch.Tensor, catalog: torch.Tensor, bos: int
+) -> torch.Tensor:
+    """- mean log softmax(scores)[i] over the items i of each user's history.
+
+    scores (B, C) over ``catalog``; history (B, L) tokens of the user's items in that
+    catalogue (padding and BOS are skipped). This is how a user-level prediction (a mapped or
+    distilled interest) is fit to everything the user interacted with (Mult-VAE's likelihood).
+    """
+    local = catalog_positions(catalog, bos + 1)
+    positives = (history != 0) & (history != bos)
+    picked = torch.log_softmax(scores, dim=1).gather(1, local[history].clamp_min(0))
+    return -(picked * positives).sum() / positives.sum().clamp_min(1)
 
 
 class TransferStrategy(nn.Module):
@@ -94,6 +115,19 @@ class TransferStrategy(nn.Module):
     """Training streams the strategy needs."""
     needs_source: ClassVar[bool] = True
     """False only for strategies that also run on single-domain scenarios."""
+
+    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
+        """The streams one epoch trains on; phased strategies override this (default: all)."""
+        return self.streams
+
+    @property
+    def min_epochs(self) -> int:
+        """Epochs before early stopping may end training (phased strategies: their warm-up)."""
+        return 0
+
+    def refresh(self) -> None:
+        """Called before each evaluation and at the start of training: recompute caches that
+        depend on the weights (e.g. item embeddings of a fine-tuned language model)."""
 
     def __init__(self, context: StrategyContext):
         super().__init__()

@@ -82,7 +82,9 @@ def build_run(cfg: DictConfig) -> RunParts:
     start = time.perf_counter()
     strategy = build_strategy(cfg, tensors)
     timings["time/model_build_s"] = time.perf_counter() - start
-    datamodule = CrossDomainDataModule(tensors, strategy.streams, loader_cfg)
+    datamodule = CrossDomainDataModule(
+        tensors, strategy.streams, loader_cfg, schedule=strategy.streams_for_epoch
+    )
     module = TransferModule(strategy, instantiate(cfg.optimizer), ks=tuple(cfg.ks))
     return RunParts(scenario, datamodule, module, timings)
 
@@ -97,7 +99,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        min_epochs=max(cfg.trainer.get("min_epochs") or 0, module.strategy.min_epochs),
+    )
     for logger in loggers:
         logger.log_hyperparams(
             {"config": OmegaConf.to_container(cfg, resolve=True), "scenario": scenario.stats}

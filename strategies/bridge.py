@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recmig.strategy import MappedTransfer, StrategyContext
+from recmig.strategy import MappedTransfer, StrategyContext, history_likelihood_loss
 
 
 class Bridge(MappedTransfer):
@@ -54,11 +54,7 @@ class Bridge(MappedTransfer):
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(pairs["source_hist"])
-        items = self.target.items().detach()
-        log_probs = torch.log_softmax(mapped @ items[self.target_catalog].T, dim=1)
-        local = torch.full((items.shape[0],), -1, dtype=torch.long, device=items.device)
-        local[self.target_catalog] = torch.arange(len(self.target_catalog), device=items.device)
-        hist = pairs["target_hist"]
-        positives = (hist != 0) & (hist != self.bos)
-        picked = log_probs.gather(1, local[hist].clamp_min(0))
-        return -(picked * positives).sum() / positives.sum().clamp_min(1)
+        targets = self.target.items().detach()[self.target_catalog]
+        return history_likelihood_loss(
+            mapped @ targets.T, pairs["target_hist"], self.target_catalog, self.bos
+        )

@@ -3,7 +3,7 @@ from functools import partial
 import pytest
 import torch
 
-from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
+from recmig.data.loaders import STREAM_ID, CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
 from recmig.registry import discover, load_strategy
@@ -180,6 +180,60 @@ def test_bridge_loss_is_the_softmax_likelihood_of_the_users_target_items(setup):
     items = [i for i in pairs["target_hist"][0].tolist() if i not in (0, tensors.bos)]
     expected = -torch.stack([log_probs[catalog.index(i)] for i in items]).mean()
     assert bridge.transfer_loss(pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_distillation_kl_matches_the_hand_formula():
+    from recmig_strategies.distillation import distillation_kl
+
+    teacher = torch.tensor([[2.0, 0.0, -1.0]])
+    student = torch.tensor([[0.5, 0.5, 0.0]])
+    tau = 2.0
+    p = torch.softmax(teacher / tau, 1)
+    q = torch.softmax(student / tau, 1)
+    expected = tau**2 * (p * (p.log() - q.log())).sum()
+    assert distillation_kl(teacher, student, tau).item() == pytest.approx(expected.item(), 1e-6)
+    assert distillation_kl(teacher, teacher, tau).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup):
+    scenario, tensors = setup
+    cls = load_strategy("distillation")
+    distill = cls(make_context(scenario, tensors), teacher_epochs=2)
+    assert [distill.streams_for_epoch(e) for e in range(4)] == [
+        ("pooled",),
+        ("pooled",),
+        ("overlap",),
+        ("overlap",),
+    ]
+    assert distill.min_epochs == 3
+    dm = CrossDomainDataModule(
+        tensors, cls.streams, LoaderConfig(max_len=MAX_LEN), schedule=distill.streams_for_epoch
+    )
+    assert set(dm.epoch_data(0)["stream"].tolist()) == {STREAM_ID["pooled"]}
+    student_phase = dm.epoch_data(2)
+    assert set(student_phase["stream"].tolist()) == {STREAM_ID["overlap"]}
+    dm.train_data = student_phase
+    batch = dm._train_batch(list(range(len(student_phase["user"]))))
+    before = {k: v.clone() for k, v in distill.teacher.state_dict().items()}
+    optimizer = torch.optim.Adam(distill.parameters(), lr=0.1)
+    losses = distill.training_loss(batch)
+    assert losses["loss_distill"] > 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert all(p.grad is None for p in distill.teacher.parameters())
+    optimizer.step()
+    after = distill.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen teacher
+    assert any(p.grad is not None for p in distill.student.parameters())
+    eval_batch = dm.eval_data["test"][0]
+    cold = eval_batch["is_cold"]
+    table = distill.teacher.items()
+    interest = distill.target_interest(eval_batch)
+    assert torch.allclose(
+        interest[cold], distill.student_interest(eval_batch["source_hist"][cold], table)
+    )
+    assert torch.allclose(
+        interest[~cold], distill.teacher.interest(eval_batch["pooled_hist"][~cold], table)
+    )
 
 
 def test_unknown_strategy_name_lists_known_ones():

@@ -20,6 +20,7 @@ sample, which costs ``n`` forward passes per user.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -180,15 +181,33 @@ class ScenarioTensors:
 class CrossDomainDataModule(L.LightningDataModule):
     """Serves the training streams a strategy asks for and the val/test user batches."""
 
-    def __init__(self, tensors: ScenarioTensors, streams: tuple[str, ...], cfg: LoaderConfig):
+    def __init__(
+        self,
+        tensors: ScenarioTensors,
+        streams: tuple[str, ...],
+        cfg: LoaderConfig,
+        schedule: Callable[[int], tuple[str, ...]] | None = None,
+    ):
+        """``streams``: every stream training may use; ``schedule(epoch)``: the ones an epoch
+        uses (default: all of them), for strategies that train in phases."""
         super().__init__()
         unknown = set(streams) - set(STREAMS)
         if unknown:
             raise ValueError(f"unknown training streams {sorted(unknown)}; known: {STREAMS}")
         self.tensors = tensors
         self.cfg = cfg
-        self.train_data = self._concat([tensors.windows(s) for s in streams])
+        self.schedule = schedule or (lambda epoch: streams)
+        self.windows = {s: tensors.windows(s) for s in streams}
+        self.train_data = self.epoch_data(0)
         self.eval_data = {split: self._eval_batches(split) for split in ("val", "test")}
+
+    def epoch_data(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The training rows of one epoch: its scheduled streams, stacked."""
+        wanted = self.schedule(epoch)
+        missing = set(wanted) - set(self.windows)
+        if missing:
+            raise ValueError(f"epoch {epoch} schedules streams {sorted(missing)} not prepared")
+        return self._concat([self.windows[s] for s in wanted])
 
     @staticmethod
     def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -231,6 +250,10 @@ class CrossDomainDataModule(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
+        # Lightning asks again every epoch (reload_dataloaders_every_n_epochs=1 in the trainer
+        # config), so a phased strategy gets the streams of the current phase.
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_data = self.epoch_data(epoch)
         return DataLoader(
             range(len(self.train_data["user"])),
             batch_size=self.cfg.batch_size,

@@ -82,7 +82,11 @@ class TransferModule(L.LightningModule):
             metric.reset()
         self.users_seen = {g: 0 for g in GROUPS}
 
+    def on_train_start(self) -> None:
+        self.strategy.refresh()
+
     def on_validation_epoch_start(self) -> None:
+        self.strategy.refresh()
         self.users_seen = {g: 0 for g in GROUPS}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -92,6 +96,7 @@ class TransferModule(L.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_start(self) -> None:
+        self.strategy.refresh()
         self.users_seen = {g: 0 for g in GROUPS}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

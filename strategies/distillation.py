@@ -1,0 +1,108 @@
+"""Knowledge distillation from a teacher that sees both domains to a source-only student.
+
+Phase 1 (``teacher_epochs``): the teacher, a model over both domains merged in time (as
+``pooled``), learns next-item prediction on the union catalogue. Phase 2: the teacher is frozen
+(no loss reaches it, and it runs in eval mode) and a student user model learns to predict a
+user's target items from their *source history alone*, which is all a cold-start user has:
+
+    L_student = - mean_{i in T(u)} log p_S(i | history_S(u))
+                + w * tau^2 * KL( softmax(z_T / tau) || softmax(z_S / tau) )
+
+z_T = teacher scores of the target catalogue given the user's full history (source and target:
+privileged information the student never sees), z_S = student scores given the source history;
+the sum runs over warm overlapping users (``overlap`` rows). tau^2 keeps the gradient scale of
+the soft term independent of the temperature (Hinton et al., 2015). The student reads items
+through the teacher's frozen item encoder, so both score the same item vectors.
+
+Warm users are ranked by the teacher, cold users by the student.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recmig.strategy import StrategyContext, Tower, TransferStrategy, history_likelihood_loss
+
+
+def distillation_kl(teacher: torch.Tensor, student: torch.Tensor, tau: float) -> torch.Tensor:
+    """tau^2 * KL(softmax(teacher / tau) || softmax(student / tau)), mean over rows.
+
+    teacher, student: (B, C) scores over the same C items.
+    """
+    log_p_teacher = F.log_softmax(teacher / tau, dim=-1)
+    log_p_student = F.log_softmax(student / tau, dim=-1)
+    return tau**2 * F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+
+
+class Distillation(TransferStrategy):
+    description = "frozen two-domain teacher distils target preferences into a source-only student"
+    streams = ("pooled", "overlap")
+
+    def __init__(
+        self,
+        context: StrategyContext,
+        teacher_epochs: int = 3,
+        temperature: float = 2.0,
+        distill_weight: float = 1.0,
+    ):
+        super().__init__(context)
+        if teacher_epochs < 1:
+            raise ValueError(f"strategy.teacher_epochs must be >= 1, got {teacher_epochs}")
+        if temperature <= 0:
+            raise ValueError(f"strategy.temperature must be > 0, got {temperature}")
+        self.teacher_epochs = teacher_epochs
+        self.temperature = temperature
+        self.distill_weight = distill_weight
+        self.teacher = Tower(context)
+        self.student = context.make_user_model()
+        self.bos = context.vocab_size - 1
+        self.register_buffer(
+            "all_items",
+            torch.cat([context.source_catalog, context.target_catalog]),
+            persistent=False,
+        )
+
+    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
+        return ("pooled",) if epoch < self.teacher_epochs else ("overlap",)
+
+    @property
+    def min_epochs(self) -> int:
+        return self.teacher_epochs + 1
+
+    def student_interest(self, source_hist: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.student.last(table[source_hist], source_hist)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        teacher_loss = self.stream_loss(self.teacher, batch, "pooled", self.all_items)
+        pairs = self.rows(batch, "overlap")
+        if len(pairs["user"]) == 0:
+            return {"loss": teacher_loss, "loss_teacher": teacher_loss}
+        with torch.no_grad():
+            was_training = self.teacher.training
+            self.teacher.eval()
+            table = self.teacher.items()
+            targets = table[self.target_catalog]
+            teacher_scores = self.teacher.interest(pairs["pooled_hist"], table) @ targets.T
+            self.teacher.train(was_training)
+        student_scores = self.student_interest(pairs["source_hist"], table) @ targets.T
+        ranking = history_likelihood_loss(
+            student_scores, pairs["target_hist"], self.target_catalog, self.bos
+        )
+        soft = distillation_kl(teacher_scores, student_scores, self.temperature)
+        loss = teacher_loss + ranking + self.distill_weight * soft
+        return {
+            "loss": loss,
+            "loss_teacher": teacher_loss,
+            "loss_student": ranking,
+            "loss_distill": soft,
+        }
+
+    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        table = self.teacher.items()
+        warm = self.teacher.interest(batch["pooled_hist"], table)
+        cold = self.student_interest(batch["source_hist"], table)
+        return torch.where(batch["is_cold"].unsqueeze(1), cold, warm)
+
+    def target_items(self) -> torch.Tensor:
+        return self.teacher.items()[self.target_catalog]
