@@ -127,7 +127,11 @@ class TransferStrategy(nn.Module):
 
     def refresh(self) -> None:
         """Called before each evaluation and at the start of training: recompute caches that
-        depend on the weights (e.g. item embeddings of a fine-tuned language model)."""
+        depend on the weights (e.g. item vectors of a fine-tuned language model) in every
+        component that has such a cache."""
+        for module in self.modules():
+            if module is not self and callable(getattr(module, "refresh", None)):
+                module.refresh()
 
     def __init__(self, context: StrategyContext):
         super().__init__()
@@ -160,7 +164,7 @@ class TransferStrategy(nn.Module):
         part = self.rows(batch, stream)
         if len(part["user"]) == 0:
             return batch["tokens"].new_zeros((), dtype=torch.float)
-        table = tower.items()
+        table = tower.items(active=part["labels"])
         return catalog_cross_entropy(
             tower.interests(part["tokens"], table), part["labels"], table, catalog
         )

@@ -29,7 +29,8 @@ class ItemEncoder(nn.Module):
         """(vocab_size - 2, dim): vectors of items 1..N."""
         raise NotImplementedError
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, active: torch.Tensor | None = None) -> torch.Tensor:
+        """``active``: the batch's item tokens, for encoders that spend extra work on them."""
         items = self.item_vectors()
         pad = items.new_zeros(1, self.dim)
         return torch.cat([pad, items, self.bos[None]], dim=0)

@@ -264,7 +264,7 @@ class EncodeResult:
         return self.embeddings.shape[0] / max(self.seconds, 1e-9)
 
 
-def _load_model(model: str, device: torch.device):
+def load_text_model(model: str, device: torch.device):
     import transformers
 
     path = resolve_model_path(model)
@@ -293,7 +293,7 @@ def _encode_uncached(
     progress: bool,
     device: torch.device,
 ) -> torch.Tensor:
-    tokenizer, net = _load_model(model, device)
+    tokenizer, net = load_text_model(model, device)
     # Longest first: batches of similar length need little padding, and an
     # out-of-memory error (if any) shows up on the first batch.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)

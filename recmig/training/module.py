@@ -39,6 +39,20 @@ class TransferModule(L.LightningModule):
         )
         self.users_seen = {g: 0 for g in GROUPS}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Leave frozen weights (e.g. a pretrained language model under adapters) out of
+        checkpoints: they are rebuilt from their source when the module is built."""
+        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+        for name in frozen:
+            checkpoint["state_dict"].pop(name, None)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Put the frozen weights back from this instance, so loading stays strict otherwise.
+        state = checkpoint["state_dict"]
+        for name, p in self.named_parameters():
+            if not p.requires_grad and name not in state:
+                state[name] = p.detach().clone()
+
     def configure_optimizers(self):
         return self.make_optimizer(params=[p for p in self.parameters() if p.requires_grad])
 
