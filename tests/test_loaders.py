@@ -57,3 +57,21 @@ def test_datamodule_streams_and_eval_masks(data, scenario_cfg):
     warm = ~test_warm["is_cold"]
     # At test time the validation item joins the history and is excluded from the ranking.
     assert (test_warm["excluded"][warm].sum(1) == val_warm["excluded"][warm].sum(1) + 1).all()
+
+
+def test_item_masking_drops_inputs_but_keeps_labels_and_bos(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, max_len=8)
+    plain = CrossDomainDataModule(tensors, ("target",), LoaderConfig(max_len=8))
+    masked = CrossDomainDataModule(
+        tensors, ("target",), LoaderConfig(max_len=8, item_mask_prob=0.5)
+    )
+    index = list(range(len(plain.train_data["user"])))
+    torch.manual_seed(0)
+    a, b = plain._train_batch(index), masked._train_batch(index)
+    assert torch.equal(a["labels"], b["labels"])
+    dropped = a["tokens"] != b["tokens"]
+    assert (b["tokens"][dropped] == 0).all()
+    real = (a["tokens"] != 0) & (a["tokens"] != tensors.bos)
+    assert 0.4 < dropped.sum() / real.sum() < 0.6
+    assert ((a["tokens"] == tensors.bos) == (b["tokens"] == tensors.bos)).all()

@@ -46,6 +46,13 @@ class LoaderConfig:
     """Users per evaluation batch."""
     num_workers: int = 0
     """DataLoader workers; batches are gathered from in-memory tensors, so 0 is usually fastest."""
+    item_mask_prob: float = 0.0
+    """Augmentation: each input item of a training window is dropped (set to padding) with
+    this probability, so the model cannot lean on any single past item. Labels are kept."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.item_mask_prob < 1.0:
+            raise ValueError(f"loader.item_mask_prob must be in [0, 1), got {self.item_mask_prob}")
 
 
 def history_tokens(items: list[int] | np.ndarray, max_len: int, bos: int) -> np.ndarray:
@@ -245,6 +252,11 @@ class CrossDomainDataModule(L.LightningDataModule):
     def _train_batch(self, index: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(index)
         batch = {k: v[idx] for k, v in self.train_data.items()}
+        if self.cfg.item_mask_prob > 0:
+            tokens = batch["tokens"]
+            real = (tokens != 0) & (tokens != self.tensors.bos)
+            drop = real & (torch.rand(tokens.shape) < self.cfg.item_mask_prob)
+            batch["tokens"] = tokens.masked_fill(drop, 0)
         users = batch["user"]
         batch.update({f"{k}_hist": v[users] for k, v in self.tensors.history["val"].items()})
         return batch
