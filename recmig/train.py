@@ -114,8 +114,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     timings["time/fit_s"] = time.perf_counter() - start
     timings["epochs"] = trainer.current_epoch
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
+    # The checkpoint that watches a metric holds the best model (the other one, `last`).
+    selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
+    ckpt = (selecting[0].best_model_path or None) if selecting else None
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
 

@@ -179,6 +179,16 @@ def test_custom_files_train_end_to_end_and_reproducibly(tmp_path, data):
     assert scores == {k: again[k] for k in scores}  # same config + seed: same numbers
 
 
+def test_resume_continues_from_the_last_checkpoint(tmp_path, data):
+    first = _train_custom(tmp_path, data, tmp_path / "a", "trainer.max_epochs=1")
+    assert first["epochs"] == 1
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resumed = _train_custom(
+        tmp_path, data, tmp_path / "b", "trainer.max_epochs=3", f"resume={last}"
+    )
+    assert resumed["epochs"] == 3
+
+
 def test_strategies_command_lists_builtins(tmp_path):
     result = recmig("strategies", cwd=tmp_path)
     assert result.returncode == 0
