@@ -14,7 +14,9 @@ import sys
 log = logging.getLogger("recmig")
 
 # Errors a user can fix from the command line: printed as one line, never as a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+# recmig raises these for bad options, fields and files; anything else is a bug and keeps its
+# traceback.
+USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def _one_line(err: BaseException) -> str:
@@ -26,10 +28,11 @@ def _user_error(err: BaseException) -> BaseException | None:
     """The user-facing cause inside Hydra's InstantiationException wrappers, if any."""
     from hydra.errors import InstantiationException
 
+    wrapped = False
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, InstantiationException | TypeError):
-        return err  # bad keys in a config: instantiate reports the key and the target
+        err, wrapped = err.__cause__, True
+    if isinstance(err, InstantiationException) or (wrapped and isinstance(err, TypeError)):
+        return err  # a bad key in a `_target_` config: the message names key and target
     return err if isinstance(err, USER_ERRORS) else None
 
 
@@ -44,8 +47,7 @@ def _train_task(cfg) -> float | None:
             raise
         print(f"recmig: error: {_one_line(cause)}", file=sys.stderr)
         sys.exit(2)
-    # Sweepers (e.g. Optuna) optimise the returned value.
-    return metrics.get(f"val/{cfg.get('monitor_metric', 'ndcg@10')}")
+    return metrics["val/ndcg@10"]  # what a Hydra sweeper (e.g. Optuna) optimises
 
 
 def _check_overrides(overrides: list[str]) -> None:
