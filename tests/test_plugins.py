@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "recmig-example-plugin"
 def plugin_site(tmp_path_factory) -> Path:
     """pip-install the example plugin into its own folder (the project venv stays untouched)."""
     site = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-source") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source)  # pip builds in the source tree: keep the repo clean
     subprocess.run(
         [
             sys.executable,
@@ -52,8 +55,8 @@ def run_with_plugin(site: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 def test_installed_plugin_is_listed(plugin_site, tmp_path):
     result = run_with_plugin(plugin_site, "strategies", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "zero_shot" in result.stdout
-    assert "recmig-example-plugin: recmig_example_plugin.strategy:ZeroShot" in result.stdout
+    assert "popularity" in result.stdout
+    assert "recmig-example-plugin: recmig_example_plugin.strategy:Popularity" in result.stdout
 
 
 def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site, tmp_path):
@@ -61,7 +64,7 @@ def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site
     result = run_with_plugin(
         plugin_site,
         "train",
-        "strategy=zero_shot",
+        "strategy=popularity",
         "data=ml100k_genres",
         "encoder=id",
         "trainer.max_epochs=1",
@@ -76,10 +79,10 @@ def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site
 
 def test_without_the_plugin_its_option_is_unknown(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "recmig.cli", "train", "strategy=zero_shot", "logger=none"],
+        [sys.executable, "-m", "recmig.cli", "train", "strategy=popularity", "logger=none"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == 2 and "zero_shot" in result.stderr
+    assert result.returncode == 2 and "popularity" in result.stderr

@@ -1,36 +1,40 @@
-"""Zero-shot transfer: one tower learns both domains; cold users keep their source interest.
+"""Most-popular baseline as a plugin: one learned logit per target item, the same for every user.
 
-    u_T = f(history_T(u))  for warm users,   u_T = f(history_S(u))  for cold users
+    score(u, i) = b_i,   b = argmax sum_{(u, i) in target training data} log softmax(b)_i
 
-Nothing is fit to carry interest across domains: the transfer is whatever the shared item
-encoder (e.g. a language model over item text) and user model give for free.
+It ignores who the user is, so it is the floor any personalised strategy must clear, for cold
+and warm users alike. As a dot product: every user's interest is [1], item i's vector is [b_i].
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import StrategyContext, TransferStrategy, catalog_positions
 
 
-class ZeroShot(TransferStrategy):
-    description = "example plugin: shared tower, cold users scored with their source interest"
-    streams = ("source", "target")
+class Popularity(TransferStrategy):
+    description = "example plugin: most-popular target items (learned logits), same for all users"
+    streams = ("target",)
+    needs_source = False
 
     def __init__(self, context: StrategyContext):
         super().__init__(context)
-        self.tower = Tower(context)
+        self.logits = nn.Parameter(torch.zeros(len(context.target_catalog)))
+        self.register_buffer(
+            "local", catalog_positions(context.target_catalog, context.vocab_size), persistent=False
+        )
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        source = self.stream_loss(self.tower, batch, "source", self.source_catalog)
-        target = self.stream_loss(self.tower, batch, "target", self.target_catalog)
-        return {"loss": source + target, "loss_source": source, "loss_target": target}
+        labels = self.rows(batch, "target")["labels"]
+        labels = labels[labels != 0]
+        logits = self.logits.expand(len(labels), -1)
+        return {"loss": F.cross_entropy(logits, self.local[labels])}
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        table = self.tower.items()
-        source = self.tower.interest(batch["source_hist"], table)
-        target = self.tower.interest(batch["target_hist"], table)
-        return torch.where(batch["is_cold"].unsqueeze(1), source, target)
+        return self.logits.new_ones(len(batch["user"]), 1)
 
     def target_items(self) -> torch.Tensor:
-        return self.tower.items()[self.target_catalog]
+        return self.logits.unsqueeze(1)
