@@ -30,7 +30,7 @@ def plugin_site(tmp_path_factory) -> Path:
             "--no-deps",
             "--target",
             str(site),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,
