@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmig.data.loaders import STREAM_ID
+from recmig.data.loaders import STREAM_ID, is_item
 from recmig.encoders.item import ItemEncoder
 from recmig.users.interest import UserModel
 
@@ -101,7 +101,7 @@ def history_likelihood_loss(
     distilled interest) is fit to everything the user interacted with (Mult-VAE's likelihood).
     """
     local = catalog_positions(catalog, bos + 1)
-    positives = (history != 0) & (history != bos)
+    positives = is_item(history, bos)
     picked = torch.log_softmax(scores, dim=1).gather(1, local[history].clamp_min(0))
     return -(picked * positives).sum() / positives.sum().clamp_min(1)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recmig.data.loaders import is_item
 from recmig.strategy import MappedTransfer, StrategyContext, history_likelihood_loss
 
 
@@ -40,7 +41,7 @@ class Bridge(MappedTransfer):
     def bridges(self, source_hist: torch.Tensor) -> torch.Tensor:
         """(B, L) source history -> (B, D, D) personal mapping matrices."""
         items = self.source.items().detach()[source_hist]
-        real = (source_hist != 0) & (source_hist != self.bos)
+        real = is_item(source_hist, self.bos)
         scores = self.attention(items).squeeze(-1).masked_fill(~real, float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # no source item: c_u = 0
         characteristic = (weights.unsqueeze(-1) * items).sum(1)

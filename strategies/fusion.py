@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recmig.data.loaders import is_item
 from recmig.strategy import StrategyContext, Tower, TransferStrategy, catalog_cross_entropy
 
 MODES = ("fixed", "learned", "gate")
@@ -47,7 +48,7 @@ class Fusion(TransferStrategy):
 
     def _has_items(self, hist: torch.Tensor) -> torch.Tensor:
         """(B,) whether a history holds any item besides padding and BOS."""
-        return ((hist != 0) & (hist != self.bos)).any(1)
+        return is_item(hist, self.bos).any(1)
 
     def weight(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """a for each row: source (B, 1, D) or (B, D); target (B, L, D) or (B, D)."""

@@ -55,6 +55,11 @@ class LoaderConfig:
             raise ValueError(f"loader.item_mask_prob must be in [0, 1), got {self.item_mask_prob}")
 
 
+def is_item(tokens: torch.Tensor, bos: int) -> torch.Tensor:
+    """Where a token tensor holds an item (not padding, not BOS)."""
+    return (tokens != 0) & (tokens != bos)
+
+
 def history_tokens(items: list[int] | np.ndarray, max_len: int, bos: int) -> np.ndarray:
     """The last ``max_len`` tokens a model sees for a history, BOS-prefixed when it fits."""
     items = list(items)
@@ -254,7 +259,7 @@ class CrossDomainDataModule(L.LightningDataModule):
         batch = {k: v[idx] for k, v in self.train_data.items()}
         if self.cfg.item_mask_prob > 0:
             tokens = batch["tokens"]
-            real = (tokens != 0) & (tokens != self.tensors.bos)
+            real = is_item(tokens, self.tensors.bos)
             drop = real & (torch.rand(tokens.shape) < self.cfg.item_mask_prob)
             batch["tokens"] = tokens.masked_fill(drop, 0)
         users = batch["user"]
@@ -291,5 +296,6 @@ __all__ = [
     "STREAMS",
     "STREAM_ID",
     "history_tokens",
+    "is_item",
     "sequence_windows",
 ]
