@@ -103,8 +103,13 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     results["training epoch, median (s)"] = statistics.median(timer.seconds)
     results["training windows per epoch"] = len(datamodule.train_data["user"])
     n_users = sum(len(b["user"]) for b in datamodule.eval_data["val"])
-    evaluator = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                          accelerator=cfg.trainer.accelerator, devices=1)
+    evaluator = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+    )
     start = time.perf_counter()
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     results["evaluation (users/s)"] = n_users / (time.perf_counter() - start)

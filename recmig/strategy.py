@@ -47,6 +47,11 @@ class StrategyContext:
     make_item_encoder: Callable[[], ItemEncoder]
     make_user_model: Callable[[], UserModel]
 
+    @property
+    def bos(self) -> int:
+        """The BOS token: the last one of the vocabulary (see recmig.data.loaders)."""
+        return self.vocab_size - 1
+
 
 class Tower(nn.Module):
     """An item encoder and a user model that together score items for users."""

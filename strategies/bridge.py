@@ -30,7 +30,7 @@ class Bridge(MappedTransfer):
     ):
         super().__init__(context, transfer_weight=bridge_weight)
         dim = context.dim
-        self.bos = context.vocab_size - 1
+        self.bos = context.bos
         self.attention = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
         self.meta = nn.Sequential(
             nn.Linear(dim, meta_hidden), nn.ReLU(), nn.Linear(meta_hidden, dim * dim)

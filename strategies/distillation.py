@@ -56,7 +56,7 @@ class Distillation(TransferStrategy):
         self.distill_weight = distill_weight
         self.teacher = Tower(context)
         self.student = context.make_user_model()
-        self.bos = context.vocab_size - 1
+        self.bos = context.bos
         self.register_buffer(
             "all_items",
             torch.cat([context.source_catalog, context.target_catalog]),

@@ -40,7 +40,7 @@ class Fusion(TransferStrategy):
         self.mode = mode
         self.alpha = alpha
         self.tower = Tower(context)
-        self.bos = context.vocab_size - 1
+        self.bos = context.bos
         if mode == "learned":
             self.logit = nn.Parameter(torch.logit(torch.tensor(alpha).clamp(1e-4, 1 - 1e-4)))
         elif mode == "gate":

@@ -21,6 +21,7 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from torch import nn
 
+from recmig.data.loaders import is_item
 from recmig.encoders.item import ItemEncoder
 from recmig.encoders.text import DEFAULT_TEXT_MODEL, load_text_model, mean_pool, render_item_texts
 
@@ -110,7 +111,7 @@ class AdaptedTextItemEncoder(ItemEncoder):
     def item_vectors(self) -> torch.Tensor:
         features = self.cache
         if self.training and self.active is not None and torch.is_grad_enabled():
-            items = self.active[(self.active > 0) & (self.active < self.vocab_size - 1)].unique()
+            items = self.active[is_item(self.active, self.vocab_size - 1)].unique()
             rows = items[torch.randperm(len(items), device=items.device)[: self.grad_items]] - 1
             if len(rows):
                 fresh = self.encode(rows)
