@@ -2,6 +2,10 @@
 
 recmig train [hydra overrides]        one run (``-m`` for a Hydra multirun sweep)
 recmig strategies                     list every discovered transfer strategy
+recmig evaluate <run dir>...          evaluate finished runs' best checkpoints again
+recmig report <sweep dir>             tables, significance tests and plots of a sweep
+recmig reproduce <experiment>         rerun an experiment and check it against its record
+recmig benchmark                      speed and memory of the default run
 """
 
 from __future__ import annotations
@@ -97,12 +101,33 @@ def strategies_main() -> None:
         print(f"{name:<{width}}  {description}\n{'':<{width}}  from {origin}")
 
 
+def evaluate_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from recmig.train import format_table, reevaluate
+
+    parser = argparse.ArgumentParser(
+        prog="recmig evaluate",
+        description="Evaluate finished runs again (best checkpoint) with the current evaluation "
+        "code: adds test_users.parquet and beyond-accuracy metrics to older runs.",
+    )
+    parser.add_argument("run_dirs", type=Path, nargs="+")
+    for run_dir in parser.parse_args(argv).run_dirs:
+        try:
+            metrics = reevaluate(run_dir)
+        except USER_ERRORS as err:
+            print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        print(format_table(metrics, str(run_dir)))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["train", "strategies", "benchmark", "report"])
+    commands = ["train", "strategies", "evaluate", "report", "reproduce", "benchmark"]
+    parser.add_argument("command", choices=commands)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         sys.exit(0 if argv else 2)
@@ -110,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     if args.command == "train":
         train_main(argv[1:])
+    elif args.command == "evaluate":
+        evaluate_main(argv[1:])
+    elif args.command == "reproduce":
+        from recmig.reproduce import main as reproduce_main
+
+        reproduce_main(argv[1:])
     elif args.command == "benchmark":
         from recmig.benchmark import main as benchmark_main
 

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.recmig_searchpath import RecmigSearchPathPlugin
 
 CONFIG_DIR = str(files("recmig.conf"))
+
+
+def sweep_group() -> str | None:
+    """The running multirun's folder name (``${recmig_sweep_group:}`` in configs), so W&B puts
+    all runs of one sweep in one group; None outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+OmegaConf.register_new_resolver("recmig_sweep_group", sweep_group, replace=True)
 
 
 def enable_plugin_configs() -> None:

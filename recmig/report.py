@@ -1,20 +1,43 @@
-"""``recmig report <sweep dir>``: a multirun's metrics as a mean +- std table per strategy.
+"""``recmig report <sweep dir>...``: a sweep's runs as comparison tables, tests and a plot.
 
-Reads every ``metrics.json`` below the folder together with the run's Hydra config
-(``.hydra/config.yaml``), groups runs by strategy (and by any other option that differs
-between runs, except the seed), and reports mean and standard deviation over seeds, with the
-relative gain over ``target_only`` on the same configuration.
+Reads every ``metrics.json`` below the folders together with the run's Hydra config
+(``.hydra/config.yaml``) and per-user test rows (``test_users.parquet``, where the run has
+them) and writes:
+
+``results.md``
+    per (setting, strategy): mean ± std over seeds and the number of seeds; for transfer
+    strategies the relative gain over ``target_only`` in the same setting and a paired
+    significance test (Wilcoxon signed-rank over the test users of the group, each user's
+    metric averaged over seeds; runs without per-user rows fall back to a paired t-test over
+    seeds). Then beyond-accuracy metrics (coverage, novelty, popularity) and NDCG@10 sliced by
+    user gender and age where the data has them.
+``results.csv``, ``runs.csv``, ``slices.csv``
+    the same numbers with every column; one row per run.
+``results.png``
+    NDCG@10 of cold and warm test users per strategy and setting, error bars one std.
+
+A *setting* is a command-line override of the data (``data.scenario.cold_fraction=0.5``):
+baselines are compared within it. Any other override that differs between runs of the same
+strategy (``encoder=text``) is a *variant*, shown as ``strategy [override]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from scipy import stats
 
+log = logging.getLogger(__name__)
+
+BASELINE = "target_only"
 DEFAULT_METRICS = (
     "test/cold/ndcg@10",
     "test/cold/recall@10",
@@ -22,58 +45,129 @@ DEFAULT_METRICS = (
     "test/warm/recall@10",
     "time/fit_s",
 )
+BEYOND_METRICS = tuple(
+    f"test/{group}/{name}@10"
+    for group in ("cold", "warm")
+    for name in ("coverage", "novelty", "arp")
+)
+SLICE_ATTRIBUTES = ("gender", "age")
+# GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
+AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
+AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    """One row per finished run: strategy, seed, setting and flat metrics.
-
-    ``setting`` joins the command-line overrides whose values differ between the runs (seed
-    and strategy aside), e.g. ``data.scenario.cold_fraction=0.5``; it is empty for a sweep
-    over strategies and seeds only.
-    """
+def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
+    """One row per finished run: strategy (with variant), setting, seed, run and metrics."""
+    dirs = [sweep_dirs] if isinstance(sweep_dirs, Path) else list(sweep_dirs)
     rows, overrides = [], []
-    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
-        run = metrics_path.parent
-        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        listed = OmegaConf.load(run / ".hydra" / "overrides.yaml")
-        overrides.append(
-            dict(
-                o.split("=", 1)
-                for o in listed
-                if not o.startswith(("seed=", "strategy=", "hydra."))
+    for sweep_dir in dirs:
+        for metrics_path in sorted(Path(sweep_dir).rglob("metrics.json")):
+            run = metrics_path.parent
+            cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+            listed = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+            overrides.append(
+                dict(
+                    o.lstrip("+~").split("=", 1)
+                    for o in listed
+                    if not o.lstrip("+~").startswith(("seed=", "strategy=", "hydra.", "paths."))
+                )
             )
-        )
-        rows.append(
-            {
-                "strategy": cfg.strategy.name,
-                "seed": cfg.seed,
-                "run": str(run),
-                **json.loads(metrics_path.read_text()),
-            }
-        )
+            metrics = json.loads(metrics_path.read_text())
+            rows.append(
+                {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
+            )
     if not rows:
-        raise ValueError(f"{sweep_dir}: no metrics.json found below it (is it a sweep folder?)")
+        raise ValueError(
+            f"{', '.join(map(str, dirs))}: no metrics.json below (not a sweep folder?)"
+        )
+    runs = pd.DataFrame(rows)
     keys = sorted({k for o in overrides for k in o})
     varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
-    settings = [" ".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
-    return pd.DataFrame(rows).assign(setting=settings)
+
+    def joined(o: dict, data: bool) -> str:
+        return " ".join(f"{k}={o[k]}" for k in varying if k in o and k.startswith("data.") == data)
+
+    variants = [joined(o, data=False) for o in overrides]
+    runs["strategy"] = [
+        s + (f" [{v}]" if v else "") for s, v in zip(runs["strategy"], variants, strict=True)
+    ]
+    return runs.assign(setting=[joined(o, data=True) for o in overrides])
+
+
+@cache
+def _test_users(run: str) -> pd.DataFrame | None:
+    path = Path(run) / "test_users.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def _per_user(runs: pd.DataFrame, group: str, column: str) -> pd.Series | None:
+    """A metric per test user of ``group``, averaged over the runs (seeds); None if a run
+    has no per-user rows."""
+    tables = [_test_users(r) for r in runs["run"]]
+    if any(t is None for t in tables):
+        return None
+    stacked = pd.concat([t[t["group"] == group] for t in tables])
+    return stacked.groupby("user_id")[column].mean()
+
+
+def paired_test(runs: pd.DataFrame, base: pd.DataFrame, metric: str) -> tuple[float, str]:
+    """p-value of strategy vs baseline on ``metric`` (test/<group>/<name>) and the test used."""
+    _, group, column = metric.split("/", 2)
+    ours, theirs = _per_user(runs, group, column), _per_user(base, group, column)
+    if ours is not None and theirs is not None:
+        both = pd.concat([ours, theirs], axis=1, join="inner").dropna()
+        diff = both.iloc[:, 0] - both.iloc[:, 1]
+        if len(diff) == 0 or np.allclose(diff, 0):
+            return 1.0, "users"
+        return float(stats.wilcoxon(both.iloc[:, 0], both.iloc[:, 1]).pvalue), "users"
+    paired = (
+        runs.set_index("seed")[metric]
+        .to_frame("a")
+        .join(base.set_index("seed")[metric].to_frame("b"), how="inner")
+    )
+    if len(paired) < 2 or np.allclose(paired["a"], paired["b"]):
+        return math.nan, "seeds"
+    return float(stats.ttest_rel(paired["a"], paired["b"]).pvalue), "seeds"
 
 
 def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) -> pd.DataFrame:
-    """mean, std and seed count per (setting, strategy); gain vs target_only in percent."""
+    """mean, std, seed count per (setting, strategy); gain % and p-value vs target_only."""
     missing = [m for m in metrics if m not in runs.columns]
     if missing:
         raise ValueError(f"metrics {missing} are in no run; available: {sorted(runs.columns)}")
     grouped = runs.groupby(["setting", "strategy"])[list(metrics)]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std"))
     table["seeds"] = grouped.size()
-    for metric in metrics:
-        if metric.startswith("time/"):
+    for (setting, strategy), part in runs.groupby(["setting", "strategy"]):
+        base = runs[(runs["setting"] == setting) & (runs["strategy"] == BASELINE)]
+        if base.empty or strategy == BASELINE:
             continue
-        base = table[f"{metric} mean"].xs("target_only", level="strategy", drop_level=False)
-        base = base.droplevel("strategy").reindex(table.index.get_level_values("setting"))
-        table[f"{metric} gain %"] = 100 * (table[f"{metric} mean"].to_numpy() / base.to_numpy() - 1)
+        for metric in metrics:
+            if metric.startswith("time/") or part[metric].isna().all():
+                continue
+            mean_base = base[metric].mean()
+            table.loc[(setting, strategy), f"{metric} gain %"] = 100 * (
+                part[metric].mean() / mean_base - 1
+            )
+            p, over = paired_test(part, base, metric)
+            table.loc[(setting, strategy), f"{metric} p"] = p
+            table.loc[(setting, strategy), f"{metric} test"] = over
     return table
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    mean, std = row[f"{metric} mean"], row[f"{metric} std"]
+    if pd.isna(mean):
+        return "–"
+    if metric.startswith("time/"):
+        return f"{mean:.0f} ± {std:.0f}" if not pd.isna(std) else f"{mean:.0f}"
+    cell = f"{mean:.4f} ± {std:.4f}" if not pd.isna(std) else f"{mean:.4f}"
+    gain = row.get(f"{metric} gain %")
+    if gain is not None and not pd.isna(gain):
+        p = row.get(f"{metric} p")
+        significance = "" if p is None or pd.isna(p) else f", p={p:.2g}"
+        cell += f" ({gain:+.1f}%{significance})"
+    return cell
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
@@ -81,15 +175,133 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (setting, strategy), row in table.iterrows():
         cells = [setting or "(default)", strategy, str(int(row["seeds"]))]
-        for metric in metrics:
-            cell = f"{row[f'{metric} mean']:.4f} ± {row[f'{metric} std']:.4f}"
-            if metric.startswith("time/"):
-                cell = f"{row[f'{metric} mean']:.0f} ± {row[f'{metric} std']:.0f}"
-            elif f"{metric} gain %" in row and strategy != "target_only":
-                cell += f" ({row[f'{metric} gain %']:+.1f}%)"
-            cells.append(cell)
+        cells += [_cell(row, metric) for metric in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _age_group(values: pd.Series) -> pd.Series:
+    ages = pd.to_numeric(values, errors="coerce")
+    return pd.cut(ages, AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
+
+
+def slices(runs: pd.DataFrame, column: str = "ndcg@10") -> pd.DataFrame:
+    """Mean per-user ``column`` by user attribute value, per setting/strategy/group; the
+    per-run means are averaged over seeds. Empty when no run has user attributes."""
+    parts = []
+    for _, run in runs.iterrows():
+        users = _test_users(run["run"])
+        if users is None:
+            continue
+        for attribute in SLICE_ATTRIBUTES:
+            if attribute not in users.columns or users[attribute].isna().all():
+                continue
+            values = users[attribute].astype(str)
+            if attribute == "age":
+                values = _age_group(users[attribute])
+            means = users.groupby(["group", values.rename("value")])[column].agg(["mean", "size"])
+            parts.append(
+                means.reset_index().assign(
+                    setting=run["setting"], strategy=run["strategy"], attribute=attribute
+                )
+            )
+    if not parts:
+        return pd.DataFrame()
+    keys = ["setting", "strategy", "group", "attribute", "value"]
+    return pd.concat(parts).groupby(keys).agg(mean=("mean", "mean"), users=("size", "max"))
+
+
+def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
+    if sliced.empty:
+        return ""
+    blocks = []
+    for (group, attribute), part in sliced.groupby(level=["group", "attribute"]):
+        wide = part["mean"].droplevel(["group", "attribute"]).unstack("value")
+        users = part["users"].droplevel(["group", "attribute"]).unstack("value").max()
+        header = ["setting", "strategy", *[f"{v} (n={int(users[v])})" for v in wide.columns]]
+        lines = [f"{group} test users, {column} by {attribute}:", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (setting, strategy), row in wide.iterrows():
+            values = [f"{v:.4f}" if not pd.isna(v) else "–" for v in row]
+            lines.append("| " + " | ".join([setting or "(default)", strategy, *values]) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/warm/ndcg@10")):
+    """Grouped bars: one panel per metric, strategies on x, one colour per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(table.index.get_level_values("setting")))
+    strategies = list(dict.fromkeys(table.index.get_level_values("strategy")))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(strategies)) * 2, 4.5))
+    width = 0.8 / len(settings)
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        for i, setting in enumerate(settings):
+            part = table.xs(setting, level="setting").reindex(strategies)
+            x = np.arange(len(strategies)) + (i - (len(settings) - 1) / 2) * width
+            ax.bar(
+                x,
+                part[f"{metric} mean"],
+                width,
+                yerr=part[f"{metric} std"].fillna(0),
+                capsize=3,
+                label=setting or "(default)",
+            )
+        ax.set_xticks(np.arange(len(strategies)), strategies, rotation=35, ha="right")
+        ax.set_title(metric)
+        ax.set_ylabel("mean over seeds ± std")
+    if len(settings) > 1:
+        np.atleast_1d(axes)[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_to_wandb(out: Path, group: str, project: str = "recmig") -> None:
+    """Log the report (table + files) as a W&B artifact in the sweep's group (offline unless
+    WANDB_MODE says otherwise; upload later with ``wandb sync``)."""
+    import os
+
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(project=project, group=group, job_type="report", dir=str(out))
+    run.log({"results": wandb.Table(dataframe=pd.read_csv(out / "results.csv"))})
+    artifact = wandb.Artifact(f"report-{group}".replace("/", "-"), type="report")
+    for name in ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png"):
+        if (out / name).is_file():
+            artifact.add_file(str(out / name))
+    run.log_artifact(artifact)
+    run.finish()
+
+
+def write_report(runs: pd.DataFrame, out: Path, metrics=DEFAULT_METRICS) -> str:
+    """All tables and the plot into ``out``; returns the Markdown."""
+    table = summarize(runs, metrics)
+    sections = [to_markdown(table, metrics)]
+    beyond = tuple(m for m in BEYOND_METRICS if m in runs.columns)
+    if beyond:
+        beyond_table = summarize(runs, beyond)
+        sections += ["Beyond accuracy (top 10 of test users):", to_markdown(beyond_table, beyond)]
+        table = table.join(beyond_table.drop(columns="seeds"))
+    sliced = slices(runs)
+    if not sliced.empty:
+        sections.append(slices_markdown(sliced))
+    markdown = "\n\n".join(sections)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown + "\n")
+    runs.to_csv(out / "runs.csv", index=False)
+    table.to_csv(out / "results.csv")
+    if not sliced.empty:
+        sliced.to_csv(out / "slices.csv")
+    plotted = tuple(m for m in ("test/cold/ndcg@10", "test/warm/ndcg@10") if m in metrics)
+    if plotted:
+        plot(table, out / "results.png", plotted)
+    return markdown
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,17 +310,16 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", help="multirun folders")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
-    parser.add_argument("--out", type=Path, help="write results.md and results.csv here")
+    parser.add_argument("--out", type=Path, help="folder for the report (default: the sweep)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the report as a W&B artifact"
+    )
     args = parser.parse_args(argv)
-    metrics = tuple(args.metrics)
-    runs = collect(args.sweep_dir)
-    table = summarize(runs, metrics)
-    markdown = to_markdown(table, metrics)
-    print(markdown)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.md").write_text(markdown + "\n")
-        runs.to_csv(args.out / "runs.csv", index=False)
-        table.to_csv(args.out / "results.csv")
+    out = args.out or args.sweep_dirs[0]
+    runs = collect(args.sweep_dirs)
+    print(write_report(runs, out, tuple(args.metrics)))
+    print(f"\nwritten to {out}: results.md, results.csv, runs.csv, results.png")
+    if args.wandb:
+        log_to_wandb(out, group=args.sweep_dirs[0].resolve().name)

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
+from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
 from recmig.training.module import TransferModule
@@ -58,6 +62,37 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def write_parquet_atomic(path: Path, table: pd.DataFrame) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def per_user_results(
+    table: pd.DataFrame, scenario: Scenario, k: int
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Test users with ids, profile and top-K item ids; beyond-accuracy metrics per group."""
+    catalog = scenario.catalog(TARGET)
+    counts, n_users = item_popularity(scenario.train, catalog)
+    metrics = {}
+    for group, rows in table.groupby("group"):
+        top = np.stack(rows["top"].to_numpy())
+        for name, value in beyond_accuracy(top, counts, n_users, k).items():
+            metrics[f"test/{group}/{name}"] = value
+    item_ids = scenario.items["item_id"].to_numpy()
+    table = table.assign(
+        user_id=scenario.user_ids[table["user"].to_numpy()],
+        top=[list(item_ids[catalog[positions] - 1]) for positions in table["top"]],
+    )
+    if scenario.user_profiles is not None:
+        profiles = scenario.user_profiles.drop(columns="user_id")
+        table = pd.concat(
+            [table.reset_index(drop=True), profiles.iloc[table["user"]].reset_index(drop=True)],
+            axis=1,
+        )
+    return table, metrics
 
 
 class RunParts(NamedTuple):
@@ -117,16 +152,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The checkpoint that watches a metric holds the best model (the other one, `last`).
     selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
     ckpt = (selecting[0].best_model_path or None) if selecting else None
-    val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
-    test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
-
-    metrics = {k: float(v) for k, v in {**val, **test}.items()}
+    metrics = evaluate(trainer, RunParts(scenario, datamodule, module, timings), ckpt, output_dir)
     metrics.update(timings)
     metrics.update({f"scenario/{k}": v for k, v in scenario.stats.items()})
     write_json_atomic(output_dir / "metrics.json", metrics)
     for logger in loggers:
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith(("test/", "time/"))})
     print(format_table(metrics, cfg.strategy.name))
+    return metrics
+
+
+def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: Path) -> dict:
+    """Validation and test metrics of a checkpoint (None: the module as it is), the
+    beyond-accuracy metrics, and every test user's row in ``test_users.parquet``."""
+    val = trainer.validate(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
+    test = trainer.test(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
+    metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
+    users, beyond = per_user_results(parts.module.test_users(), parts.scenario, k=10)
+    write_parquet_atomic(output_dir / "test_users.parquet", users)
+    metrics.update(beyond)
+    return metrics
+
+
+def reevaluate(run_dir: Path) -> dict[str, float]:
+    """Evaluate a finished run's best checkpoint again with the current evaluation code.
+
+    Keeps the run's recorded timings and adds what newer versions measure (per-user rows,
+    beyond-accuracy metrics); metrics.json is replaced atomically only after success.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: not a recmig run folder (no Hydra config)")
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt to evaluate")
+    cfg = OmegaConf.load(config_path)
+    cfg.paths.output_dir = str(run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    parts = build_run(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False)
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {**recorded, **evaluate(trainer, parts, str(best[-1]), run_dir)}
+    write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -81,12 +81,15 @@ def test_multirun_runs_each_strategy(tmp_path):
 
     report = recmig("report", str(sweep), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
-    rows = [line for line in report.stdout.splitlines() if line.startswith("| (default)")]
+    main_table = report.stdout.split("\n\n")[0]  # then beyond-accuracy and slice tables
+    rows = [line for line in main_table.splitlines() if line.startswith("| (default)")]
     assert sorted(row.split(" | ")[1] for row in rows) == sorted(strategies)
     mapping_row = next(row for row in rows if " mapping " in row)
     expected = found["mapping"]["test/cold/ndcg@10"] / found["target_only"]["test/cold/ndcg@10"]
-    assert f"({100 * (expected - 1):+.1f}%)" in mapping_row
-    assert (tmp_path / "report" / "results.csv").exists()
+    assert f"({100 * (expected - 1):+.1f}%, p=" in mapping_row
+    for name in ("results.csv", "results.png", "slices.csv"):  # ML-100K has gender and age
+        assert (tmp_path / "report" / name).exists()
+    assert len(list(sweep.glob("*/test_users.parquet"))) == len(strategies)
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,8 @@ class Scenario:
         warm: one row per warm evaluated user: ``user``, ``val_item``, ``test_item``.
         cold: held-out target interactions of cold users: ``user``, ``item``, ``group``.
         stats: counts logged with every run.
+        user_profiles: ``None`` or one row per user index (``user_id`` plus ``gender``,
+            ``age``, ... as the dataset provides them), for metrics sliced by user group.
     """
 
     items: pd.DataFrame
@@ -110,6 +112,7 @@ class Scenario:
     cold: pd.DataFrame
     has_source: bool
     stats: dict[str, int] = field(default_factory=dict)
+    user_profiles: pd.DataFrame | None = None
 
     @property
     def num_items(self) -> int:
@@ -271,10 +274,19 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         warm=warm,
         cold=cold.reset_index(drop=True),
         has_source=cfg.has_source,
+        user_profiles=_profiles(data, user_ids),
     )
     scenario.stats = _statistics(inter, scenario, overlap, cold_group)
     log.info("scenario: %s", scenario.stats)
     return scenario
+
+
+def _profiles(data: InteractionData, user_ids: np.ndarray) -> pd.DataFrame | None:
+    """The dataset's user table in user-index order (missing users get empty attributes)."""
+    if data.users is None:
+        return None
+    profiles = data.users.drop_duplicates("user_id").set_index("user_id")
+    return profiles.reindex(user_ids).rename_axis("user_id").reset_index()
 
 
 def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int]:

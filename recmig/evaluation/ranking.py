@@ -17,6 +17,13 @@ import torch
 METRICS = ("recall", "ndcg", "hit", "mrr")
 
 
+def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> torch.Tensor:
+    """(B, N) scores -> (B, min(k, N)) catalogue positions of the best items, best first."""
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices
+
+
 def ranking_metrics(
     scores: torch.Tensor,
     relevant: torch.Tensor,
@@ -29,15 +36,19 @@ def ranking_metrics(
     """
     if scores.shape != relevant.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)}")
+    return metrics_of_top(top_items(scores, excluded, max(ks)), relevant, ks)
+
+
+def metrics_of_top(
+    top: torch.Tensor, relevant: torch.Tensor, ks: tuple[int, ...] = (5, 10, 20)
+) -> dict[str, torch.Tensor]:
+    """Metrics from ranked catalogue positions ``top`` (B, k_max) and ``relevant`` (B, N)."""
     n_relevant = relevant.sum(1)
     if (n_relevant == 0).any():
         raise ValueError("every evaluated user needs at least one relevant item")
-    if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))
-    k_max = min(max(ks), scores.shape[1])
-    top = scores.topk(k_max, dim=1).indices
+    k_max = top.shape[1]
     hits = relevant.gather(1, top).float()  # (B, k_max)
-    ranks = torch.arange(1, k_max + 1, device=scores.device, dtype=torch.float)
+    ranks = torch.arange(1, k_max + 1, device=top.device, dtype=torch.float)
     discount = 1.0 / torch.log2(ranks + 1)
     first_hit = torch.where(hits.bool(), ranks, torch.full_like(hits, float("inf"))).amin(1)
     out: dict[str, torch.Tensor] = {}

@@ -4,7 +4,9 @@ It owns the optimisation and the evaluation; the strategy owns the model and the
 validation/test batch ranks the whole target catalogue for its users, and metrics are
 averaged per user group (``cold`` and ``warm``). ``val/ndcg@10`` (what checkpointing and early
 stopping watch by default) is the mean of the groups' NDCG@10, so a strategy is selected for
-cold and warm users alike, on validation users only.
+cold and warm users alike, on validation users only. The test pass also keeps every user's
+metrics and top-K list (:meth:`TransferModule.test_users`), for significance tests over users,
+beyond-accuracy metrics and demographic slices.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning as L
+import pandas as pd
 import torch
 from torchmetrics import MeanMetric
 
-from recmig.evaluation.ranking import METRICS, ranking_metrics
+from recmig.evaluation.ranking import METRICS, metrics_of_top, top_items
 from recmig.strategy import TransferStrategy
 
 GROUPS = ("cold", "warm")
@@ -38,6 +41,7 @@ class TransferModule(L.LightningModule):
             {f"{g}_{n}".replace("@", "_"): MeanMetric() for g in GROUPS for n in names}
         )
         self.users_seen = {g: 0 for g in GROUPS}
+        self.test_records: list[dict[str, torch.Tensor]] = []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave frozen weights (e.g. a pretrained language model under adapters) out of
@@ -69,7 +73,12 @@ class TransferModule(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
         scores = self.strategy.target_interest(batch) @ self.strategy.target_items().T
-        values = ranking_metrics(scores, batch["relevant"], batch["excluded"], self.ks)
+        top = top_items(scores, batch["excluded"], max(self.ks))
+        values = metrics_of_top(top, batch["relevant"], self.ks)
+        if self.trainer.testing:
+            self.test_records.append(
+                {"user": batch["user"], "is_cold": batch["is_cold"], "top": top, **values}
+            )
         for group, rows in (("cold", batch["is_cold"]), ("warm", ~batch["is_cold"])):
             if rows.any():
                 self.users_seen[group] += int(rows.sum())
@@ -112,9 +121,23 @@ class TransferModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.strategy.refresh()
         self.users_seen = {g: 0 for g in GROUPS}
+        self.test_records = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def test_users(self) -> pd.DataFrame:
+        """One row per user of the last test pass: ``user`` (index), ``group`` (cold/warm),
+        every metric, and ``top``: the top-K target catalogue positions, best first."""
+        if not self.test_records:
+            raise RuntimeError("test_users() needs a finished test pass (trainer.test)")
+        records = self.test_records
+        joined = {k: torch.cat([r[k] for r in records]).cpu() for k in records[0]}
+        table = pd.DataFrame({name: joined[name].numpy() for name in self.metric_names})
+        table.insert(0, "group", ["cold" if c else "warm" for c in joined["is_cold"].tolist()])
+        table.insert(0, "user", joined["user"].numpy())
+        table["top"] = list(joined["top"].numpy())
+        return table

@@ -1,0 +1,119 @@
+"""`recmig report` on hand-made run folders whose numbers are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from recmig.report import collect, slices, summarize, write_report
+
+USERS = [f"u{i}" for i in range(40)]
+
+
+def make_run(
+    root: Path, name: str, strategy: str, seed: int, overrides: list[str], per_user: np.ndarray
+) -> None:
+    """A run folder as `recmig train` leaves it: config, overrides, metrics, per-user rows."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\nstrategy:\n  name: {strategy}\n")
+    listed = [f"strategy={strategy}", f"seed={seed}", *overrides]
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in listed))
+    users = pd.DataFrame(
+        {
+            "user_id": USERS,
+            "group": "cold",
+            "ndcg@10": per_user,
+            "gender": ["F", "M"] * 20,
+            "age": ["1", "25"] * 20,
+        }
+    )
+    users.to_parquet(run / "test_users.parquet")
+    metrics = {"test/cold/ndcg@10": float(per_user.mean()), "time/fit_s": 10.0 + seed}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.5, size=len(USERS))
+    for seed in range(3):
+        noise = rng.normal(0, 0.01, size=len(USERS))
+        make_run(tmp_path, f"t{seed}", "target_only", seed, [], base + noise)
+        make_run(tmp_path, f"b{seed}", "bridge", seed, [], base + 0.05 + noise)
+        make_run(tmp_path, f"l{seed}", "lora", seed, ["encoder=text"], base + noise[::-1])
+    return tmp_path
+
+
+def test_variants_are_labelled_and_compared_with_the_baseline(sweep):
+    runs = collect(sweep)
+    assert sorted(runs["strategy"].unique()) == ["bridge", "lora [encoder=text]", "target_only"]
+    assert set(runs["setting"]) == {""}
+    table = summarize(runs, ("test/cold/ndcg@10", "time/fit_s"))
+    row = table.loc[("", "bridge")]
+    base = runs.loc[runs["strategy"] == "target_only", "test/cold/ndcg@10"].mean()
+    ours = runs.loc[runs["strategy"] == "bridge", "test/cold/ndcg@10"].mean()
+    assert row["test/cold/ndcg@10 gain %"] == pytest.approx(100 * (ours / base - 1))
+    assert row["seeds"] == 3 and row["time/fit_s mean"] == pytest.approx(11.0)
+
+
+def test_significance_is_a_paired_test_over_users(sweep):
+    runs = collect(sweep)
+    table = summarize(runs, ("test/cold/ndcg@10",))
+    mean_of = {}
+    for strategy in ("bridge", "target_only"):
+        frames = [
+            pd.read_parquet(Path(r) / "test_users.parquet")
+            for r in runs.loc[runs["strategy"] == strategy, "run"]
+        ]
+        mean_of[strategy] = pd.concat(frames).groupby("user_id")["ndcg@10"].mean()
+    expected = stats.wilcoxon(mean_of["bridge"], mean_of["target_only"]).pvalue
+    assert table.loc[("", "bridge"), "test/cold/ndcg@10 p"] == pytest.approx(expected)
+    assert table.loc[("", "bridge"), "test/cold/ndcg@10 p"] < 0.001  # +0.05 for every user
+    assert table.loc[("", "lora [encoder=text]"), "test/cold/ndcg@10 p"] > 0.05  # same users
+
+
+def test_falls_back_to_seeds_without_per_user_rows(sweep):
+    for path in sweep.rglob("test_users.parquet"):
+        path.unlink()
+    table = summarize(collect(sweep), ("test/cold/ndcg@10",))
+    assert table.loc[("", "bridge"), "test/cold/ndcg@10 test"] == "seeds"
+
+
+def test_slices_by_gender_and_binned_age(sweep):
+    sliced = slices(collect(sweep))
+    ages = sliced.xs(("target_only", "cold", "age"), level=("strategy", "group", "attribute"))
+    assert set(ages.index.get_level_values("value")) == {"<18", "25-34"}  # codes 1, 25
+    women = sliced.loc[("", "bridge", "cold", "gender", "F")]
+    assert women["users"] == 20
+
+
+def test_report_writes_tables_and_plot(sweep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    markdown = write_report(collect(sweep), out, ("test/cold/ndcg@10", "time/fit_s"))
+    assert "| (default) | bridge | 3 |" in markdown and "p=" in markdown
+    assert "by gender" in markdown and "by age" in markdown
+    for name in ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_settings_are_data_overrides_each_with_its_own_baseline(tmp_path):
+    rng = np.random.default_rng(1)
+    for beta in (0.2, 0.5):
+        for seed in range(2):
+            values = rng.uniform(0, 1, size=len(USERS))
+            override = [f"data.scenario.cold_fraction={beta}"]
+            make_run(tmp_path, f"t{beta}{seed}", "target_only", seed, override, values)
+            make_run(tmp_path, f"m{beta}{seed}", "mapping", seed, override, values * 2)
+    table = summarize(collect(tmp_path), ("test/cold/ndcg@10",))
+    for beta in (0.2, 0.5):
+        gain = table.loc[
+            (f"data.scenario.cold_fraction={beta}", "mapping"), "test/cold/ndcg@10 gain %"
+        ]
+        assert gain == pytest.approx(100.0)
