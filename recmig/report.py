@@ -59,7 +59,7 @@ AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
     """One row per finished run: strategy (with variant), setting, seed, run and metrics."""
     dirs = [sweep_dirs] if isinstance(sweep_dirs, Path) else list(sweep_dirs)
-    rows, overrides = [], []
+    rows, overrides, configs = [], [], []
     for sweep_dir in dirs:
         for metrics_path in sorted(Path(sweep_dir).rglob("metrics.json")):
             run = metrics_path.parent
@@ -72,16 +72,22 @@ def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
                     if not o.lstrip("+~").startswith(("seed=", "strategy=", "hydra.", "paths."))
                 )
             )
+            configs.append(cfg)
             metrics = json.loads(metrics_path.read_text())
             rows.append(
                 {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
             )
     if not rows:
-        raise ValueError(
-            f"{', '.join(map(str, dirs))}: no metrics.json below (not a sweep folder?)"
-        )
+        where = ", ".join(map(str, dirs))
+        raise ValueError(f"{where}: no metrics.json below it (not a sweep folder?)")
     runs = pd.DataFrame(rows)
     keys = sorted({k for o in overrides for k in o})
+    # A run that left a swept key at its default gets the value from its config, so runs of
+    # several sweeps line up (beta 0.2 by default and by override is one setting).
+    for o, cfg in zip(overrides, configs, strict=True):
+        for k in keys:
+            if k not in o and k.startswith("data.") and OmegaConf.select(cfg, k) is not None:
+                o[k] = str(OmegaConf.select(cfg, k))
     varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
 
     def joined(o: dict, data: bool) -> str:
@@ -102,9 +108,9 @@ def _test_users(run: str) -> pd.DataFrame | None:
 
 def _per_user(runs: pd.DataFrame, group: str, column: str) -> pd.Series | None:
     """A metric per test user of ``group``, averaged over the runs (seeds); None if a run
-    has no per-user rows."""
+    has no per-user rows or the metric is not per user (coverage is one number per run)."""
     tables = [_test_users(r) for r in runs["run"]]
-    if any(t is None for t in tables):
+    if any(t is None or column not in t.columns for t in tables):
         return None
     stacked = pd.concat([t[t["group"] == group] for t in tables])
     return stacked.groupby("user_id")[column].mean()
@@ -217,6 +223,8 @@ def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
     blocks = []
     for (group, attribute), part in sliced.groupby(level=["group", "attribute"]):
         wide = part["mean"].droplevel(["group", "attribute"]).unstack("value")
+        if attribute == "age":  # youngest first, not alphabetical
+            wide = wide[[a for a in AGE_LABELS if a in wide.columns]]
         users = part["users"].droplevel(["group", "attribute"]).unstack("value").max()
         header = ["setting", "strategy", *[f"{v} (n={int(users[v])})" for v in wide.columns]]
         lines = [f"{group} test users, {column} by {attribute}:", ""]

@@ -54,6 +54,27 @@ def test_train_end_to_end_on_real_movielens_with_wandb(tmp_path):
     assert "test metrics (feature_averaging)" in result.stdout
     assert (out / "checkpoints" / "last.ckpt").exists()
 
+    # Per-user rows agree with the aggregated metrics and carry ML-100K's demographics.
+    import pandas as pd
+
+    users = pd.read_parquet(out / "test_users.parquet")
+    cold = users[users["group"] == "cold"]
+    assert cold["ndcg@10"].mean() == pytest.approx(metrics["test/cold/ndcg@10"], abs=1e-5)
+    assert len(cold) == scenario["cold/test_users"] and set(users["gender"]) == {"F", "M"}
+    assert all(len(top) == 20 for top in users["top"])  # top-K item ids, K = max(ks)
+    assert 0 < metrics["test/cold/coverage@10"] <= 1 and metrics["test/warm/novelty@10"] > 0
+
+    # `recmig evaluate` re-tests the best checkpoint: same numbers, per-user rows rebuilt.
+    (out / "test_users.parquet").unlink()
+    again = recmig("evaluate", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reevaluated = json.loads((out / "metrics.json").read_text())
+    for key, value in metrics.items():
+        assert reevaluated[key] == pytest.approx(value, abs=1e-6), key
+    assert (out / "test_users.parquet").exists()
+    missing = recmig("evaluate", str(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2 and "not a recmig run folder" in missing.stderr
+
 
 @pytest.mark.slow
 def test_multirun_runs_each_strategy(tmp_path):

@@ -1,0 +1,155 @@
+"""``recmig reproduce <experiment> [--quick]``: rerun an experiment and check its numbers.
+
+Every experiment folder (``experiments/<name>/``) holds a ``reproduce.yaml``::
+
+    full:                       # the experiment as committed
+      sweep: [experiment=p1_sasrec_ml1m]     # `recmig train -m` overrides
+      expected:                 # recorded means over seeds, each with its tolerance
+        - {strategy: target_only, metric: test/warm/ndcg@10, mean: 0.1386, tolerance: 0.005}
+    quick:                      # a small version of the same pipeline, minutes on a CPU (CI)
+      sweep: [...]
+      expected: [...]
+
+The command runs the sweep (a Hydra multirun, as ``recmig train -m`` would), aggregates it
+like ``recmig report`` (mean over seeds per setting and strategy), prints recorded against
+fresh numbers and exits with status 1 when a number leaves its tolerance or is missing.
+``--from <sweep dir>`` checks an existing sweep instead of running one; ``--record`` writes the
+fresh means into ``reproduce.yaml`` (tolerances kept), for a new or deliberately changed
+experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from recmig.report import collect, summarize, write_report
+
+SPEC = "reproduce.yaml"
+
+
+def load_spec(folder: Path, mode: str) -> dict:
+    path = folder / SPEC
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no reproduce.yaml (is {folder} an experiment folder?)")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if mode not in spec:
+        raise ValueError(f"{path}: no {mode!r} section (expected keys: full, quick)")
+    section = spec[mode]
+    for key in ("sweep", "expected"):
+        if key not in section:
+            raise ValueError(f"{path}: section {mode!r} lacks {key!r}")
+    for i, row in enumerate(section["expected"]):
+        missing = {"strategy", "metric", "mean", "tolerance"} - set(row)
+        if missing:
+            raise ValueError(f"{path}: {mode}.expected[{i}] lacks {sorted(missing)}")
+    return section
+
+
+def run_sweep(overrides: list[str], out: Path) -> None:
+    command = [sys.executable, "-m", "recmig.cli", "train", "-m", *overrides]
+    command.append(f"hydra.sweep.dir={out}")
+    print("running:", " ".join(command[2:]), flush=True)
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise SystemExit(f"recmig reproduce: the sweep failed (exit {done.returncode})")
+
+
+def compare(expected: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per recorded number: recorded, tolerance, fresh mean, seeds and whether it holds."""
+    metrics = tuple(dict.fromkeys(row["metric"] for row in expected))
+    table = summarize(runs, tuple(m for m in metrics if m in runs.columns))
+    rows = []
+    for row in expected:
+        key = (row.get("setting", ""), row["strategy"])
+        column = f"{row['metric']} mean"
+        found = key in table.index and column in table.columns
+        fresh = float(table.loc[key, column]) if found else math.nan
+        rows.append(
+            {
+                "setting": key[0] or "(default)",
+                "strategy": key[1],
+                "metric": row["metric"],
+                "recorded": row["mean"],
+                "tolerance": row["tolerance"],
+                "fresh": fresh,
+                "seeds": int(table.loc[key, "seeds"]) if found else 0,
+                "ok": found and abs(fresh - row["mean"]) <= row["tolerance"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def record(folder: Path, mode: str, checked: pd.DataFrame) -> None:
+    """Write the fresh means into reproduce.yaml in place (atomically), keeping its comments.
+
+    Expected entries are one flow mapping per line (``- {strategy: ..., mean: ...}``).
+    """
+    path = folder / SPEC
+    lines = path.read_text().splitlines(keepends=True)
+    fresh = iter(checked["fresh"].tolist())
+    section = None
+    for i, line in enumerate(lines):
+        if re.match(r"^[A-Za-z_]+:", line):
+            section = line.split(":", 1)[0]
+        elif section == mode and re.match(r"^\s*- \{.*\bmean: ", line):
+            value = next(fresh, math.nan)
+            if math.isnan(value):
+                raise ValueError(f"{path}: line {i + 1}: its metric is not in the fresh sweep")
+            lines[i] = re.sub(r"\bmean: [^,}]+", f"mean: {value:.4f}", line)
+    if next(fresh, None) is not None:
+        raise ValueError(f"{path}: write {mode}.expected as one '- {{...}}' entry per line")
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="recmig reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("experiment", help="folder name under --experiments (or a path)")
+    parser.add_argument("--quick", action="store_true", help="the small version (CI)")
+    parser.add_argument("--experiments", type=Path, default=Path("experiments"))
+    parser.add_argument("--out", type=Path, help="sweep folder (default: outputs/reproduce/...)")
+    parser.add_argument("--from", dest="existing", type=Path, help="check this sweep, run nothing")
+    parser.add_argument("--record", action="store_true", help="store the fresh means as expected")
+    args = parser.parse_args(argv)
+
+    folder = Path(args.experiment)
+    if not (folder / SPEC).is_file():
+        folder = args.experiments / args.experiment
+    mode = "quick" if args.quick else "full"
+    try:
+        section = load_spec(folder, mode)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"recmig reproduce: error: {err}") from None
+    sweep_dir = args.existing
+    if sweep_dir is None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        sweep_dir = args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp
+        run_sweep(section["sweep"], sweep_dir)
+    runs = collect(sweep_dir)
+    metrics = dict.fromkeys(r["metric"] for r in section["expected"] if r["metric"] in runs)
+    write_report(runs, sweep_dir, tuple(metrics))
+    checked = compare(section["expected"], runs)
+    print(f"\n{folder.name} ({mode}): recorded vs fresh, sweep in {sweep_dir}")
+    print(checked.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.record:
+        record(folder, mode, checked)
+        print(f"recorded the fresh means in {folder / SPEC}")
+        return
+    failed = checked[~checked["ok"]]
+    if not failed.empty:
+        raise SystemExit(f"recmig reproduce: {len(failed)} number(s) outside their tolerance")
+    print("all numbers within tolerance")
