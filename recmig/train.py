@@ -42,6 +42,12 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
             f"strategy {name!r} transfers from a source domain, but the scenario has none "
             "(data.scenario.source_domains is empty)"
         )
+    if "overlap" in cls.streams and scenario.stats.get("overlap/users", 0) == 0:
+        raise ValueError(
+            f"strategy {name!r} learns from users active in both domains, but this scenario "
+            f"has none (data {cfg.data.dataset.get('_target_', '?')}); strategies that "
+            "transfer through items (pooled, lora, ...) work without them"
+        )
     vocab = tensors.vocab_size
     context = StrategyContext(
         vocab_size=vocab,

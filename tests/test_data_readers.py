@@ -617,3 +617,35 @@ def test_grouplens_source_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (tmp_path / "cache" / "datasets" / "ml-100k" / "manifest.json").read_text()
     )
     assert manifest["source"] == "grouplens"
+
+
+@pytest.mark.slow
+def test_movielens_pair_links_releases_only_through_item_text() -> None:
+    from recmig.data.scenario import ScenarioConfig, build_scenario
+
+    data = ds.load_movielens_pair("ml-1m", "ml-100k")  # the shared cache (PyPI wheels)
+    inter = data.interactions
+    assert set(inter["domain"]) == {"ml-1m", "ml-100k"}
+    users = inter.groupby("domain")["user_id"].unique()
+    assert not set(users["ml-1m"]) & set(users["ml-100k"])  # different people
+    assert inter["user_id"].str.startswith(("ml-1m:", "ml-100k:")).all()
+    items = data.items.set_index("item_id")
+    # GroupLens ids differ between releases; the same movie has the same text in both.
+    assert items.loc["ml-100k:1", "title"] == items.loc["ml-1m:Toy Story (1995)", "title"]
+    assert items.loc["ml-100k:1", "genre"] == items.loc["ml-1m:Toy Story (1995)", "genre"]
+    assert len(data.users) == 6040 + 943
+
+    cfg = ScenarioConfig(
+        domain_field=None,
+        source_domains=["ml-1m"],
+        target_domains=["ml-100k"],
+        min_rating=3,
+        user_core=5,
+        item_core=5,
+        cold_fraction=0.0,
+        warm_split="random",
+    )
+    stats = build_scenario(data, cfg).stats
+    assert stats["overlap/users"] == 0 and stats["warm/users"] == stats["target/users"] == 943
+    with pytest.raises(ValueError, match="both 'ml-1m'"):
+        ds.load_movielens_pair("ml-1m", "ml-1m")

@@ -8,6 +8,7 @@ from recmig.data.scenario import (
     SOURCE,
     TARGET,
     ScenarioConfig,
+    _ratio_counts,
     build_scenario,
 )
 
@@ -30,8 +31,8 @@ def test_splits_are_disjoint_and_complete(data, scenario_cfg):
     test_users = set(s.cold.loc[s.cold["group"] == COLD_TEST, "user"])
     assert val_users and test_users and not val_users & test_users
     train_pairs = set(zip(s.train["user"], s.train["item"], strict=True))
-    held = set(zip(s.warm["user"], s.warm["val_item"], strict=True))
-    held |= set(zip(s.warm["user"], s.warm["test_item"], strict=True))
+    held = set(zip(s.warm["user"], s.warm["item"], strict=True))
+    assert all(sorted(v) == ["test", "val"] for v in s.warm.groupby("user")["split"].agg(list))
     held |= set(zip(s.cold["user"], s.cold["item"], strict=True))
     assert not train_pairs & held
     # Every interaction of the dataset lands in exactly one place.
@@ -42,12 +43,13 @@ def test_warm_holdout_is_chronological(data, scenario_cfg):
     s = build_scenario(data, scenario_cfg)
     ids = s.items["item_id"].to_numpy()
     inter = data.interactions.set_index(["user_id", "item_id"])["timestamp"]
-    for row in s.warm.itertuples():
-        user = s.user_ids[row.user]
-        train_items = s.train[(s.train["user"] == row.user) & (s.train["domain"] == TARGET)]
+    for u, rows in s.warm.groupby("user"):
+        user = s.user_ids[u]
+        train_items = s.train[(s.train["user"] == u) & (s.train["domain"] == TARGET)]
         last_train = train_items["timestamp"].max()
-        t_val = inter[(user, ids[row.val_item - 1])]
-        t_test = inter[(user, ids[row.test_item - 1])]
+        held = rows.set_index("split")["item"]
+        t_val = inter[(user, ids[held["val"] - 1])]
+        t_test = inter[(user, ids[held["test"] - 1])]
         assert last_train <= t_val <= t_test
 
 
@@ -84,12 +86,7 @@ def test_rating_threshold_and_k_core(make_data):
         [
             s.train[["user", "item", "domain"]],
             s.cold.assign(domain=TARGET)[["user", "item", "domain"]],
-            s.warm.assign(domain=TARGET).rename(columns={"val_item": "item"})[
-                ["user", "item", "domain"]
-            ],
-            s.warm.assign(domain=TARGET).rename(columns={"test_item": "item"})[
-                ["user", "item", "domain"]
-            ],
+            s.warm.assign(domain=TARGET)[["user", "item", "domain"]],
         ]
     )
     for _, part in everything.groupby("domain"):
@@ -122,14 +119,18 @@ def test_bad_domain_options_name_the_option(data, kwargs, message):
         build_scenario(data, ScenarioConfig(**kwargs))
 
 
-def test_no_overlapping_users_is_an_error(data):
+def test_no_overlapping_users_is_an_error_only_with_cold_users(data):
     inter = data.interactions
     books = inter["item_id"].str[1:].astype(int) < 20
     # Users 0-29 keep only books, the others only films: no one is in both domains.
     user_num = inter["user_id"].str[1:].astype(int)
     data.interactions = inter[(books & (user_num < 30)) | (~books & (user_num >= 30))]
-    with pytest.raises(ValueError, match="overlapping users"):
+    with pytest.raises(ValueError, match="no cold-start users to draw"):
         build_scenario(data, ScenarioConfig(source_domains=["Books"], target_domains=["Films"]))
+    # Transfer through items only (disjoint users) is a valid scenario without cold users.
+    items_only = ScenarioConfig(source_domains=["Books"], target_domains=["Films"], cold_fraction=0)
+    s = build_scenario(data, items_only)
+    assert s.stats["overlap/users"] == 0 and s.stats["warm/users"] > 0 and len(s.cold) == 0
 
 
 def test_invalid_config_values():
@@ -137,3 +138,65 @@ def test_invalid_config_values():
         ScenarioConfig(cold_fraction=1.5)
     with pytest.raises(ValueError, match="both source_domains and target_domains"):
         ScenarioConfig(source_domains=["A"], target_domains=["A"])
+
+
+def test_time_windows_split_interactions_and_items_by_period(data):
+    cfg = ScenarioConfig(time_split=0.6, source_domains=[], target_domains=[], seed=0)
+    scenario = build_scenario(data, cfg)
+    cut = data.interactions["timestamp"].quantile(0.6)
+    ids = scenario.items["item_id"]
+    source_items = set(ids.iloc[scenario.catalog(SOURCE) - 1])
+    target_items = set(ids.iloc[scenario.catalog(TARGET) - 1])
+    assert all(i.endswith("@earlier") for i in source_items)
+    assert all(i.endswith("@later") for i in target_items)
+    train = scenario.train
+    by_side = train.groupby("domain")["timestamp"]
+    assert by_side.max()[SOURCE] < cut <= by_side.min()[TARGET]
+    # A movie in both windows is two items with one text.
+    twins = {i.rsplit("@", 1)[0] for i in source_items} & {
+        i.rsplit("@", 1)[0] for i in target_items
+    }
+    assert twins
+    titles = scenario.items.set_index("item_id")["title"]
+    for base in twins:
+        assert titles[f"{base}@earlier"] == titles[f"{base}@later"]
+    # Cold users are returning users: earlier history in training, later items held out.
+    cold_users = set(scenario.cold["user"])
+    assert cold_users and cold_users <= set(train.loc[train["domain"] == SOURCE, "user"])
+    assert not (train["user"].isin(cold_users) & (train["domain"] == TARGET)).any()
+
+
+def test_time_split_must_be_a_quantile():
+    with pytest.raises(ValueError, match="time_split must be in"):
+        ScenarioConfig(time_split=1.5)
+
+
+def test_random_split_follows_recbole_ratios(make_data):
+    data = make_data(n_users=50, per_user=30)
+    cfg = ScenarioConfig(
+        source_domains=["Books"],
+        target_domains=["Films"],
+        cold_fraction=0.0,
+        warm_split="random",
+        split_ratios=[8, 1, 1],  # normalised to 0.8 / 0.1 / 0.1
+    )
+    s = build_scenario(data, cfg)
+    assert s.stats["cold/test_users"] == 0 and len(s.cold) == 0
+    target_train = s.train[s.train["domain"] == TARGET].groupby("user").size()
+    for u, rows in s.warm.groupby("user"):
+        total = target_train[u] + len(rows)
+        n_val, n_test = (rows["split"] == "val").sum(), (rows["split"] == "test").sum()
+        expected_held = max(1, int(0.1 * total))
+        assert (n_val, n_test) == (expected_held, expected_held), (u, total)
+    # Random, not chronological: some test item is older than some training item.
+    ts = s.train.set_index(["user", "item"])["timestamp"]
+    times = data.interactions.set_index(["user_id", "item_id"])["timestamp"]
+    ids = s.items["item_id"].to_numpy()
+    older = [
+        times[(s.user_ids[r.user], ids[r.item - 1])]
+        < ts[r.user][s.train.loc[s.train["user"] == r.user, "item"]].max()
+        for r in s.warm[s.warm["split"] == "test"].itertuples()
+    ]
+    assert any(older)
+    assert _ratio_counts(5, [0.8, 0.1, 0.1]) == [3, 1, 1]  # RecBole's rounding
+    assert _ratio_counts(20, [0.8, 0.1, 0.1]) == [16, 2, 2]

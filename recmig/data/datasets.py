@@ -562,6 +562,65 @@ def load_movielens(
     return data
 
 
+def load_movielens_pair(
+    source_version: str = "ml-1m",
+    target_version: str = "ml-100k",
+    cache_dir: str | Path | None = None,
+    source: str = "auto",
+) -> InteractionData:
+    """Two MovieLens releases as two domains that share no user and no item id.
+
+    Every interaction gets ``domain`` = its release; user and item ids are prefixed with it
+    (``"ml-1m:42"``), because the releases number different people and different catalogues.
+    A movie in both releases is two items with the same title and genres: only the item text,
+    through the language model, carries knowledge from one domain to the other.
+    """
+    if source_version == target_version:
+        raise ValueError(f"dataset: source_version and target_version are both {source_version!r}")
+    releases = {v: load_movielens(v, cache_dir, source) for v in (source_version, target_version)}
+
+    def prefixed(table: pd.DataFrame, version: str, *columns: str) -> pd.DataFrame:
+        return table.assign(**{c: f"{version}:" + table[c].astype(str) for c in columns})
+
+    inter = pd.concat(
+        [
+            prefixed(d.interactions, v, "user_id", "item_id").assign(domain=v)
+            for v, d in releases.items()
+        ],
+        ignore_index=True,
+    )
+    items = pd.concat([prefixed(d.items, v, "item_id") for v, d in releases.items()])
+    users = None
+    if all(d.users is not None for d in releases.values()):
+        users = pd.concat([prefixed(d.users, v, "user_id") for v, d in releases.items()])
+    source_keys = set(
+        zip(
+            releases[source_version].items["title"],
+            releases[source_version].items["year"],
+            strict=True,
+        )
+    )
+    target_items = releases[target_version].items
+    matched = sum(
+        k in source_keys for k in zip(target_items["title"], target_items["year"], strict=True)
+    )
+    logger.info(
+        "%s -> %s: %d of %d target movies have a title (and year) in the source",
+        source_version,
+        target_version,
+        matched,
+        len(target_items),
+    )
+    data = InteractionData(
+        interactions=inter.astype({"user_id": "string", "item_id": "string", "domain": "string"}),
+        items=items.reset_index(drop=True),
+        users=None if users is None else users.reset_index(drop=True),
+        name=f"{source_version}->{target_version}",
+    )
+    data.validate(data.name)
+    return data
+
+
 # ----------------------------------------------------------------------------------------------
 # Generic loaders (Hydra-configurable)
 # ----------------------------------------------------------------------------------------------

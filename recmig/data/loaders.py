@@ -105,19 +105,25 @@ class ScenarioTensors:
             "target": by_user[TARGET],
             "pooled": merged,
         }
-        val_item = dict(zip(scenario.warm["user"], scenario.warm["val_item"], strict=True))
+        warm = scenario.warm
+        self.warm_items = {
+            split: warm[warm["split"] == split].groupby("user")["item"].agg(list).to_dict()
+            for split in ("val", "test")
+        }
+        val_items = self.warm_items["val"]
 
-        def table(per_user: dict[int, list[int]], extra: dict[int, int] | None = None):
+        def table(per_user: dict[int, list[int]], extra: dict[int, list[int]] | None = None):
             out = np.zeros((n_users, max_len), dtype=np.int64)
             for u in range(n_users):
                 items = list(per_user.get(u, []))
                 if extra is not None and u in extra:
-                    items.append(extra[u])
+                    items.extend(extra[u])
                 out[u] = history_tokens(items, max_len, self.bos)
             return torch.from_numpy(out)
 
         # Validation histories stop at the training data; test histories add the validation
-        # item, as in leave-one-out evaluation (RecBole does the same).
+        # items, as in leave-one-out evaluation (RecBole does the same). Under a random split
+        # they are appended after the training items in time order.
         self.history = {
             "val": {
                 "source": table(by_user[SOURCE]),
@@ -126,8 +132,8 @@ class ScenarioTensors:
             },
             "test": {
                 "source": table(by_user[SOURCE]),
-                "target": table(by_user[TARGET], val_item),
-                "pooled": table(merged, val_item),
+                "target": table(by_user[TARGET], val_items),
+                "pooled": table(merged, val_items),
             },
         }
         self.target_catalog = torch.from_numpy(scenario.catalog(TARGET))
@@ -159,8 +165,8 @@ class ScenarioTensors:
         }
 
     def eval_users(self, split: str) -> dict[str, torch.Tensor]:
-        """Users evaluated on a split: warm (leave-one-out) then cold (their cold group)."""
-        warm = torch.tensor(self.scenario.warm["user"].to_numpy())
+        """Users evaluated on a split: warm (held-out items) then cold (their cold group)."""
+        warm = torch.from_numpy(np.sort(self.scenario.warm["user"].unique()))
         group = COLD_VAL if split == "val" else COLD_TEST
         cold_rows = self.scenario.cold[self.scenario.cold["group"] == group]
         cold = torch.from_numpy(np.sort(cold_rows["user"].unique()))
@@ -176,17 +182,15 @@ class ScenarioTensors:
         n = len(self.target_catalog)
         relevant = torch.zeros(len(users), n, dtype=torch.bool)
         excluded = torch.zeros(len(users), n, dtype=torch.bool)
-        warm = self.scenario.warm.set_index("user")
         for row, (u, c) in enumerate(zip(users.tolist(), is_cold.tolist(), strict=True)):
             if c:
                 relevant[row, self.target_local[np.asarray(self.cold_items[u])]] = True
                 continue
             seen = list(self.target_train_items.get(u, []))
-            held = warm.at[u, "val_item"] if split == "val" else warm.at[u, "test_item"]
             if split == "test":
-                seen.append(warm.at[u, "val_item"])
+                seen.extend(self.warm_items["val"][u])
             excluded[row, self.target_local[np.asarray(seen, dtype=np.int64)]] = True
-            relevant[row, self.target_local[held]] = True
+            relevant[row, self.target_local[np.asarray(self.warm_items[split][u])]] = True
         return relevant, excluded
 
 

