@@ -13,8 +13,11 @@ them) and writes:
     user gender and age where the data has them.
 ``results.csv``, ``runs.csv``, ``slices.csv``
     the same numbers with every column; one row per run.
+``slices.png``
+    the sliced metric per user attribute value and strategy.
 ``results.png``
-    NDCG@10 of cold and warm test users per strategy and setting, error bars one std.
+    NDCG@10 of cold and warm test users per strategy and setting, error bars one std (or the
+    first requested metrics when those are not among them).
 
 A *setting* is a command-line override of the data (``data.scenario.cold_fraction=0.5``):
 baselines are compared within it. Any other override that differs between runs of the same
@@ -269,6 +272,47 @@ def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/wa
     plt.close(fig)
 
 
+def plot_slices(sliced: pd.DataFrame, path: Path, column: str = "ndcg@10") -> None:
+    """One panel per (user group, attribute): the metric per attribute value, one bar per
+    strategy, for the first setting (the CSV has all)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setting = sorted(sliced.index.get_level_values("setting").unique())[0]
+    part = sliced.xs(setting, level="setting")
+    panels = list(
+        dict.fromkeys(
+            zip(
+                part.index.get_level_values("group"),
+                part.index.get_level_values("attribute"),
+                strict=True,
+            )
+        )
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (group, attribute) in zip(axes[0], panels, strict=True):
+        wide = part.xs((group, attribute), level=("group", "attribute"))["mean"].unstack("value")
+        order = (
+            [a for a in AGE_LABELS if a in wide.columns]
+            if attribute == "age"
+            else list(wide.columns)
+        )
+        wide = wide[order]
+        width = 0.8 / len(wide)
+        for i, (strategy, row) in enumerate(wide.iterrows()):
+            x = np.arange(len(order)) + (i - (len(wide) - 1) / 2) * width
+            ax.bar(x, row.to_numpy(), width, label=strategy)
+        ax.set_xticks(np.arange(len(order)), order)
+        ax.set_title(f"{group} test users by {attribute}" + (f" ({setting})" if setting else ""))
+        ax.set_ylabel(f"mean {column} (seeds averaged)")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def log_to_wandb(out: Path, group: str, project: str = "recmig") -> None:
     """Log the report (table + files) as a W&B artifact in the sweep's group (offline unless
     WANDB_MODE says otherwise; upload later with ``wandb sync``)."""
@@ -280,7 +324,14 @@ def log_to_wandb(out: Path, group: str, project: str = "recmig") -> None:
     run = wandb.init(project=project, group=group, job_type="report", dir=str(out))
     run.log({"results": wandb.Table(dataframe=pd.read_csv(out / "results.csv"))})
     artifact = wandb.Artifact(f"report-{group}".replace("/", "-"), type="report")
-    for name in ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png"):
+    for name in (
+        "results.md",
+        "results.csv",
+        "runs.csv",
+        "slices.csv",
+        "results.png",
+        "slices.png",
+    ):
         if (out / name).is_file():
             artifact.add_file(str(out / name))
     run.log_artifact(artifact)
@@ -306,7 +357,10 @@ def write_report(runs: pd.DataFrame, out: Path, metrics=DEFAULT_METRICS) -> str:
     table.to_csv(out / "results.csv")
     if not sliced.empty:
         sliced.to_csv(out / "slices.csv")
+        plot_slices(sliced, out / "slices.png")
+    # The headline NDCG@10 panels when present, else the first requested metrics.
     plotted = tuple(m for m in ("test/cold/ndcg@10", "test/warm/ndcg@10") if m in metrics)
+    plotted = plotted or tuple(m for m in metrics if not m.startswith("time/"))[:4]
     if plotted:
         plot(table, out / "results.png", plotted)
     return markdown

@@ -98,7 +98,14 @@ def test_report_writes_tables_and_plot(sweep, tmp_path_factory):
     markdown = write_report(collect(sweep), out, ("test/cold/ndcg@10", "time/fit_s"))
     assert "| (default) | bridge | 3 |" in markdown and "p=" in markdown
     assert "by gender" in markdown and "by age" in markdown
-    for name in ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png"):
+    for name in (
+        "results.md",
+        "results.csv",
+        "runs.csv",
+        "slices.csv",
+        "results.png",
+        "slices.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
 
