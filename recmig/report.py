@@ -174,9 +174,13 @@ def _cell(row: pd.Series, metric: str) -> str:
     gain = row.get(f"{metric} gain %")
     if gain is not None and not pd.isna(gain):
         p = row.get(f"{metric} p")
-        significance = "" if p is None or pd.isna(p) else f", p={p:.2g}"
+        significance = "" if p is None or pd.isna(p) else f", {_p_value(p)}"
         cell += f" ({gain:+.1f}%{significance})"
     return cell
+
+
+def _p_value(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
