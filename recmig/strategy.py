@@ -16,7 +16,14 @@ Batch keys (B rows; L = max_len; -> shape):
     tokens, labels (B, L): input tokens and next-item labels of a window (0 = padding);
     user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row;
     source_hist, target_hist, pooled_hist (B, L): the user's histories as model input;
+    label_ratings, <name>_hist_ratings (B, L) [training]: the ratings of those items (NaN: none);
     is_cold (B,) [evaluation only]: the user has no target history.
+
+Objectives (``objective`` in the run config, ``StrategyContext.objective``): ``ranking`` fits
+next-item cross-entropy over a catalogue; ``rating`` fits the dot product of interest and item
+vector to the rating (squared error, the matrix-factorisation view of EMCDR/PTUPCDR, protocol
+P2). Strategies that build their losses from :meth:`TransferStrategy.next_item_loss` and
+:meth:`TransferStrategy.history_loss` support both and say so in ``objectives``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class StrategyContext:
     """(N_t,) item indices of the target domain; scores are computed over these."""
     make_item_encoder: Callable[[], ItemEncoder]
     make_user_model: Callable[[], UserModel]
+    objective: str = "ranking"
+    """``ranking`` or ``rating`` (see the module docstring)."""
+    rating_offset: float = 0.0
+    """Rating objective: predicted rating = rating_offset + interest . item vector; the mean
+    training rating, so that vectors learn deviations from it instead of the scale."""
 
     @property
     def bos(self) -> int:
@@ -111,6 +123,41 @@ def history_likelihood_loss(
     return -(picked * positives).sum() / positives.sum().clamp_min(1)
 
 
+def rating_squared_error(
+    interests: torch.Tensor,
+    labels: torch.Tensor,
+    ratings: torch.Tensor,
+    item_table: torch.Tensor,
+    offset: float = 0.0,
+) -> torch.Tensor:
+    """Mean of (offset + <interest_t, item vector of label_t> - rating_t)^2 over labelled
+    positions that carry a rating. interests (B, L, D), labels and ratings (B, L), item_table
+    (V, D)."""
+    keep = (labels != 0) & ~torch.isnan(ratings)
+    predicted = offset + (interests[keep] * item_table[labels[keep]]).sum(-1)
+    if predicted.numel() == 0:
+        return interests.new_zeros(())
+    return F.mse_loss(predicted, ratings[keep])
+
+
+def history_rating_error(
+    scores: torch.Tensor,
+    history: torch.Tensor,
+    ratings: torch.Tensor,
+    catalog: torch.Tensor,
+    bos: int,
+    offset: float = 0.0,
+) -> torch.Tensor:
+    """The rating counterpart of :func:`history_likelihood_loss`: mean squared error between a
+    user-level prediction's scores (B, C) over ``catalog`` and the ratings (B, L) the user gave
+    the items of ``history`` (B, L) in that catalogue."""
+    local = catalog_positions(catalog, bos + 1)[history]
+    keep = is_item(history, bos) & (local >= 0) & ~torch.isnan(ratings)
+    picked = offset + scores.gather(1, local.clamp_min(0))
+    squared = (picked - ratings.nan_to_num()) ** 2
+    return (squared * keep).sum() / keep.sum().clamp_min(1)
+
+
 class TransferStrategy(nn.Module):
     """Base class of every transfer strategy. Subclasses set the class variables and methods."""
 
@@ -120,6 +167,9 @@ class TransferStrategy(nn.Module):
     """Training streams the strategy needs."""
     needs_source: ClassVar[bool] = True
     """False only for strategies that also run on single-domain scenarios."""
+    objectives: ClassVar[tuple[str, ...]] = ("ranking",)
+    """Training objectives the strategy supports (``rating`` when its losses come from
+    :meth:`next_item_loss` and :meth:`history_loss`)."""
 
     def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
         """The streams one epoch trains on; phased strategies override this (default: all)."""
@@ -162,17 +212,50 @@ class TransferStrategy(nn.Module):
         keep = batch["stream"] == STREAM_ID[stream]
         return {k: v[keep] for k, v in batch.items() if v.shape[:1] == keep.shape}
 
+    def next_item_loss(
+        self,
+        interests: torch.Tensor,
+        part: dict[str, torch.Tensor],
+        table: torch.Tensor,
+        catalog: torch.Tensor,
+    ) -> torch.Tensor:
+        """The objective on windows ``part``: next-item cross-entropy over ``catalog``
+        (ranking) or squared error of the labels' ratings (rating)."""
+        if self.context.objective == "rating":
+            return rating_squared_error(
+                interests,
+                part["labels"],
+                part["label_ratings"],
+                table,
+                self.context.rating_offset,
+            )
+        return catalog_cross_entropy(interests, part["labels"], table, catalog)
+
+    def history_loss(
+        self,
+        scores: torch.Tensor,
+        part: dict[str, torch.Tensor],
+        history: str,
+        catalog: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fit a user-level prediction (scores over ``catalog``) to the user's ``history``
+        (e.g. ``target`` -> ``target_hist``): likelihood (ranking) or rating error (rating)."""
+        tokens = part[f"{history}_hist"]
+        if self.context.objective == "rating":
+            ratings = part[f"{history}_hist_ratings"]
+            offset = self.context.rating_offset
+            return history_rating_error(scores, tokens, ratings, catalog, self.context.bos, offset)
+        return history_likelihood_loss(scores, tokens, catalog, self.context.bos)
+
     def stream_loss(
         self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor
     ) -> torch.Tensor:
-        """Next-item loss of one stream's windows over one catalogue (0 when absent)."""
+        """The objective on one stream's windows over one catalogue (0 when absent)."""
         part = self.rows(batch, stream)
         if len(part["user"]) == 0:
             return batch["tokens"].new_zeros((), dtype=torch.float)
         table = tower.items(active=part["labels"])
-        return catalog_cross_entropy(
-            tower.interests(part["tokens"], table), part["labels"], table, catalog
-        )
+        return self.next_item_loss(tower.interests(part["tokens"], table), part, table, catalog)
 
 
 class MappedTransfer(TransferStrategy):
@@ -185,6 +268,7 @@ class MappedTransfer(TransferStrategy):
     """
 
     streams = ("source", "target", "overlap")
+    objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext, transfer_weight: float = 1.0):
         super().__init__(context)

@@ -48,6 +48,11 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
             f"has none (data {cfg.data.dataset.get('_target_', '?')}); strategies that "
             "transfer through items (pooled, lora, ...) work without them"
         )
+    objective = cfg.get("objective", "ranking")
+    if objective not in cls.objectives:
+        raise ValueError(
+            f"objective={objective!r}: strategy {name!r} supports {list(cls.objectives)}"
+        )
     vocab = tensors.vocab_size
     context = StrategyContext(
         vocab_size=vocab,
@@ -56,11 +61,20 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
+        objective=objective,
+        rating_offset=_mean_target_rating(scenario) if objective == "rating" else 0.0,
     )
     try:
         return cls(context, **options)
     except TypeError as err:
         raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
+
+
+def _mean_target_rating(scenario: Scenario) -> float:
+    ratings = scenario.train.loc[scenario.train["domain"] == TARGET, "rating"]
+    if ratings.isna().all():
+        raise ValueError("objective='rating' needs ratings, but the target domain has none")
+    return float(ratings.mean())
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -126,7 +140,14 @@ def build_run(cfg: DictConfig) -> RunParts:
     datamodule = CrossDomainDataModule(
         tensors, strategy.streams, loader_cfg, schedule=strategy.streams_for_epoch
     )
-    module = TransferModule(strategy, instantiate(cfg.optimizer), ks=tuple(cfg.ks))
+    module = TransferModule(
+        strategy,
+        instantiate(cfg.optimizer),
+        ks=tuple(cfg.ks),
+        rating_offset=strategy.context.rating_offset
+        if strategy.context.objective == "rating"
+        else None,
+    )
     return RunParts(scenario, datamodule, module, timings)
 
 
@@ -210,7 +231,7 @@ def format_table(metrics: dict[str, float], title: str) -> str:
     groups = [g for g in ("cold", "warm") if f"test/{g}/ndcg@10" in metrics]
     lines = [f"test metrics ({title})", "metric      " + "".join(f"{g:>10}" for g in groups)]
     for name in names:
-        if name.endswith("@10") or name.endswith("@20"):
+        if name.endswith(("@10", "@20")) or name in ("mae", "rmse"):
             row = "".join(f"{metrics[f'test/{g}/{name}']:>10.4f}" for g in groups)
             lines.append(f"{name:<12}{row}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from recmig.data.loaders import is_item
-from recmig.strategy import MappedTransfer, StrategyContext, history_likelihood_loss
+from recmig.strategy import MappedTransfer, StrategyContext
 
 
 class Bridge(MappedTransfer):
@@ -56,6 +56,4 @@ class Bridge(MappedTransfer):
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(pairs["source_hist"])
         targets = self.target.items().detach()[self.target_catalog]
-        return history_likelihood_loss(
-            mapped @ targets.T, pairs["target_hist"], self.target_catalog, self.bos
-        )
+        return self.history_loss(mapped @ targets.T, pairs, "target", self.target_catalog)

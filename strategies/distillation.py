@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy, history_likelihood_loss
+from recmig.strategy import StrategyContext, Tower, TransferStrategy
 
 
 def distillation_kl(teacher: torch.Tensor, student: torch.Tensor, tau: float) -> torch.Tensor:
@@ -38,6 +38,7 @@ def distillation_kl(teacher: torch.Tensor, student: torch.Tensor, tau: float) ->
 class Distillation(TransferStrategy):
     description = "frozen two-domain teacher distils target preferences into a source-only student"
     streams = ("pooled", "overlap")
+    objectives = ("ranking", "rating")
 
     def __init__(
         self,
@@ -56,7 +57,6 @@ class Distillation(TransferStrategy):
         self.distill_weight = distill_weight
         self.teacher = Tower(context)
         self.student = context.make_user_model()
-        self.bos = context.bos
         self.register_buffer(
             "all_items",
             torch.cat([context.source_catalog, context.target_catalog]),
@@ -86,9 +86,7 @@ class Distillation(TransferStrategy):
             teacher_scores = self.teacher.interest(pairs["pooled_hist"], table) @ targets.T
             self.teacher.train(was_training)
         student_scores = self.student_interest(pairs["source_hist"], table) @ targets.T
-        ranking = history_likelihood_loss(
-            student_scores, pairs["target_hist"], self.target_catalog, self.bos
-        )
+        ranking = self.history_loss(student_scores, pairs, "target", self.target_catalog)
         soft = distillation_kl(teacher_scores, student_scores, self.temperature)
         loss = teacher_loss + ranking + self.distill_weight * soft
         return {

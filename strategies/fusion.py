@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from recmig.data.loaders import is_item
-from recmig.strategy import StrategyContext, Tower, TransferStrategy, catalog_cross_entropy
+from recmig.strategy import StrategyContext, Tower, TransferStrategy
 
 MODES = ("fixed", "learned", "gate")
 
@@ -30,6 +30,7 @@ MODES = ("fixed", "learned", "gate")
 class Fusion(TransferStrategy):
     description = "F_t = a * source-side + (1 - a) * target-side interest; a fixed/learned/gated"
     streams = ("source", "target")
+    objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext, mode: str = "gate", alpha: float = 0.5):
         super().__init__(context)
@@ -75,7 +76,7 @@ class Fusion(TransferStrategy):
         source = self.tower.interest(part["source_hist"], table).unsqueeze(1)
         has_target = torch.ones_like(part["user"], dtype=torch.bool)
         fused = self.fuse(source, target, self._has_items(part["source_hist"]), has_target)
-        target_loss = catalog_cross_entropy(fused, part["labels"], table, self.target_catalog)
+        target_loss = self.next_item_loss(fused, part, table, self.target_catalog)
         return {
             "loss": source_loss + target_loss,
             "loss_source": source_loss,

@@ -23,6 +23,7 @@ from recmig.strategy import StrategyContext, Tower, TransferStrategy
 class LoRA(TransferStrategy):
     description = "peft adapters on the text encoder: adapt on source, then on target"
     streams = ("source", "target")
+    objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext, source_epochs: int = 2):
         super().__init__(context)

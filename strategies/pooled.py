@@ -15,6 +15,7 @@ from recmig.strategy import StrategyContext, Tower, TransferStrategy
 class Pooled(TransferStrategy):
     description = "baseline: one model trained on both domains merged in time order"
     streams = ("pooled",)
+    objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext):
         super().__init__(context)

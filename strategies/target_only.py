@@ -16,6 +16,7 @@ from recmig.strategy import StrategyContext, Tower, TransferStrategy
 class TargetOnly(TransferStrategy):
     description = "baseline: learns from target-domain data only; cold users get its BOS prior"
     streams = ("target",)
+    objectives = ("ranking", "rating")
     needs_source = False
 
     def __init__(self, context: StrategyContext):

@@ -7,7 +7,12 @@ from recmig.data.loaders import STREAM_ID, CrossDomainDataModule, LoaderConfig, 
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
 from recmig.registry import discover, load_strategy
-from recmig.strategy import StrategyContext, catalog_cross_entropy
+from recmig.strategy import (
+    StrategyContext,
+    catalog_cross_entropy,
+    history_rating_error,
+    rating_squared_error,
+)
 from recmig.users.interest import CausalTransformer, MeanInterest
 
 MAX_LEN = 8
@@ -20,7 +25,7 @@ def setup(data, scenario_cfg):
     return scenario, tensors
 
 
-def make_context(scenario, tensors, user_model=MeanInterest, dim=16):
+def make_context(scenario, tensors, user_model=MeanInterest, dim=16, objective="ranking"):
     return StrategyContext(
         vocab_size=tensors.vocab_size,
         dim=dim,
@@ -28,15 +33,20 @@ def make_context(scenario, tensors, user_model=MeanInterest, dim=16):
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, dim),
         make_user_model=partial(user_model, dim, max_len=MAX_LEN),
+        objective=objective,
     )
 
 
 @pytest.mark.parametrize("name", sorted(discover()))
 @pytest.mark.parametrize("user_model", [MeanInterest, CausalTransformer])
-def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_model):
+@pytest.mark.parametrize("objective", ["ranking", "rating"])
+def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_model, objective):
+    cls = load_strategy(name)
+    if objective not in cls.objectives:
+        pytest.skip(f"{name} supports {cls.objectives}")
     torch.manual_seed(0)
     scenario, tensors = setup
-    strategy = load_strategy(name)(make_context(scenario, tensors, user_model))
+    strategy = cls(make_context(scenario, tensors, user_model, objective=objective))
     dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
     batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
     optimizer = torch.optim.Adam(strategy.parameters(), lr=0.01)
@@ -67,6 +77,47 @@ def test_catalog_cross_entropy_matches_hand_softmax():
     loss = catalog_cross_entropy(interests, labels, table, catalog)
     logits = torch.tensor([0.0, 2.0])  # interest . e_2, interest . e_3
     assert loss.item() == pytest.approx(-torch.log_softmax(logits, 0)[1].item())
+
+
+def test_rating_squared_error_matches_hand_dot_products():
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    interests = torch.tensor([[[2.0, 1.0], [1.0, 1.0], [5.0, 5.0]]])
+    labels = torch.tensor([[3, 1, 0]])  # third position unlabelled
+    ratings = torch.tensor([[4.0, 1.0, float("nan")]])
+    # predictions: (2,1).(1,1) = 3 for rating 4; (1,1).(1,0) = 1 for rating 1
+    assert rating_squared_error(interests, labels, ratings, table).item() == pytest.approx(0.5)
+    shifted = rating_squared_error(interests, labels, ratings, table, offset=1.0)
+    assert shifted.item() == pytest.approx(((4 - 4) ** 2 + (2 - 1) ** 2) / 2)
+    unrated = torch.tensor([[float("nan"), 1.0, float("nan")]])
+    assert rating_squared_error(interests, labels, unrated, table).item() == pytest.approx(0.0)
+
+
+def test_history_rating_error_reads_the_scores_of_rated_history_items():
+    catalog = torch.tensor([2, 3])
+    bos = 4
+    scores = torch.tensor([[3.0, 5.0]])  # item 2 -> 3.0, item 3 -> 5.0
+    history = torch.tensor([[bos, 2, 3, 1, 0]])  # BOS, two catalogue items, one outside, pad
+    ratings = torch.tensor([[float("nan"), 4.0, 2.0, 5.0, float("nan")]])
+    error = history_rating_error(scores, history, ratings, catalog, bos)
+    assert error.item() == pytest.approx(((3 - 4) ** 2 + (5 - 2) ** 2) / 2)
+
+
+def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
+    scenario, tensors = setup
+    bridge = load_strategy("bridge")(make_context(scenario, tensors, objective="rating"))
+    dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN))
+    pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
+    pairs = {k: v[:1] for k, v in pairs.items()}
+    mapped = bridge.map_interest(pairs["source_hist"])[0]
+    table = bridge.target.items()
+    user = pairs["user"][0].item()
+    train = scenario.train
+    rows = train[(train["user"] == user) & (train["domain"] == TARGET)]
+    errors = [
+        (mapped @ table[i] - r) ** 2 for i, r in zip(rows["item"], rows["rating"], strict=True)
+    ]
+    expected = torch.stack(errors[-MAX_LEN:]).mean()  # the history the model sees
+    assert bridge.transfer_loss(pairs).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_feature_averaging_equation(setup):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -144,6 +145,27 @@ class ScenarioTensors:
         self.target_train_items = by_user[TARGET]
         self.cold_items = scenario.cold.groupby("user")["item"].agg(list).to_dict()
 
+        # Every (user, item) rating of the scenario, training and held out, as sorted keys for
+        # vectorised lookup: the rating objective reads its labels (training positions only)
+        # and its evaluation targets (held-out items) here.
+        rated = pd.concat([train, scenario.cold, scenario.warm])[["user", "item", "rating"]]
+        keys = rated["user"].to_numpy(np.int64) * self.vocab_size + rated["item"].to_numpy()
+        order = np.argsort(keys, kind="stable")
+        self.rating_keys = torch.from_numpy(keys[order])
+        self.rating_values = torch.from_numpy(rated["rating"].to_numpy(np.float32)[order])
+
+    def ratings_of(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Rating user ``users[b]`` gave each item of ``items[b, ...]``; NaN where there is none
+        (padding, BOS, unrated pairs, datasets without ratings)."""
+        shape = (-1,) + (1,) * (items.dim() - 1)
+        keys = (users.view(shape) * self.vocab_size + items).reshape(-1)
+        if len(self.rating_keys) == 0:
+            return torch.full(items.shape, float("nan"))
+        pos = torch.searchsorted(self.rating_keys, keys).clamp(max=len(self.rating_keys) - 1)
+        found = self.rating_keys[pos] == keys
+        nan = torch.tensor(float("nan"))
+        return torch.where(found, self.rating_values[pos], nan).reshape(items.shape)
+
     def windows(self, stream: str) -> dict[str, torch.Tensor]:
         """All training windows of one stream."""
         if stream == "overlap":
@@ -253,7 +275,15 @@ class CrossDomainDataModule(L.LightningDataModule):
             u = users["user"][start : start + self.cfg.eval_batch_size]
             c = users["is_cold"][start : start + self.cfg.eval_batch_size]
             relevant, excluded = self.tensors.relevance_and_exclusion(u, c, split)
-            batch = {"user": u, "is_cold": c, "relevant": relevant, "excluded": excluded}
+            catalog = self.tensors.target_catalog.expand(len(u), -1)
+            ratings = self.tensors.ratings_of(u, catalog).masked_fill(~relevant, float("nan"))
+            batch = {
+                "user": u,
+                "is_cold": c,
+                "relevant": relevant,
+                "excluded": excluded,
+                "relevant_ratings": ratings,  # NaN except the held-out items' ratings
+            }
             batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
             batches.append(batch)
         return batches
@@ -268,6 +298,10 @@ class CrossDomainDataModule(L.LightningDataModule):
             batch["tokens"] = tokens.masked_fill(drop, 0)
         users = batch["user"]
         batch.update({f"{k}_hist": v[users] for k, v in self.tensors.history["val"].items()})
+        # Ratings of the labels and history items, for the rating objective (NaN: none).
+        batch["label_ratings"] = self.tensors.ratings_of(users, batch["labels"])
+        for k in self.tensors.history["val"]:
+            batch[f"{k}_hist_ratings"] = self.tensors.ratings_of(users, batch[f"{k}_hist"])
         return batch
 
     def train_dataloader(self) -> DataLoader:

@@ -118,11 +118,13 @@ class Scenario:
         items: item table in index order (row ``i - 1`` describes item ``i``).
         item_domain: (num_items + 1,) SOURCE or TARGET per item index; entry 0 unused.
         user_ids: user id per user index (0-based).
-        train: training interactions (user, item, timestamp, domain), sorted by user and time;
-            never contains a cold user's target interaction or a warm user's held-out items.
-        warm: held-out target interactions of warm users: ``user``, ``item``, ``split``
+        train: training interactions (user, item, timestamp, rating, domain), sorted by user and
+            time; never contains a cold user's target interaction or a warm user's held-out
+            items. ``rating`` is NaN where the dataset has none.
+        warm: held-out target interactions of warm users: ``user``, ``item``, ``rating``, ``split``
             (``val`` or ``test``); one of each per user under leave-one-out.
-        cold: held-out target interactions of cold users: ``user``, ``item``, ``group``.
+        cold: held-out target interactions of cold users: ``user``, ``item``, ``rating``,
+            ``group``.
         stats: counts logged with every run.
         user_profiles: ``None`` or one row per user index (``user_id`` plus ``gender``,
             ``age``, ... as the dataset provides them), for metrics sliced by user group.
@@ -270,6 +272,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
             "user": user_index.loc[inter["user_id"].values].values,
             "item": item_index.loc[inter["item_id"].values].values,
             "timestamp": inter["timestamp"].to_numpy(),
+            "rating": inter["rating"].to_numpy(dtype=np.float32),
             "order": inter["order"].to_numpy(),
             "domain": inter["domain_side"].to_numpy(),
         }
@@ -296,16 +299,17 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     )
 
     is_cold_target = (inter["domain"] == TARGET) & inter["user"].isin(cold_users)
-    cold = inter.loc[is_cold_target, ["user", "item"]].assign(
+    cold = inter.loc[is_cold_target, ["user", "item", "rating"]].assign(
         group=lambda df: cold_group.loc[df["user"].values].values
     )
 
     warm_target = inter[(inter["domain"] == TARGET) & ~is_cold_target]
     split = _warm_split(warm_target, cfg, rng)
-    warm = warm_target.loc[split.index, ["user", "item"]].assign(split=split.to_numpy())
+    warm = warm_target.loc[split.index, ["user", "item", "rating"]].assign(split=split.to_numpy())
     held_out = is_cold_target.copy()
     held_out.loc[warm.index] = True
-    train = inter.loc[~held_out, ["user", "item", "timestamp", "domain"]].reset_index(drop=True)
+    columns = ["user", "item", "timestamp", "rating", "domain"]
+    train = inter.loc[~held_out, columns].reset_index(drop=True)
 
     items = data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
     item_domain = np.concatenate([[-1], item_table["domain_side"].to_numpy()]).astype(np.int8)

@@ -30,7 +30,10 @@ class TransferModule(L.LightningModule):
         strategy: TransferStrategy,
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
+        rating_offset: float | None = None,
     ):
+        """``rating_offset``: the rating objective's offset; when given, MAE and RMSE of the
+        predicted ratings (offset + score) against the held-out items' ratings are logged."""
         super().__init__()
         self.strategy = strategy
         self.make_optimizer = optimizer
@@ -42,6 +45,15 @@ class TransferModule(L.LightningModule):
         )
         self.users_seen = {g: 0 for g in GROUPS}
         self.test_records: list[dict[str, torch.Tensor]] = []
+        # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
+        rating_errors = rating_offset is not None
+        self.rating_offset = rating_offset or 0.0
+        self.error_names = ("mae", "rmse") if rating_errors else ()
+        self.errors = torch.nn.ModuleDict(
+            {f"{g}_{kind}": MeanMetric() for g in GROUPS for kind in ("abs", "sq")}
+            if rating_errors
+            else {}
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave frozen weights (e.g. a pretrained language model under adapters) out of
@@ -84,6 +96,15 @@ class TransferModule(L.LightningModule):
                 self.users_seen[group] += int(rows.sum())
                 for name in self.metric_names:
                     self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
+                if self.error_names:
+                    self._update_errors(group, rows, scores, batch["relevant_ratings"])
+
+    def _update_errors(self, group, rows, scores, ratings) -> None:
+        rated = rows.unsqueeze(1) & ~torch.isnan(ratings)
+        if rated.any():
+            error = self.rating_offset + scores[rated] - ratings[rated]
+            self.errors[f"{group}_abs"].update(error.abs())
+            self.errors[f"{group}_sq"].update(error**2)
 
     def _log_epoch(self, split: str) -> None:
         logged = {}
@@ -93,15 +114,19 @@ class TransferModule(L.LightningModule):
             for name in self.metric_names:
                 metric = self.means[f"{group}_{name}".replace("@", "_")]
                 logged[f"{split}/{group}/{name}"] = metric.compute()
-        for name in self.metric_names:
+            if self.error_names and self.errors[f"{group}_abs"].update_called:
+                logged[f"{split}/{group}/mae"] = self.errors[f"{group}_abs"].compute()
+                logged[f"{split}/{group}/rmse"] = self.errors[f"{group}_sq"].compute().sqrt()
+        for name in (*self.metric_names, *self.error_names):
             per_group = [
                 logged[f"{split}/{g}/{name}"] for g in GROUPS if f"{split}/{g}/{name}" in logged
             ]
-            logged[f"{split}/{name}"] = torch.stack(per_group).mean()
+            if per_group:  # (rating errors need ratings: none when the dataset has none)
+                logged[f"{split}/{name}"] = torch.stack(per_group).mean()
         headline = f"{split}/ndcg@10"
         self.log(headline, logged.pop(headline), prog_bar=True)
         self.log_dict(logged, prog_bar=False)
-        for metric in self.means.values():
+        for metric in (*self.means.values(), *self.errors.values()):
             metric.reset()
         self.users_seen = {g: 0 for g in GROUPS}
 
