@@ -15,7 +15,8 @@ like ``recmig report`` (mean over seeds per setting and strategy), prints record
 fresh numbers and exits with status 1 when a number leaves its tolerance or is missing.
 ``--from <sweep dir>`` checks an existing sweep instead of running one; ``--record`` writes the
 fresh means into ``reproduce.yaml`` (tolerances kept), for a new or deliberately changed
-experiment.
+experiment. A version whose ``expected`` list is empty has not been measured yet: it runs and
+reports, and says that nothing was checked.
 """
 
 from __future__ import annotations
@@ -140,6 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         sweep_dir = args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp
         run_sweep(section["sweep"], sweep_dir)
     runs = collect(sweep_dir)
+    if not section["expected"]:
+        write_report(runs, sweep_dir)
+        print(
+            f"\n{folder.name} ({mode}): NOTHING CHECKED - no numbers are recorded for this "
+            f"version yet; the sweep's report is in {sweep_dir}"
+        )
+        return
     metrics = dict.fromkeys(r["metric"] for r in section["expected"] if r["metric"] in runs)
     write_report(runs, sweep_dir, tuple(metrics))
     checked = compare(section["expected"], runs)

@@ -21,9 +21,11 @@ EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/repro
 def test_every_experiment_has_a_quick_and_a_full_version():
     assert {"p1_sasrec_ml1m", "cold_start_ml1m"} <= set(EXPERIMENTS)
     for name in EXPERIMENTS:
-        for mode in ("full", "quick"):
-            section = load_spec(ROOT / "experiments" / name, mode)
-            assert section["sweep"] and section["expected"]
+        quick = load_spec(ROOT / "experiments" / name, "quick")
+        assert quick["sweep"] and quick["expected"]  # CI checks every quick version
+        full = load_spec(ROOT / "experiments" / name, "full")
+        assert full["sweep"]  # (expected may be empty: not measured in full yet)
+        assert all(row["mean"] != 0.0 for row in full["expected"])  # no placeholders
 
 
 @pytest.mark.slow
