@@ -232,8 +232,13 @@ def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
         wide = part["mean"].droplevel(["group", "attribute"]).unstack("value")
         if attribute == "age":  # youngest first, not alphabetical
             wide = wide[[a for a in AGE_LABELS if a in wide.columns]]
-        users = part["users"].droplevel(["group", "attribute"]).unstack("value").max()
-        header = ["setting", "strategy", *[f"{v} (n={int(users[v])})" for v in wide.columns]]
+        users = part["users"].droplevel(["group", "attribute"]).unstack("value")
+        low, high = users.min(), users.max()  # settings with other splits have other users
+        counts = {
+            v: f"n={int(low[v])}" if low[v] == high[v] else f"n={int(low[v])}-{int(high[v])}"
+            for v in wide.columns
+        }
+        header = ["setting", "strategy", *[f"{v} ({counts[v]})" for v in wide.columns]]
         lines = [f"{group} test users, {column} by {attribute}:", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (setting, strategy), row in wide.iterrows():
