@@ -49,7 +49,7 @@ class TransferModule(L.LightningModule):
         rating_errors = rating_offset is not None
         self.rating_offset = rating_offset or 0.0
         self.error_names = ("mae", "rmse") if rating_errors else ()
-        self.errors = torch.nn.ModuleDict(
+        self.rating_means = torch.nn.ModuleDict(
             {f"{g}_{kind}": MeanMetric() for g in GROUPS for kind in ("abs", "sq")}
             if rating_errors
             else {}
@@ -103,8 +103,8 @@ class TransferModule(L.LightningModule):
         rated = rows.unsqueeze(1) & ~torch.isnan(ratings)
         if rated.any():
             error = self.rating_offset + scores[rated] - ratings[rated]
-            self.errors[f"{group}_abs"].update(error.abs())
-            self.errors[f"{group}_sq"].update(error**2)
+            self.rating_means[f"{group}_abs"].update(error.abs())
+            self.rating_means[f"{group}_sq"].update(error**2)
 
     def _log_epoch(self, split: str) -> None:
         logged = {}
@@ -114,9 +114,9 @@ class TransferModule(L.LightningModule):
             for name in self.metric_names:
                 metric = self.means[f"{group}_{name}".replace("@", "_")]
                 logged[f"{split}/{group}/{name}"] = metric.compute()
-            if self.error_names and self.errors[f"{group}_abs"].update_called:
-                logged[f"{split}/{group}/mae"] = self.errors[f"{group}_abs"].compute()
-                logged[f"{split}/{group}/rmse"] = self.errors[f"{group}_sq"].compute().sqrt()
+            if self.error_names and self.rating_means[f"{group}_abs"].update_called:
+                logged[f"{split}/{group}/mae"] = self.rating_means[f"{group}_abs"].compute()
+                logged[f"{split}/{group}/rmse"] = self.rating_means[f"{group}_sq"].compute().sqrt()
         for name in (*self.metric_names, *self.error_names):
             per_group = [
                 logged[f"{split}/{g}/{name}"] for g in GROUPS if f"{split}/{g}/{name}" in logged
@@ -126,7 +126,7 @@ class TransferModule(L.LightningModule):
         headline = f"{split}/ndcg@10"
         self.log(headline, logged.pop(headline), prog_bar=True)
         self.log_dict(logged, prog_bar=False)
-        for metric in (*self.means.values(), *self.errors.values()):
+        for metric in (*self.means.values(), *self.rating_means.values()):
             metric.reset()
         self.users_seen = {g: 0 for g in GROUPS}
 
