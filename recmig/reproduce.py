@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         sweep_dir = args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp
         run_sweep(section["sweep"], sweep_dir)
-    runs = collect(sweep_dir)
+    try:
+        runs = collect(sweep_dir)
+    except ValueError as err:
+        raise SystemExit(f"recmig reproduce: error: {err}") from None
     if not section["expected"]:
         write_report(runs, sweep_dir)
         print(
