@@ -137,16 +137,19 @@ def build_run(cfg: DictConfig) -> RunParts:
     start = time.perf_counter()
     strategy = build_strategy(cfg, tensors)
     timings["time/model_build_s"] = time.perf_counter() - start
+    rating = strategy.context.objective == "rating"
     datamodule = CrossDomainDataModule(
-        tensors, strategy.streams, loader_cfg, schedule=strategy.streams_for_epoch
+        tensors,
+        strategy.streams,
+        loader_cfg,
+        schedule=strategy.streams_for_epoch,
+        ratings=rating,
     )
     module = TransferModule(
         strategy,
         instantiate(cfg.optimizer),
         ks=tuple(cfg.ks),
-        rating_offset=strategy.context.rating_offset
-        if strategy.context.objective == "rating"
-        else None,
+        rating_offset=strategy.context.rating_offset if rating else None,
     )
     return RunParts(scenario, datamodule, module, timings)
 

@@ -33,7 +33,15 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
     scenario = build_scenario(data, scenario_cfg)
     tensors = ScenarioTensors(scenario, MAX_LEN)
     strategy = load_strategy("target_only")(make_context(scenario, tensors, objective="rating"))
-    dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
+    dm = CrossDomainDataModule(
+        tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN), ratings=True
+    )
+    assert (
+        "relevant_ratings"
+        not in CrossDomainDataModule(
+            tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN)
+        ).eval_data["test"][0]
+    )  # ranking runs carry no ratings
     offset = 3.0  # predicted rating = offset + score
     module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), rating_offset=offset)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)

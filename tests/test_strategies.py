@@ -47,7 +47,9 @@ def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_
     torch.manual_seed(0)
     scenario, tensors = setup
     strategy = cls(make_context(scenario, tensors, user_model, objective=objective))
-    dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
+    dm = CrossDomainDataModule(
+        tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN), ratings=objective == "rating"
+    )
     batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
     optimizer = torch.optim.Adam(strategy.parameters(), lr=0.01)
     strategy.train()
@@ -105,7 +107,7 @@ def test_history_rating_error_reads_the_scores_of_rated_history_items():
 def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
     scenario, tensors = setup
     bridge = load_strategy("bridge")(make_context(scenario, tensors, objective="rating"))
-    dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN))
+    dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN), ratings=True)
     pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
     pairs = {k: v[:1] for k, v in pairs.items()}
     mapped = bridge.map_interest(pairs["source_hist"])[0]

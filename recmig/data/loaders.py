@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import lightning as L
 import numpy as np
@@ -145,26 +146,30 @@ class ScenarioTensors:
         self.target_train_items = by_user[TARGET]
         self.cold_items = scenario.cold.groupby("user")["item"].agg(list).to_dict()
 
-        # Every (user, item) rating of the scenario, training and held out, as sorted keys for
-        # vectorised lookup: the rating objective reads its labels (training positions only)
-        # and its evaluation targets (held-out items) here.
-        rated = pd.concat([train, scenario.cold, scenario.warm])[["user", "item", "rating"]]
+    @cached_property
+    def _rating_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (user, item) rating of the scenario, training and held out, as sorted keys
+        and their ratings, for vectorised lookup: the rating objective reads its labels
+        (training positions only) and its evaluation targets (held-out items) here. Built on
+        first use, so ranking runs never pay for it."""
+        scenario = self.scenario
+        rated = pd.concat([scenario.train, scenario.cold, scenario.warm])
         keys = rated["user"].to_numpy(np.int64) * self.vocab_size + rated["item"].to_numpy()
         order = np.argsort(keys, kind="stable")
-        self.rating_keys = torch.from_numpy(keys[order])
-        self.rating_values = torch.from_numpy(rated["rating"].to_numpy(np.float32)[order])
+        values = rated["rating"].to_numpy(np.float32)[order]
+        return torch.from_numpy(keys[order]), torch.from_numpy(values)
 
     def ratings_of(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Rating user ``users[b]`` gave each item of ``items[b, ...]``; NaN where there is none
         (padding, BOS, unrated pairs, datasets without ratings)."""
+        known, values = self._rating_index
+        if len(known) == 0:
+            return torch.full(items.shape, float("nan"))
         shape = (-1,) + (1,) * (items.dim() - 1)
         keys = (users.view(shape) * self.vocab_size + items).reshape(-1)
-        if len(self.rating_keys) == 0:
-            return torch.full(items.shape, float("nan"))
-        pos = torch.searchsorted(self.rating_keys, keys).clamp(max=len(self.rating_keys) - 1)
-        found = self.rating_keys[pos] == keys
+        pos = torch.searchsorted(known, keys).clamp(max=len(known) - 1)
         nan = torch.tensor(float("nan"))
-        return torch.where(found, self.rating_values[pos], nan).reshape(items.shape)
+        return torch.where(known[pos] == keys, values[pos], nan).reshape(items.shape)
 
     def windows(self, stream: str) -> dict[str, torch.Tensor]:
         """All training windows of one stream."""
@@ -225,9 +230,12 @@ class CrossDomainDataModule(L.LightningDataModule):
         streams: tuple[str, ...],
         cfg: LoaderConfig,
         schedule: Callable[[int], tuple[str, ...]] | None = None,
+        ratings: bool = False,
     ):
         """``streams``: every stream training may use; ``schedule(epoch)``: the ones an epoch
-        uses (default: all of them), for strategies that train in phases."""
+        uses (default: all of them), for strategies that train in phases; ``ratings``: add
+        the ratings batch keys the rating objective needs (``label_ratings``,
+        ``<name>_hist_ratings``, ``relevant_ratings``)."""
         super().__init__()
         unknown = set(streams) - set(STREAMS)
         if unknown:
@@ -235,6 +243,7 @@ class CrossDomainDataModule(L.LightningDataModule):
         self.tensors = tensors
         self.cfg = cfg
         self.schedule = schedule or (lambda epoch: streams)
+        self.ratings = ratings
         self.windows = {s: tensors.windows(s) for s in streams}
         self.train_data = self.epoch_data(0)
         self.eval_data = {split: self._eval_batches(split) for split in ("val", "test")}
@@ -275,15 +284,11 @@ class CrossDomainDataModule(L.LightningDataModule):
             u = users["user"][start : start + self.cfg.eval_batch_size]
             c = users["is_cold"][start : start + self.cfg.eval_batch_size]
             relevant, excluded = self.tensors.relevance_and_exclusion(u, c, split)
-            catalog = self.tensors.target_catalog.expand(len(u), -1)
-            ratings = self.tensors.ratings_of(u, catalog).masked_fill(~relevant, float("nan"))
-            batch = {
-                "user": u,
-                "is_cold": c,
-                "relevant": relevant,
-                "excluded": excluded,
-                "relevant_ratings": ratings,  # NaN except the held-out items' ratings
-            }
+            batch = {"user": u, "is_cold": c, "relevant": relevant, "excluded": excluded}
+            if self.ratings:  # NaN except the held-out items' ratings
+                catalog = self.tensors.target_catalog.expand(len(u), -1)
+                ratings = self.tensors.ratings_of(u, catalog)
+                batch["relevant_ratings"] = ratings.masked_fill(~relevant, float("nan"))
             batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
             batches.append(batch)
         return batches
@@ -298,10 +303,10 @@ class CrossDomainDataModule(L.LightningDataModule):
             batch["tokens"] = tokens.masked_fill(drop, 0)
         users = batch["user"]
         batch.update({f"{k}_hist": v[users] for k, v in self.tensors.history["val"].items()})
-        # Ratings of the labels and history items, for the rating objective (NaN: none).
-        batch["label_ratings"] = self.tensors.ratings_of(users, batch["labels"])
-        for k in self.tensors.history["val"]:
-            batch[f"{k}_hist_ratings"] = self.tensors.ratings_of(users, batch[f"{k}_hist"])
+        if self.ratings:  # ratings of the labels and history items (NaN: none)
+            batch["label_ratings"] = self.tensors.ratings_of(users, batch["labels"])
+            for k in self.tensors.history["val"]:
+                batch[f"{k}_hist_ratings"] = self.tensors.ratings_of(users, batch[f"{k}_hist"])
         return batch
 
     def train_dataloader(self) -> DataLoader:
