@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -77,17 +78,16 @@ def _mean_target_rating(scenario: Scenario) -> float:
     return float(ratings.mean())
 
 
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename onto ``path``, so a crash never leaves a truncated result."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write via a temporary file so a crash never leaves a truncated result."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def write_parquet_atomic(path: Path, table: pd.DataFrame) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def per_user_results(
@@ -159,7 +159,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    scenario, datamodule, module, timings = build_run(cfg)
+    parts = build_run(cfg)
+    scenario, datamodule, module, timings = parts
     write_json_atomic(output_dir / "scenario.json", scenario.stats)
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
@@ -182,7 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The checkpoint that watches a metric holds the best model (the other one, `last`).
     selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
     ckpt = (selecting[0].best_model_path or None) if selecting else None
-    metrics = evaluate(trainer, RunParts(scenario, datamodule, module, timings), ckpt, output_dir)
+    metrics = evaluate(trainer, parts, ckpt, output_dir)
     metrics.update(timings)
     metrics.update({f"scenario/{k}": v for k, v in scenario.stats.items()})
     write_json_atomic(output_dir / "metrics.json", metrics)
@@ -199,7 +200,7 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     test = trainer.test(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
     users, beyond = per_user_results(parts.module.test_users(), parts.scenario, k=10)
-    write_parquet_atomic(output_dir / "test_users.parquet", users)
+    write_atomic(output_dir / "test_users.parquet", lambda tmp: users.to_parquet(tmp, index=False))
     metrics.update(beyond)
     return metrics
 
