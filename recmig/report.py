@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 from functools import cache
 from pathlib import Path
@@ -37,8 +36,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
-
-log = logging.getLogger(__name__)
 
 BASELINE = "target_only"
 DEFAULT_METRICS = (
@@ -54,6 +51,8 @@ BEYOND_METRICS = tuple(
     for name in ("coverage", "novelty", "arp")
 )
 SLICE_ATTRIBUTES = ("gender", "age")
+# What write_report leaves in its folder (slices only where the data has demographics).
+REPORT_FILES = ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png", "slices.png")
 # GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
 AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
 AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
@@ -224,15 +223,21 @@ def slices(runs: pd.DataFrame, column: str = "ndcg@10") -> pd.DataFrame:
     return pd.concat(parts).groupby(keys).agg(mean=("mean", "mean"), users=("size", "max"))
 
 
+def _wide(values: pd.Series, attribute: str) -> pd.DataFrame:
+    """Attribute values as columns, ages youngest first (not alphabetical)."""
+    wide = values.unstack("value")
+    if attribute == "age":
+        wide = wide[[a for a in AGE_LABELS if a in wide.columns]]
+    return wide
+
+
 def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
     if sliced.empty:
         return ""
     blocks = []
     for (group, attribute), part in sliced.groupby(level=["group", "attribute"]):
-        wide = part["mean"].droplevel(["group", "attribute"]).unstack("value")
-        if attribute == "age":  # youngest first, not alphabetical
-            wide = wide[[a for a in AGE_LABELS if a in wide.columns]]
-        users = part["users"].droplevel(["group", "attribute"]).unstack("value")
+        wide = _wide(part["mean"].droplevel(["group", "attribute"]), attribute)
+        users = _wide(part["users"].droplevel(["group", "attribute"]), attribute)
         low, high = users.min(), users.max()  # settings with other splits have other users
         counts = {
             v: f"n={int(low[v])}" if low[v] == high[v] else f"n={int(low[v])}-{int(high[v])}"
@@ -248,34 +253,43 @@ def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
     return "\n\n".join(blocks)
 
 
-def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/warm/ndcg@10")):
-    """Grouped bars: one panel per metric, strategies on x, one colour per setting."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _grouped_bars(ax, categories: list, bars: list[tuple[str, np.ndarray, np.ndarray | None]]):
+    """One group of bars per category; ``bars``: (label, heights, error bars or None)."""
+    width = 0.8 / len(bars)
+    for i, (label, heights, errors) in enumerate(bars):
+        x = np.arange(len(categories)) + (i - (len(bars) - 1) / 2) * width
+        ax.bar(x, heights, width, yerr=errors, capsize=3 if errors is not None else 0, label=label)
+
+
+def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/warm/ndcg@10")):
+    """Grouped bars: one panel per metric, strategies on x, one colour per setting."""
+    plt = _pyplot()
     settings = list(dict.fromkeys(table.index.get_level_values("setting")))
     strategies = list(dict.fromkeys(table.index.get_level_values("strategy")))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(strategies)) * 2, 4.5))
-    width = 0.8 / len(settings)
-    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
-        for i, setting in enumerate(settings):
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(max(6, 1.1 * len(strategies)) * 2, 4.5), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        bars = []
+        for setting in settings:
             part = table.xs(setting, level="setting").reindex(strategies)
-            x = np.arange(len(strategies)) + (i - (len(settings) - 1) / 2) * width
-            ax.bar(
-                x,
-                part[f"{metric} mean"],
-                width,
-                yerr=part[f"{metric} std"].fillna(0),
-                capsize=3,
-                label=setting or "(default)",
-            )
+            errors = part[f"{metric} std"].fillna(0).to_numpy()
+            bars.append((setting or "(default)", part[f"{metric} mean"].to_numpy(), errors))
+        _grouped_bars(ax, strategies, bars)
         ax.set_xticks(np.arange(len(strategies)), strategies, rotation=35, ha="right")
         ax.set_title(metric)
         ax.set_ylabel("mean over seeds ± std")
     if len(settings) > 1:
-        np.atleast_1d(axes)[0].legend(fontsize="small")
+        axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -284,36 +298,17 @@ def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/wa
 def plot_slices(sliced: pd.DataFrame, path: Path, column: str = "ndcg@10") -> None:
     """One panel per (user group, attribute): the metric per attribute value, one bar per
     strategy, for the first setting (the CSV has all)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     setting = sorted(sliced.index.get_level_values("setting").unique())[0]
     part = sliced.xs(setting, level="setting")
-    panels = list(
-        dict.fromkeys(
-            zip(
-                part.index.get_level_values("group"),
-                part.index.get_level_values("attribute"),
-                strict=True,
-            )
-        )
-    )
+    panels = list(dict.fromkeys(part.index.droplevel(["strategy", "value"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (group, attribute) in zip(axes[0], panels, strict=True):
-        wide = part.xs((group, attribute), level=("group", "attribute"))["mean"].unstack("value")
-        order = (
-            [a for a in AGE_LABELS if a in wide.columns]
-            if attribute == "age"
-            else list(wide.columns)
+        wide = _wide(part.xs((group, attribute), level=("group", "attribute"))["mean"], attribute)
+        _grouped_bars(
+            ax, list(wide.columns), [(s, row.to_numpy(), None) for s, row in wide.iterrows()]
         )
-        wide = wide[order]
-        width = 0.8 / len(wide)
-        for i, (strategy, row) in enumerate(wide.iterrows()):
-            x = np.arange(len(order)) + (i - (len(wide) - 1) / 2) * width
-            ax.bar(x, row.to_numpy(), width, label=strategy)
-        ax.set_xticks(np.arange(len(order)), order)
+        ax.set_xticks(np.arange(len(wide.columns)), wide.columns)
         ax.set_title(f"{group} test users by {attribute}" + (f" ({setting})" if setting else ""))
         ax.set_ylabel(f"mean {column} (seeds averaged)")
     axes[0][0].legend(fontsize="small")
@@ -333,22 +328,18 @@ def log_to_wandb(out: Path, group: str, project: str = "recmig") -> None:
     run = wandb.init(project=project, group=group, job_type="report", dir=str(out))
     run.log({"results": wandb.Table(dataframe=pd.read_csv(out / "results.csv"))})
     artifact = wandb.Artifact(f"report-{group}".replace("/", "-"), type="report")
-    for name in (
-        "results.md",
-        "results.csv",
-        "runs.csv",
-        "slices.csv",
-        "results.png",
-        "slices.png",
-    ):
+    for name in REPORT_FILES:
         if (out / name).is_file():
             artifact.add_file(str(out / name))
     run.log_artifact(artifact)
     run.finish()
 
 
-def write_report(runs: pd.DataFrame, out: Path, metrics=DEFAULT_METRICS) -> str:
-    """All tables and the plot into ``out``; returns the Markdown."""
+def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None = None) -> str:
+    """All tables and the plots into ``out``; returns the Markdown. ``metrics``: the main
+    table's columns (default: those of DEFAULT_METRICS the runs have)."""
+    if metrics is None:
+        metrics = tuple(m for m in DEFAULT_METRICS if m in runs.columns)
     table = summarize(runs, metrics)
     sections = [to_markdown(table, metrics)]
     beyond = tuple(m for m in BEYOND_METRICS if m in runs.columns)
@@ -382,7 +373,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep_dirs", type=Path, nargs="+", help="multirun folders")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    parser.add_argument(
+        "--metrics", nargs="+", help=f"main table columns (default: {' '.join(DEFAULT_METRICS)})"
+    )
     parser.add_argument("--out", type=Path, help="folder for the report (default: the sweep)")
     parser.add_argument(
         "--wandb", action="store_true", help="also log the report as a W&B artifact"
@@ -390,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or args.sweep_dirs[0]
     runs = collect(args.sweep_dirs)
-    print(write_report(runs, out, tuple(args.metrics)))
-    print(f"\nwritten to {out}: results.md, results.csv, runs.csv, results.png")
+    print(write_report(runs, out, tuple(args.metrics) if args.metrics else None))
+    written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())
+    print(f"\nwritten to {out}: {written}")
     if args.wandb:
         log_to_wandb(out, group=args.sweep_dirs[0].resolve().name)
