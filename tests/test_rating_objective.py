@@ -49,6 +49,7 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
 
     strategy.eval()
     errors = {"cold": [], "warm": []}
+    per_user = {}
     with torch.no_grad():
         for batch in dm.eval_data["test"]:
             scores = strategy.target_interest(batch) @ strategy.target_items().T
@@ -58,6 +59,7 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
                 predicted = offset + scores[row][rated[row]]
                 diff = predicted - batch["relevant_ratings"][row][rated[row]]
                 errors[group].append(diff)
+                per_user[batch["user"][row].item()] = diff
     for group, parts in errors.items():
         diff = torch.cat(parts)
         assert logged[f"test/{group}/mae"] == pytest.approx(diff.abs().mean().item(), rel=1e-5)
@@ -67,6 +69,17 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
     cold_test = scenario.cold[scenario.cold["group"] == "cold_test"]
     assert len(torch.cat(errors["cold"])) == len(cold_test)
     assert np.isfinite(logged["test/rmse"])
+    # Per-user rows (for paired tests): each user's own MAE / RMSE, NaN without ratings.
+    rows = module.test_users().set_index("user")
+    assert set(rows.index) == set(per_user)
+    for user, diff in per_user.items():
+        if len(diff) == 0:
+            assert np.isnan(rows.loc[user, "mae"]) and np.isnan(rows.loc[user, "rmse"])
+        else:
+            assert rows.loc[user, "mae"] == pytest.approx(diff.abs().mean().item(), rel=1e-5)
+            assert rows.loc[user, "rmse"] == pytest.approx(
+                diff.pow(2).mean().sqrt().item(), rel=1e-5
+            )
 
 
 def test_strategy_without_the_objective_is_refused(monkeypatch):

@@ -87,6 +87,11 @@ class TransferModule(L.LightningModule):
         scores = self.strategy.target_interest(batch) @ self.strategy.target_items().T
         top = top_items(scores, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
+        errors = (
+            self._rating_errors(scores, batch["relevant_ratings"]) if self.error_names else None
+        )
+        if errors is not None:
+            values.update(self._user_errors(errors))
         if self.trainer.testing:
             self.test_records.append(
                 {"user": batch["user"], "is_cold": batch["is_cold"], "top": top, **values}
@@ -96,13 +101,30 @@ class TransferModule(L.LightningModule):
                 self.users_seen[group] += int(rows.sum())
                 for name in self.metric_names:
                     self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
-                if self.error_names:
-                    self._update_errors(group, rows, scores, batch["relevant_ratings"])
+                if errors is not None:
+                    self._update_errors(group, rows, errors)
 
-    def _update_errors(self, group, rows, scores, ratings) -> None:
-        rated = rows.unsqueeze(1) & ~torch.isnan(ratings)
+    def _rating_errors(self, scores: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, items): predicted minus held-out rating, NaN where the user rated nothing."""
+        return self.rating_offset + scores - ratings
+
+    @staticmethod
+    def _user_errors(errors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each user's MAE and RMSE over their own held-out ratings (NaN without any): the
+        per-user rows behind paired tests; the logged aggregates stay interaction-level."""
+        rated = ~torch.isnan(errors)
+        count = rated.sum(1)
+        missing = torch.where(count > 0, 0.0, torch.nan)
+        errors = errors.nan_to_num(0.0)
+        return {
+            "mae": errors.abs().sum(1) / count.clamp_min(1) + missing,
+            "rmse": ((errors**2).sum(1) / count.clamp_min(1)).sqrt() + missing,
+        }
+
+    def _update_errors(self, group: str, rows: torch.Tensor, errors: torch.Tensor) -> None:
+        rated = rows.unsqueeze(1) & ~torch.isnan(errors)
         if rated.any():
-            error = self.rating_offset + scores[rated] - ratings[rated]
+            error = errors[rated]
             self.rating_means[f"{group}_abs"].update(error.abs())
             self.rating_means[f"{group}_sq"].update(error**2)
 
@@ -156,12 +178,14 @@ class TransferModule(L.LightningModule):
 
     def test_users(self) -> pd.DataFrame:
         """One row per user of the last test pass: ``user`` (index), ``group`` (cold/warm),
-        every metric, and ``top``: the top-K target catalogue positions, best first."""
+        every metric (with the rating objective also the user's ``mae`` and ``rmse``), and
+        ``top``: the top-K target catalogue positions, best first."""
         if not self.test_records:
             raise RuntimeError("test_users() needs a finished test pass (trainer.test)")
         records = self.test_records
         joined = {k: torch.cat([r[k] for r in records]).cpu() for k in records[0]}
-        table = pd.DataFrame({name: joined[name].numpy() for name in self.metric_names})
+        columns = (*self.metric_names, *self.error_names)
+        table = pd.DataFrame({name: joined[name].numpy() for name in columns})
         table.insert(0, "group", ["cold" if c else "warm" for c in joined["is_cold"].tolist()])
         table.insert(0, "user", joined["user"].numpy())
         table["top"] = list(joined["top"].numpy())
