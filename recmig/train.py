@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,9 @@ from recmig.strategy import StrategyContext
 from recmig.training.module import TransferModule
 
 log = logging.getLogger(__name__)
+# Lightning 2.x builds torch pytree LeafSpec objects, which torch 2.13 deprecates: a warning
+# per fit/test call that says nothing about the run. Only this message is silenced.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 
 
 def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
