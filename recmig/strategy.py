@@ -22,7 +22,8 @@ Batch keys (B rows; L = max_len; -> shape):
 Objectives (``objective`` in the run config, ``StrategyContext.objective``): ``ranking`` fits
 next-item cross-entropy over a catalogue; ``rating`` fits the dot product of interest and item
 vector to the rating (squared error, the matrix-factorisation view of EMCDR/PTUPCDR, protocol
-P2). Strategies that build their losses from :meth:`TransferStrategy.next_item_loss` and
+P2), on top of a fixed baseline rating per item (``StrategyContext.rating_offset``).
+Strategies that build their losses from :meth:`TransferStrategy.next_item_loss` and
 :meth:`TransferStrategy.history_loss` support both and say so in ``objectives``.
 """
 
@@ -55,9 +56,11 @@ class StrategyContext:
     make_user_model: Callable[[], UserModel]
     objective: str = "ranking"
     """``ranking`` or ``rating`` (see the module docstring)."""
-    rating_offset: float = 0.0
-    """Rating objective: predicted rating = rating_offset + interest . item vector; the mean
-    training rating, so that vectors learn deviations from it instead of the scale."""
+    rating_offset: torch.Tensor | float = 0.0
+    """Rating objective: predicted rating = offset of the item + interest . item vector. One
+    number (the mean training rating) or one per token, shape (vocab_size,) (each item's
+    baseline rating, see ``rating_baseline`` in the run config), so that vectors learn
+    deviations from it instead of the scale and item biases."""
 
     @property
     def bos(self) -> int:
@@ -128,16 +131,22 @@ def rating_squared_error(
     labels: torch.Tensor,
     ratings: torch.Tensor,
     item_table: torch.Tensor,
-    offset: float = 0.0,
+    offset: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """Mean of (offset + <interest_t, item vector of label_t> - rating_t)^2 over labelled
     positions that carry a rating. interests (B, L, D), labels and ratings (B, L), item_table
-    (V, D)."""
+    (V, D); offset: one number or one per token (V,)."""
     keep = (labels != 0) & ~torch.isnan(ratings)
-    predicted = offset + (interests[keep] * item_table[labels[keep]]).sum(-1)
+    base = _offset_of(offset, labels[keep])
+    predicted = base + (interests[keep] * item_table[labels[keep]]).sum(-1)
     if predicted.numel() == 0:
         return interests.new_zeros(())
     return F.mse_loss(predicted, ratings[keep])
+
+
+def _offset_of(offset: torch.Tensor | float, tokens: torch.Tensor) -> torch.Tensor | float:
+    """The rating baseline of each token: ``offset`` is one number or one per token (V,)."""
+    return offset[tokens] if torch.is_tensor(offset) and offset.ndim else offset
 
 
 def history_rating_error(
@@ -146,14 +155,14 @@ def history_rating_error(
     ratings: torch.Tensor,
     catalog: torch.Tensor,
     bos: int,
-    offset: float = 0.0,
+    offset: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """The rating counterpart of :func:`history_likelihood_loss`: mean squared error between a
     user-level prediction's scores (B, C) over ``catalog`` and the ratings (B, L) the user gave
     the items of ``history`` (B, L) in that catalogue."""
     local = catalog_positions(catalog, bos + 1)[history]
     keep = is_item(history, bos) & (local >= 0) & ~torch.isnan(ratings)
-    picked = offset + scores.gather(1, local.clamp_min(0))
+    picked = _offset_of(offset, history) + scores.gather(1, local.clamp_min(0))
     squared = (picked - ratings.nan_to_num()) ** 2
     return (squared * keep).sum() / keep.sum().clamp_min(1)
 
@@ -193,6 +202,12 @@ class TransferStrategy(nn.Module):
         self.context = context
         self.register_buffer("target_catalog", context.target_catalog, persistent=False)
         self.register_buffer("source_catalog", context.source_catalog, persistent=False)
+        # Per-token rating baselines (rating objective), on the model's device; rebuilt from
+        # the data like the catalogues, so not part of checkpoints.
+        offsets = torch.as_tensor(context.rating_offset, dtype=torch.float)
+        if offsets.ndim == 0:
+            offsets = offsets.expand(context.vocab_size).clone()
+        self.register_buffer("rating_offsets", offsets, persistent=False)
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
@@ -227,7 +242,7 @@ class TransferStrategy(nn.Module):
                 part["labels"],
                 part["label_ratings"],
                 table,
-                self.context.rating_offset,
+                self.rating_offsets,
             )
         return catalog_cross_entropy(interests, part["labels"], table, catalog)
 
@@ -243,7 +258,7 @@ class TransferStrategy(nn.Module):
         tokens = part[f"{history}_hist"]
         if self.context.objective == "rating":
             ratings = part[f"{history}_hist_ratings"]
-            offset = self.context.rating_offset
+            offset = self.rating_offsets
             return history_rating_error(scores, tokens, ratings, catalog, self.context.bos, offset)
         return history_likelihood_loss(scores, tokens, catalog, self.context.bos)
 

@@ -67,7 +67,16 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
         objective=objective,
-        rating_offset=_mean_target_rating(scenario) if objective == "rating" else 0.0,
+        rating_offset=(
+            torch.from_numpy(
+                # (configs of runs older than the option have neither key: global mean)
+                rating_baselines(
+                    scenario, cfg.get("rating_baseline", "global"), cfg.get("rating_shrinkage", 0)
+                )
+            )
+            if objective == "rating"
+            else 0.0
+        ),
     )
     try:
         return cls(context, **options)
@@ -75,11 +84,34 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
 
 
-def _mean_target_rating(scenario: Scenario) -> float:
-    ratings = scenario.train.loc[scenario.train["domain"] == TARGET, "rating"]
-    if ratings.isna().all():
+def rating_baselines(scenario: Scenario, kind: str = "item", shrinkage: float = 10.0) -> np.ndarray:
+    """The rating objective's baseline per token, shape (num_items + 2,): what an item is
+    predicted before any user interest is added (Koren's baseline predictor, fixed up front).
+
+    ``global``: the mean target training rating everywhere. ``item``: each item's mean training
+    rating shrunk towards its domain's mean by ``shrinkage`` pseudo-ratings, the domain's mean
+    for items without training ratings. Item vectors projected from text cannot represent a
+    free per-item bias, so without it a text model's cold users stay far from the item means.
+    """
+    if kind not in ("global", "item"):
+        raise ValueError(f"rating_baseline must be 'global' or 'item', got {kind!r}")
+    if shrinkage < 0:
+        raise ValueError(f"rating_shrinkage must be >= 0, got {shrinkage}")
+    rated = scenario.train.dropna(subset=["rating"])
+    target = rated.loc[rated["domain"] == TARGET, "rating"]
+    if target.empty:
         raise ValueError("objective='rating' needs ratings, but the target domain has none")
-    return float(ratings.mean())
+    offsets = np.full(len(scenario.item_domain) + 1, target.mean(), dtype=np.float32)
+    if kind == "global":
+        return offsets
+    for domain, part in rated.groupby("domain"):
+        mean = part["rating"].mean()
+        offsets[np.flatnonzero(scenario.item_domain == domain)] = mean
+        totals = part.groupby("item")["rating"].agg(["sum", "count"])
+        shrunk = (totals["sum"] + shrinkage * mean) / (totals["count"] + shrinkage)
+        offsets[totals.index.to_numpy()] = shrunk.to_numpy()
+    offsets[0] = offsets[-1] = target.mean()  # padding and BOS: never scored
+    return offsets
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -153,7 +185,7 @@ def build_run(cfg: DictConfig) -> RunParts:
         strategy,
         instantiate(cfg.optimizer),
         ks=tuple(cfg.ks),
-        rating_offset=strategy.context.rating_offset if rating else None,
+        rating_offset=strategy.rating_offsets[strategy.target_catalog] if rating else None,
     )
     return RunParts(scenario, datamodule, module, timings)
 

@@ -9,8 +9,10 @@ import torch
 from test_strategies import MAX_LEN, make_context
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
-from recmig.data.scenario import build_scenario
+from recmig.data.scenario import TARGET, build_scenario
 from recmig.registry import load_strategy
+from recmig.strategy import rating_squared_error
+from recmig.train import rating_baselines
 from recmig.training.module import TransferModule
 
 
@@ -42,7 +44,8 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
             tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN)
         ).eval_data["test"][0]
     )  # ranking runs carry no ratings
-    offset = 3.0  # predicted rating = offset + score
+    # predicted rating = the item's baseline + score
+    offset = 3.0 + torch.rand(len(strategy.target_catalog))
     module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), rating_offset=offset)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
@@ -56,7 +59,7 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
             rated = ~torch.isnan(batch["relevant_ratings"])
             for row in range(len(batch["user"])):
                 group = "cold" if batch["is_cold"][row] else "warm"
-                predicted = offset + scores[row][rated[row]]
+                predicted = offset[rated[row]] + scores[row][rated[row]]
                 diff = predicted - batch["relevant_ratings"][row][rated[row]]
                 errors[group].append(diff)
                 per_user[batch["user"][row].item()] = diff
@@ -91,3 +94,41 @@ def test_strategy_without_the_objective_is_refused(monkeypatch):
     cfg = compose_config(["data=ml100k_genres", "encoder=id", "objective=rating"])
     with pytest.raises(ValueError, match="objective='rating': strategy 'target_only' supports"):
         build_run(cfg)
+
+
+def test_item_baselines_are_shrunk_item_means_within_each_domain(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    rated = scenario.train.dropna(subset=["rating"])
+    target_mean = rated.loc[rated["domain"] == TARGET, "rating"].mean()
+    assert np.allclose(rating_baselines(scenario, "global"), target_mean)
+
+    exact = rating_baselines(scenario, "item", shrinkage=0)
+    for item, ratings in rated.groupby("item")["rating"]:
+        assert exact[item] == pytest.approx(ratings.mean(), rel=1e-5)
+    shrunk = rating_baselines(scenario, "item", shrinkage=4)
+    item, ratings = next(iter(rated.groupby("item")["rating"]))
+    domain_mean = rated.loc[rated["domain"] == scenario.item_domain[item], "rating"].mean()
+    expected = (ratings.sum() + 4 * domain_mean) / (len(ratings) + 4)
+    assert shrunk[item] == pytest.approx(expected, rel=1e-5)
+    unrated = np.setdiff1d(scenario.catalog(TARGET), rated["item"].unique())
+    assert np.allclose(shrunk[unrated], target_mean)  # no training rating: the domain mean
+    with pytest.raises(ValueError, match="rating_baseline must be 'global' or 'item'"):
+        rating_baselines(scenario, "user")
+
+
+def test_rating_loss_adds_each_labels_baseline():
+    interests = torch.randn(2, 3, 4)
+    table = torch.randn(6, 4)
+    labels = torch.tensor([[1, 2, 0], [3, 4, 5]])
+    ratings = torch.tensor([[4.0, float("nan"), float("nan")], [2.0, 5.0, 1.0]])
+    offsets = torch.arange(6, dtype=torch.float)
+    keep = (labels != 0) & ~torch.isnan(ratings)
+    predicted = offsets[labels[keep]] + (interests[keep] * table[labels[keep]]).sum(-1)
+    expected = ((predicted - ratings[keep]) ** 2).mean()
+    got = rating_squared_error(interests, labels, ratings, table, offsets)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # One number is the same baseline for every item.
+    same = rating_squared_error(interests, labels, ratings, table, torch.full((6,), 2.0))
+    assert same.item() == pytest.approx(
+        rating_squared_error(interests, labels, ratings, table, 2.0).item(), rel=1e-6
+    )

@@ -30,10 +30,11 @@ class TransferModule(L.LightningModule):
         strategy: TransferStrategy,
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
-        rating_offset: float | None = None,
+        rating_offset: torch.Tensor | float | None = None,
     ):
-        """``rating_offset``: the rating objective's offset; when given, MAE and RMSE of the
-        predicted ratings (offset + score) against the held-out items' ratings are logged."""
+        """``rating_offset``: the rating objective's baseline, one number or one per target
+        catalogue item (N_t,); when given, MAE and RMSE of the predicted ratings (baseline +
+        score) against the held-out items' ratings are logged."""
         super().__init__()
         self.strategy = strategy
         self.make_optimizer = optimizer
@@ -47,7 +48,8 @@ class TransferModule(L.LightningModule):
         self.test_records: list[dict[str, torch.Tensor]] = []
         # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
         rating_errors = rating_offset is not None
-        self.rating_offset = rating_offset or 0.0
+        offset = torch.as_tensor(0.0 if rating_offset is None else rating_offset)
+        self.register_buffer("rating_offset", offset.float(), persistent=False)
         self.error_names = ("mae", "rmse") if rating_errors else ()
         self.rating_means = torch.nn.ModuleDict(
             {f"{g}_{kind}": MeanMetric() for g in GROUPS for kind in ("abs", "sq")}

@@ -1,0 +1,105 @@
+"""Non-learned rating predictors on the exact splits of the rating experiment, as a yardstick.
+
+A transfer strategy's cold-user RMSE means little alone: these are what a cold user gets from
+the target domain's training ratings without any knowledge of the user.
+
+    global mean   every prediction is the mean target training rating (recmig's offset);
+    item mean     the item's mean target training rating, shrunk towards the global mean
+                  (``--shrinkage`` pseudo-ratings; items without ratings get the global mean);
+    user + item   warm users only: item mean plus the user's mean residual on their own
+                  target training ratings (cold users have none: it equals the item mean).
+
+MAE and RMSE are interaction-level over the held-out test ratings of each group, as
+``recmig train`` reports them. Run from the repository root:
+
+    python experiments/cold_start_rating_ml1m/reference_baselines.py [--out FILE.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+
+from recmig.config import compose_config
+from recmig.data.scenario import COLD_TEST, TARGET, build_scenario
+
+
+def shrunk_means(frame: pd.DataFrame, key: str, value: str, prior: float, shrinkage: float):
+    """Per ``key``: (sum of ``value`` + shrinkage * prior) / (count + shrinkage)."""
+    grouped = frame.groupby(key)[value].agg(["sum", "count"])
+    return (grouped["sum"] + shrinkage * prior) / (grouped["count"] + shrinkage)
+
+
+def predictions(scenario, shrinkage: float) -> dict[str, pd.DataFrame]:
+    """Held-out test ratings of each group with every baseline's prediction beside them."""
+    train = scenario.train[scenario.train["domain"] == TARGET].dropna(subset=["rating"])
+    mean = float(train["rating"].mean())
+    item_mean = shrunk_means(train, "item", "rating", mean, shrinkage)
+    residual = train.assign(rest=train["rating"] - train["item"].map(item_mean))
+    user_bias = shrunk_means(residual, "user", "rest", 0.0, shrinkage)
+    groups = {
+        "cold": scenario.cold[scenario.cold["group"] == COLD_TEST],
+        "warm": scenario.warm[scenario.warm["split"] == "test"],
+    }
+    out = {}
+    for group, held_out in groups.items():
+        held_out = held_out.dropna(subset=["rating"])
+        items = held_out["item"].map(item_mean).fillna(mean).to_numpy()
+        out[group] = pd.DataFrame(
+            {
+                "rating": held_out["rating"].to_numpy(),
+                "global mean": mean,
+                "item mean": items,
+                "user + item": items + held_out["user"].map(user_bias).fillna(0.0).to_numpy(),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cold-fractions", nargs="+", type=float, default=[0.2, 0.5, 0.8])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--shrinkage", type=float, default=10.0)
+    parser.add_argument("--out", help="also write the per-split numbers to this CSV")
+    args = parser.parse_args()
+    rows = []
+    for beta in args.cold_fractions:
+        for seed in args.seeds:
+            cfg = compose_config(
+                [
+                    "experiment=cold_start_rating_ml1m",
+                    f"data.scenario.cold_fraction={beta}",
+                    f"seed={seed}",
+                ]
+            )
+            scenario = build_scenario(
+                instantiate(cfg.data.dataset), instantiate(cfg.data.scenario)
+            )
+            for group, table in predictions(scenario, args.shrinkage).items():
+                for baseline in ("global mean", "item mean", "user + item"):
+                    error = table[baseline] - table["rating"]
+                    rows.append(
+                        {
+                            "beta": beta,
+                            "seed": seed,
+                            "group": group,
+                            "baseline": baseline,
+                            "ratings": len(error),
+                            "mae": float(error.abs().mean()),
+                            "rmse": float(np.sqrt((error**2).mean())),
+                        }
+                    )
+    results = pd.DataFrame(rows)
+    if args.out:
+        results.to_csv(args.out, index=False)
+    summary = results.groupby(["beta", "group", "baseline"])[["mae", "rmse"]].agg(["mean", "std"])
+    summary.columns = [f"{metric} {stat}" for metric, stat in summary.columns]
+    print(summary.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
