@@ -132,13 +132,14 @@ def rating_squared_error(
     ratings: torch.Tensor,
     item_table: torch.Tensor,
     offset: torch.Tensor | float = 0.0,
+    scale: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
-    """Mean of (offset + <interest_t, item vector of label_t> - rating_t)^2 over labelled
-    positions that carry a rating. interests (B, L, D), labels and ratings (B, L), item_table
-    (V, D); offset: one number or one per token (V,)."""
+    """Mean of (offset + scale * <interest_t, item vector of label_t> - rating_t)^2 over
+    labelled positions that carry a rating. interests (B, L, D), labels and ratings (B, L),
+    item_table (V, D); offset: one number or one per token (V,)."""
     keep = (labels != 0) & ~torch.isnan(ratings)
     base = _offset_of(offset, labels[keep])
-    predicted = base + (interests[keep] * item_table[labels[keep]]).sum(-1)
+    predicted = base + scale * (interests[keep] * item_table[labels[keep]]).sum(-1)
     if predicted.numel() == 0:
         return interests.new_zeros(())
     return F.mse_loss(predicted, ratings[keep])
@@ -156,13 +157,14 @@ def history_rating_error(
     catalog: torch.Tensor,
     bos: int,
     offset: torch.Tensor | float = 0.0,
+    scale: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
     """The rating counterpart of :func:`history_likelihood_loss`: mean squared error between a
     user-level prediction's scores (B, C) over ``catalog`` and the ratings (B, L) the user gave
     the items of ``history`` (B, L) in that catalogue."""
     local = catalog_positions(catalog, bos + 1)[history]
     keep = is_item(history, bos) & (local >= 0) & ~torch.isnan(ratings)
-    picked = _offset_of(offset, history) + scores.gather(1, local.clamp_min(0))
+    picked = _offset_of(offset, history) + scale * scores.gather(1, local.clamp_min(0))
     squared = (picked - ratings.nan_to_num()) ** 2
     return (squared * keep).sum() / keep.sum().clamp_min(1)
 
@@ -208,6 +210,15 @@ class TransferStrategy(nn.Module):
         if offsets.ndim == 0:
             offsets = offsets.expand(context.vocab_size).clone()
         self.register_buffer("rating_offsets", offsets, persistent=False)
+        # Rating objective: predicted rating = baseline + rating_scale * (interest . item). At
+        # initialisation that dot product of two random 64-d vectors is several rating points
+        # off; a scale that starts at 0 starts every model at the baseline predictor and lets
+        # it grow as the vectors learn (a zero-initialised output, as in ReZero).
+        self.rating_scale = nn.Parameter(torch.zeros(())) if context.objective == "rating" else None
+
+    def predicted_ratings(self, scores: torch.Tensor, catalog: torch.Tensor) -> torch.Tensor:
+        """Rating objective: (B, C) dot-product scores over ``catalog`` -> predicted ratings."""
+        return self.rating_offsets[catalog] + self.rating_scale * scores
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
@@ -243,6 +254,7 @@ class TransferStrategy(nn.Module):
                 part["label_ratings"],
                 table,
                 self.rating_offsets,
+                self.rating_scale,
             )
         return catalog_cross_entropy(interests, part["labels"], table, catalog)
 
@@ -258,8 +270,15 @@ class TransferStrategy(nn.Module):
         tokens = part[f"{history}_hist"]
         if self.context.objective == "rating":
             ratings = part[f"{history}_hist_ratings"]
-            offset = self.rating_offsets
-            return history_rating_error(scores, tokens, ratings, catalog, self.context.bos, offset)
+            return history_rating_error(
+                scores,
+                tokens,
+                ratings,
+                catalog,
+                self.context.bos,
+                self.rating_offsets,
+                self.rating_scale,
+            )
         return history_likelihood_loss(scores, tokens, catalog, self.context.bos)
 
     def stream_loss(

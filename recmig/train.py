@@ -185,7 +185,7 @@ def build_run(cfg: DictConfig) -> RunParts:
         strategy,
         instantiate(cfg.optimizer),
         ks=tuple(cfg.ks),
-        rating_offset=strategy.rating_offsets[strategy.target_catalog] if rating else None,
+        rating_errors=rating,
     )
     return RunParts(scenario, datamodule, module, timings)
 

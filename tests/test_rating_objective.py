@@ -44,9 +44,13 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
             tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN)
         ).eval_data["test"][0]
     )  # ranking runs carry no ratings
-    # predicted rating = the item's baseline + score
-    offset = 3.0 + torch.rand(len(strategy.target_catalog))
-    module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), rating_offset=offset)
+    # predicted rating = the item's baseline + scale * score
+    assert strategy.rating_scale.item() == 0.0  # a fresh model predicts the baselines
+    with torch.no_grad():
+        strategy.rating_offsets.copy_(3.0 + torch.rand(len(strategy.rating_offsets)))
+        strategy.rating_scale.fill_(0.7)
+    offset = strategy.rating_offsets[strategy.target_catalog]
+    module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), rating_errors=True)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
 
@@ -59,7 +63,7 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
             rated = ~torch.isnan(batch["relevant_ratings"])
             for row in range(len(batch["user"])):
                 group = "cold" if batch["is_cold"][row] else "warm"
-                predicted = offset[rated[row]] + scores[row][rated[row]]
+                predicted = offset[rated[row]] + 0.7 * scores[row][rated[row]]
                 diff = predicted - batch["relevant_ratings"][row][rated[row]]
                 errors[group].append(diff)
                 per_user[batch["user"][row].item()] = diff
@@ -127,6 +131,9 @@ def test_rating_loss_adds_each_labels_baseline():
     expected = ((predicted - ratings[keep]) ** 2).mean()
     got = rating_squared_error(interests, labels, ratings, table, offsets)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    scaled = offsets[labels[keep]] + 0.5 * (predicted - offsets[labels[keep]])
+    got = rating_squared_error(interests, labels, ratings, table, offsets, scale=0.5)
+    assert got.item() == pytest.approx(((scaled - ratings[keep]) ** 2).mean().item(), rel=1e-6)
     # One number is the same baseline for every item.
     same = rating_squared_error(interests, labels, ratings, table, torch.full((6,), 2.0))
     assert same.item() == pytest.approx(

@@ -107,6 +107,9 @@ def test_history_rating_error_reads_the_scores_of_rated_history_items():
 def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
     scenario, tensors = setup
     bridge = load_strategy("bridge")(make_context(scenario, tensors, objective="rating"))
+    with torch.no_grad():  # predicted rating = item baseline + scale * (interest . item)
+        bridge.rating_offsets.copy_(torch.linspace(2.0, 4.0, len(bridge.rating_offsets)))
+        bridge.rating_scale.fill_(0.8)
     dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN), ratings=True)
     pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
     pairs = {k: v[:1] for k, v in pairs.items()}
@@ -116,7 +119,8 @@ def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
     train = scenario.train
     rows = train[(train["user"] == user) & (train["domain"] == TARGET)]
     errors = [
-        (mapped @ table[i] - r) ** 2 for i, r in zip(rows["item"], rows["rating"], strict=True)
+        (bridge.rating_offsets[i] + 0.8 * mapped @ table[i] - r) ** 2
+        for i, r in zip(rows["item"], rows["rating"], strict=True)
     ]
     expected = torch.stack(errors[-MAX_LEN:]).mean()  # the history the model sees
     assert bridge.transfer_loss(pairs).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -4,8 +4,9 @@ A transfer strategy's cold-user RMSE means little alone: these are what a cold u
 the target domain's training ratings without any knowledge of the user.
 
     global mean   every prediction is the mean target training rating (recmig's offset);
-    item mean     the item's mean target training rating, shrunk towards the global mean
-                  (``--shrinkage`` pseudo-ratings; items without ratings get the global mean);
+    item mean     the item's mean target training rating, shrunk towards the domain mean
+                  (``--shrinkage`` pseudo-ratings): ``rating_baseline=item``, the offset every
+                  recmig rating model starts from;
     user + item   warm users only: item mean plus the user's mean residual on their own
                   target training ratings (cold users have none: it equals the item mean).
 
@@ -25,21 +26,17 @@ from hydra.utils import instantiate
 
 from recmig.config import compose_config
 from recmig.data.scenario import COLD_TEST, TARGET, build_scenario
-
-
-def shrunk_means(frame: pd.DataFrame, key: str, value: str, prior: float, shrinkage: float):
-    """Per ``key``: (sum of ``value`` + shrinkage * prior) / (count + shrinkage)."""
-    grouped = frame.groupby(key)[value].agg(["sum", "count"])
-    return (grouped["sum"] + shrinkage * prior) / (grouped["count"] + shrinkage)
+from recmig.train import rating_baselines
 
 
 def predictions(scenario, shrinkage: float) -> dict[str, pd.DataFrame]:
     """Held-out test ratings of each group with every baseline's prediction beside them."""
     train = scenario.train[scenario.train["domain"] == TARGET].dropna(subset=["rating"])
     mean = float(train["rating"].mean())
-    item_mean = shrunk_means(train, "item", "rating", mean, shrinkage)
-    residual = train.assign(rest=train["rating"] - train["item"].map(item_mean))
-    user_bias = shrunk_means(residual, "user", "rest", 0.0, shrinkage)
+    item_mean = rating_baselines(scenario, "item", shrinkage)
+    # A user's bias: the mean residual over their own ratings, shrunk towards 0 alike.
+    residual = (train["rating"] - item_mean[train["item"]]).groupby(train["user"])
+    user_bias = residual.sum() / (residual.count() + shrinkage)
     groups = {
         "cold": scenario.cold[scenario.cold["group"] == COLD_TEST],
         "warm": scenario.warm[scenario.warm["split"] == "test"],
@@ -47,7 +44,7 @@ def predictions(scenario, shrinkage: float) -> dict[str, pd.DataFrame]:
     out = {}
     for group, held_out in groups.items():
         held_out = held_out.dropna(subset=["rating"])
-        items = held_out["item"].map(item_mean).fillna(mean).to_numpy()
+        items = item_mean[held_out["item"].to_numpy()]
         out[group] = pd.DataFrame(
             {
                 "rating": held_out["rating"].to_numpy(),
@@ -76,9 +73,7 @@ def main() -> None:
                     f"seed={seed}",
                 ]
             )
-            scenario = build_scenario(
-                instantiate(cfg.data.dataset), instantiate(cfg.data.scenario)
-            )
+            scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
             for group, table in predictions(scenario, args.shrinkage).items():
                 for baseline in ("global mean", "item mean", "user + item"):
                     error = table[baseline] - table["rating"]

@@ -30,11 +30,11 @@ class TransferModule(L.LightningModule):
         strategy: TransferStrategy,
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
-        rating_offset: torch.Tensor | float | None = None,
+        rating_errors: bool = False,
     ):
-        """``rating_offset``: the rating objective's baseline, one number or one per target
-        catalogue item (N_t,); when given, MAE and RMSE of the predicted ratings (baseline +
-        score) against the held-out items' ratings are logged."""
+        """``rating_errors``: the strategy fits the rating objective; the catalogue is then
+        ranked by predicted rating (:meth:`TransferStrategy.predicted_ratings`), and MAE and
+        RMSE of the predicted ratings against the held-out items' ratings are logged."""
         super().__init__()
         self.strategy = strategy
         self.make_optimizer = optimizer
@@ -47,9 +47,6 @@ class TransferModule(L.LightningModule):
         self.users_seen = {g: 0 for g in GROUPS}
         self.test_records: list[dict[str, torch.Tensor]] = []
         # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
-        rating_errors = rating_offset is not None
-        offset = torch.as_tensor(0.0 if rating_offset is None else rating_offset)
-        self.register_buffer("rating_offset", offset.float(), persistent=False)
         self.error_names = ("mae", "rmse") if rating_errors else ()
         self.rating_means = torch.nn.ModuleDict(
             {f"{g}_{kind}": MeanMetric() for g in GROUPS for kind in ("abs", "sq")}
@@ -87,6 +84,8 @@ class TransferModule(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
         scores = self.strategy.target_interest(batch) @ self.strategy.target_items().T
+        if self.error_names:
+            scores = self.strategy.predicted_ratings(scores, self.strategy.target_catalog)
         top = top_items(scores, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
         errors = (
@@ -106,9 +105,10 @@ class TransferModule(L.LightningModule):
                 if errors is not None:
                     self._update_errors(group, rows, errors)
 
-    def _rating_errors(self, scores: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _rating_errors(predicted: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         """(B, items): predicted minus held-out rating, NaN where the user rated nothing."""
-        return self.rating_offset + scores - ratings
+        return predicted - ratings
 
     @staticmethod
     def _user_errors(errors: torch.Tensor) -> dict[str, torch.Tensor]:
