@@ -58,6 +58,10 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         raise ValueError(
             f"objective={objective!r}: strategy {name!r} supports {list(cls.objectives)}"
         )
+    offsets = 0.0
+    if objective == "rating":
+        kind, shrinkage = cfg.get("rating_baseline", "item"), cfg.get("rating_shrinkage", 10.0)
+        offsets = torch.from_numpy(rating_baselines(scenario, kind, shrinkage))
     vocab = tensors.vocab_size
     context = StrategyContext(
         vocab_size=vocab,
@@ -67,16 +71,7 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
         objective=objective,
-        rating_offset=(
-            torch.from_numpy(
-                # (configs of runs older than the option have neither key: global mean)
-                rating_baselines(
-                    scenario, cfg.get("rating_baseline", "global"), cfg.get("rating_shrinkage", 0)
-                )
-            )
-            if objective == "rating"
-            else 0.0
-        ),
+        rating_offset=offsets,
     )
     try:
         return cls(context, **options)

@@ -88,9 +88,8 @@ class TransferModule(L.LightningModule):
             scores = self.strategy.predicted_ratings(scores, self.strategy.target_catalog)
         top = top_items(scores, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
-        errors = (
-            self._rating_errors(scores, batch["relevant_ratings"]) if self.error_names else None
-        )
+        # predicted minus held-out rating (B, items), NaN where the user rated nothing
+        errors = scores - batch["relevant_ratings"] if self.error_names else None
         if errors is not None:
             values.update(self._user_errors(errors))
         if self.trainer.testing:
@@ -104,11 +103,6 @@ class TransferModule(L.LightningModule):
                     self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
                 if errors is not None:
                     self._update_errors(group, rows, errors)
-
-    @staticmethod
-    def _rating_errors(predicted: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """(B, items): predicted minus held-out rating, NaN where the user rated nothing."""
-        return predicted - ratings
 
     @staticmethod
     def _user_errors(errors: torch.Tensor) -> dict[str, torch.Tensor]:
