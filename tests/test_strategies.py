@@ -13,6 +13,7 @@ from recmig.strategy import (
     history_rating_error,
     rating_squared_error,
 )
+from recmig.train import rating_baselines
 from recmig.users.interest import CausalTransformer, MeanInterest
 
 MAX_LEN = 8
@@ -34,6 +35,10 @@ def make_context(scenario, tensors, user_model=MeanInterest, dim=16, objective="
         make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, dim),
         make_user_model=partial(user_model, dim, max_len=MAX_LEN),
         objective=objective,
+        # A rating run starts from the per-item baseline ratings, as `recmig train` builds it.
+        rating_offset=torch.from_numpy(rating_baselines(scenario))
+        if objective == "rating"
+        else 0.0,
     )
 
 
