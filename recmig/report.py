@@ -38,7 +38,11 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 BASELINE = "target_only"
+# Rating-objective runs (protocol P2's rating view) lead with their errors; lower is better,
+# so a negative gain is an improvement there. Ranking runs have none of these columns.
+RATING_METRICS = ("test/cold/rmse", "test/cold/mae", "test/warm/rmse", "test/warm/mae")
 DEFAULT_METRICS = (
+    *RATING_METRICS,
     "test/cold/ndcg@10",
     "test/cold/recall@10",
     "test/warm/ndcg@10",
@@ -49,6 +53,10 @@ BEYOND_METRICS = tuple(
     f"test/{group}/{name}@10"
     for group in ("cold", "warm")
     for name in ("coverage", "novelty", "arp")
+)
+HEADLINE_PANELS = (
+    ("test/cold/rmse", "test/warm/rmse"),
+    ("test/cold/ndcg@10", "test/warm/ndcg@10"),
 )
 SLICE_ATTRIBUTES = ("gender", "age")
 # What write_report leaves in its folder (slices only where the data has demographics).
@@ -203,7 +211,7 @@ def slices(runs: pd.DataFrame, column: str = "ndcg@10") -> pd.DataFrame:
     parts = []
     for _, run in runs.iterrows():
         users = _test_users(run["run"])
-        if users is None:
+        if users is None or column not in users.columns:
             continue
         for attribute in SLICE_ATTRIBUTES:
             if attribute not in users.columns or users[attribute].isna().all():
@@ -347,9 +355,11 @@ def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None 
         beyond_table = summarize(runs, beyond)
         sections += ["Beyond accuracy (top 10 of test users):", to_markdown(beyond_table, beyond)]
         table = table.join(beyond_table.drop(columns="seeds"))
-    sliced = slices(runs)
+    # Slices show the headline per-user metric: a rating sweep's error, else NDCG@10.
+    slice_column = "rmse" if any(m in runs.columns for m in RATING_METRICS) else "ndcg@10"
+    sliced = slices(runs, slice_column)
     if not sliced.empty:
-        sections.append(slices_markdown(sliced))
+        sections.append(slices_markdown(sliced, slice_column))
     markdown = "\n\n".join(sections)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown + "\n")
@@ -357,9 +367,11 @@ def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None 
     table.to_csv(out / "results.csv")
     if not sliced.empty:
         sliced.to_csv(out / "slices.csv")
-        plot_slices(sliced, out / "slices.png")
-    # The headline NDCG@10 panels when present, else the first requested metrics.
-    plotted = tuple(m for m in ("test/cold/ndcg@10", "test/warm/ndcg@10") if m in metrics)
+        plot_slices(sliced, out / "slices.png", slice_column)
+    # The headline panels when present (RMSE of a rating sweep, else NDCG@10), else the first
+    # requested metrics.
+    headlines = [tuple(m for m in panels if m in metrics) for panels in HEADLINE_PANELS]
+    plotted = next((panels for panels in headlines if panels), ())
     plotted = plotted or tuple(m for m in metrics if not m.startswith("time/"))[:4]
     if plotted:
         plot(table, out / "results.png", plotted)

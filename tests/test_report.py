@@ -10,13 +10,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from recmig import report
 from recmig.report import collect, slices, summarize, write_report
 
 USERS = [f"u{i}" for i in range(40)]
 
 
 def make_run(
-    root: Path, name: str, strategy: str, seed: int, overrides: list[str], per_user: np.ndarray
+    root: Path,
+    name: str,
+    strategy: str,
+    seed: int,
+    overrides: list[str],
+    per_user: np.ndarray,
+    column: str = "ndcg@10",
 ) -> None:
     """A run folder as `recmig train` leaves it: config, overrides, metrics, per-user rows."""
     run = root / name
@@ -28,13 +35,13 @@ def make_run(
         {
             "user_id": USERS,
             "group": "cold",
-            "ndcg@10": per_user,
+            column: per_user,
             "gender": ["F", "M"] * 20,
             "age": ["1", "25"] * 20,
         }
     )
     users.to_parquet(run / "test_users.parquet")
-    metrics = {"test/cold/ndcg@10": float(per_user.mean()), "time/fit_s": 10.0 + seed}
+    metrics = {f"test/cold/{column}": float(per_user.mean()), "time/fit_s": 10.0 + seed}
     (run / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -124,3 +131,21 @@ def test_settings_are_data_overrides_each_with_its_own_baseline(tmp_path):
             (f"data.scenario.cold_fraction={beta}", "mapping"), "test/cold/ndcg@10 gain %"
         ]
         assert gain == pytest.approx(100.0)
+
+
+def test_a_rating_sweep_leads_with_its_errors_and_plots_rmse(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.8, 1.2, size=len(USERS))
+    for seed in range(3):
+        noise = rng.normal(0, 0.01, size=len(USERS))
+        make_run(tmp_path, f"t{seed}", "target_only", seed, [], base + noise, column="rmse")
+        make_run(tmp_path, f"b{seed}", "bridge", seed, [], base - 0.05 + noise, column="rmse")
+    plotted = []
+    monkeypatch.setattr(report, "plot", lambda table, path, metrics: plotted.append(metrics))
+    markdown = write_report(collect(tmp_path), tmp_path / "report")
+    header = markdown.splitlines()[0]
+    assert header.startswith("| setting | strategy | seeds | test/cold/rmse | time/fit_s |")
+    bridge = next(line for line in markdown.splitlines() if "| bridge |" in line)
+    assert "(-" in bridge and "p<0.001" in bridge  # lower error: a negative gain, over users
+    assert plotted == [("test/cold/rmse",)]
+    assert "cold test users, rmse by gender" in markdown
