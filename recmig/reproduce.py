@@ -13,7 +13,8 @@ Every experiment folder (``experiments/<name>/``) holds a ``reproduce.yaml``::
 The command runs the sweep (a Hydra multirun, as ``recmig train -m`` would), aggregates it
 like ``recmig report`` (mean over seeds per setting and strategy), prints recorded against
 fresh numbers and exits with status 1 when a number leaves its tolerance or is missing.
-``--from <sweep dir>`` checks an existing sweep instead of running one; ``--record`` writes the
+``--from <sweep dir>...`` checks existing sweeps instead of running one (an experiment run
+as several smaller sweeps is checked as one); ``--record`` writes the
 fresh means into ``reproduce.yaml`` (tolerances kept), for a new or deliberately changed
 experiment. A version whose ``expected`` list is empty has not been measured yet: it runs and
 reports, and says that nothing was checked.
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the small version (CI)")
     parser.add_argument("--experiments", type=Path, default=Path("experiments"))
     parser.add_argument("--out", type=Path, help="sweep folder (default: outputs/reproduce/...)")
-    parser.add_argument("--from", dest="existing", type=Path, help="check this sweep, run nothing")
+    parser.add_argument(
+        "--from", dest="existing", type=Path, nargs="+", help="check these sweeps, run nothing"
+    )
     parser.add_argument("--record", action="store_true", help="store the fresh means as expected")
     args = parser.parse_args(argv)
 
@@ -135,13 +138,15 @@ def main(argv: list[str] | None = None) -> None:
         section = load_spec(folder, mode)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"recmig reproduce: error: {err}") from None
-    sweep_dir = args.existing
-    if sweep_dir is None:
+    sweep_dirs = args.existing
+    if sweep_dirs is None:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        sweep_dir = args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp
-        run_sweep(section["sweep"], sweep_dir)
+        sweep_dirs = [args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp]
+        run_sweep(section["sweep"], sweep_dirs[0])
+    # The report goes into the (first) sweep folder unless --out names another.
+    sweep_dir = args.out or sweep_dirs[0]
     try:
-        runs = collect(sweep_dir)
+        runs = collect(sweep_dirs)
     except ValueError as err:
         raise SystemExit(f"recmig reproduce: error: {err}") from None
     if not section["expected"]:

@@ -12,7 +12,7 @@ from test_cli import recmig
 from test_report import make_run
 
 from recmig.report import collect
-from recmig.reproduce import compare, load_spec, record
+from recmig.reproduce import compare, load_spec, main, record
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/reproduce.yaml"))
@@ -87,3 +87,20 @@ def test_compare_and_record_keep_the_spec_readable(tmp_path):
     record(spec, "quick", compare(load_spec(spec, "quick")["expected"], collect(sweep)))
     text = (spec / "reproduce.yaml").read_text()
     assert "# a comment that must survive" in text and "mean: 0.2500, tolerance: 0.01" in text
+
+
+def test_an_experiment_run_as_several_sweeps_is_checked_as_one(tmp_path, capsys):
+    for seed in range(2):
+        make_run(tmp_path / "a", f"t{seed}", "target_only", seed, [], np.full(40, 0.3))
+        make_run(tmp_path / "b", f"b{seed}", "bridge", seed, [], np.full(40, 0.4))
+    spec = tmp_path / "exp"
+    spec.mkdir()
+    (spec / "reproduce.yaml").write_text(
+        "full:\n  sweep: [seed=0]\n  expected:\n"
+        "    - {strategy: target_only, metric: test/cold/ndcg@10, mean: 0.3, tolerance: 0.01}\n"
+        "    - {strategy: bridge, metric: test/cold/ndcg@10, mean: 0.4, tolerance: 0.01}\n"
+    )
+    out = tmp_path / "report"
+    main([str(spec), "--from", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert "all numbers within tolerance" in capsys.readouterr().out
+    assert "+33.3%" in (out / "results.md").read_text()  # bridge against the other sweep's baseline
