@@ -2,7 +2,8 @@
 
 Reads every ``metrics.json`` below the folders together with the run's Hydra config
 (``.hydra/config.yaml``) and per-user test rows (``test_users.parquet``, where the run has
-them) and writes:
+them) and writes the files below; the ``runs.csv`` of an earlier report may stand in for run
+folders that are gone (see :func:`collect`):
 
 ``results.md``
     per (setting, strategy): mean ± std over seeds and the number of seeds; for transfer
@@ -66,12 +67,23 @@ AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
 AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
 
-def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
-    """One row per finished run: strategy (with variant), setting, seed, run and metrics."""
-    dirs = [sweep_dirs] if isinstance(sweep_dirs, Path) else list(sweep_dirs)
+def collect(sources: list[Path] | Path) -> pd.DataFrame:
+    """One row per finished run: strategy (with variant), setting, seed, run and metrics.
+
+    A source is a sweep folder (every ``metrics.json`` below it) or the ``runs.csv`` of an
+    earlier report, so new cells can join a committed table whose run folders are gone. A run
+    folder supersedes a ``runs.csv`` row of the same setting, strategy and seed.
+    """
+    sources = [sources] if isinstance(sources, Path) else list(sources)
     rows, overrides, configs = [], [], []
-    for sweep_dir in dirs:
-        for metrics_path in sorted(Path(sweep_dir).rglob("metrics.json")):
+    for source in sources:
+        if Path(source).is_file():
+            for row in _earlier_runs(Path(source)):
+                overrides.append(row.pop("overrides"))
+                configs.append(None)
+                rows.append(row)
+            continue
+        for metrics_path in sorted(Path(source).rglob("metrics.json")):
             run = metrics_path.parent
             cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
             listed = OmegaConf.load(run / ".hydra" / "overrides.yaml")
@@ -88,7 +100,7 @@ def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
                 {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
             )
     if not rows:
-        where = ", ".join(map(str, dirs))
+        where = ", ".join(map(str, sources))
         raise ValueError(f"{where}: no metrics.json below it (not a sweep folder?)")
     runs = pd.DataFrame(rows)
     keys = sorted({k for o in overrides for k in o})
@@ -96,7 +108,9 @@ def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
     # several sweeps line up (beta 0.2 by default and by override is one setting).
     for o, cfg in zip(overrides, configs, strict=True):
         for k in keys:
-            if k not in o and k.startswith("data.") and OmegaConf.select(cfg, k) is not None:
+            if cfg is None or k in o or not k.startswith("data."):
+                continue
+            if OmegaConf.select(cfg, k) is not None:
                 o[k] = str(OmegaConf.select(cfg, k))
     varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
 
@@ -107,7 +121,29 @@ def collect(sweep_dirs: list[Path] | Path) -> pd.DataFrame:
     runs["strategy"] = [
         s + (f" [{v}]" if v else "") for s, v in zip(runs["strategy"], variants, strict=True)
     ]
-    return runs.assign(setting=[joined(o, data=True) for o in overrides])
+    runs = runs.assign(setting=[joined(o, data=True) for o in overrides])
+    cells = list(zip(runs["setting"], runs["strategy"], runs["seed"], strict=True))
+    in_folders = {cell for cell, cfg in zip(cells, configs, strict=True) if cfg is not None}
+    superseded = [
+        cfg is None and cell in in_folders for cell, cfg in zip(cells, configs, strict=True)
+    ]
+    return runs[~np.array(superseded, dtype=bool)].reset_index(drop=True)
+
+
+def _earlier_runs(path: Path) -> list[dict]:
+    """Rows of an earlier report's ``runs.csv``, each with its overrides parsed back from its
+    ``setting`` and its strategy's ``[variant]``."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = {"strategy", "seed", "run", "setting"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: not a runs.csv of recmig report (lacks {sorted(missing)})")
+    rows = []
+    for row in table.to_dict("records"):
+        name, _, variant = str(row.pop("strategy")).partition(" [")
+        setting = row.pop("setting")
+        listed = f"{'' if pd.isna(setting) else setting} {variant.rstrip(']')}".split()
+        rows.append({"strategy": name, **row, "overrides": dict(o.split("=", 1) for o in listed)})
+    return rows
 
 
 @cache
@@ -180,8 +216,10 @@ def _cell(row: pd.Series, metric: str) -> str:
     cell = f"{mean:.4f} ± {std:.4f}" if not pd.isna(std) else f"{mean:.4f}"
     gain = row.get(f"{metric} gain %")
     if gain is not None and not pd.isna(gain):
-        p = row.get(f"{metric} p")
+        p, test = row.get(f"{metric} p"), row.get(f"{metric} test")
         significance = "" if p is None or pd.isna(p) else f", {_p_value(p)}"
+        if significance and test == "seeds":  # the t-test fallback, not Wilcoxon over users
+            significance += " over seeds"
         cell += f" ({gain:+.1f}%{significance})"
     return cell
 
@@ -384,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sweep_dirs", type=Path, nargs="+", help="multirun folders")
+    parser.add_argument(
+        "sweep_dirs", type=Path, nargs="+", help="multirun folders or runs.csv of earlier reports"
+    )
     parser.add_argument(
         "--metrics", nargs="+", help=f"main table columns (default: {' '.join(DEFAULT_METRICS)})"
     )
@@ -393,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb", action="store_true", help="also log the report as a W&B artifact"
     )
     args = parser.parse_args(argv)
-    out = args.out or args.sweep_dirs[0]
+    out = args.out or next((d for d in args.sweep_dirs if d.is_dir()), None)
+    if out is None:
+        parser.error("--out is needed when every source is a runs.csv")
     runs = collect(args.sweep_dirs)
     print(write_report(runs, out, tuple(args.metrics) if args.metrics else None))
     written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from recmig import report
-from recmig.report import collect, slices, summarize, write_report
+from recmig.report import collect, slices, summarize, to_markdown, write_report
 
 USERS = [f"u{i}" for i in range(40)]
 
@@ -90,6 +90,7 @@ def test_falls_back_to_seeds_without_per_user_rows(sweep):
         path.unlink()
     table = summarize(collect(sweep), ("test/cold/ndcg@10",))
     assert table.loc[("", "bridge"), "test/cold/ndcg@10 test"] == "seeds"
+    assert " over seeds)" in to_markdown(table, ("test/cold/ndcg@10",))
 
 
 def test_slices_by_gender_and_binned_age(sweep):
@@ -149,3 +150,39 @@ def test_a_rating_sweep_leads_with_its_errors_and_plots_rmse(tmp_path, monkeypat
     assert "(-" in bridge and "p<0.001" in bridge  # lower error: a negative gain, over users
     assert plotted == [("test/cold/rmse",)]
     assert "cold test users, rmse by gender" in markdown
+
+
+def test_new_runs_join_an_earlier_reports_runs_csv(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for seed in range(2):
+        for beta in (0.2, 0.5):
+            override = [f"data.scenario.cold_fraction={beta}"]
+            make_run(old, f"t{beta}{seed}", "target_only", seed, override, np.full(40, 0.3))
+            make_run(old, f"l{beta}{seed}", "lora", seed, [*override, "encoder=text"], np.ones(40))
+    write_report(collect(old), tmp_path / "report", ("test/cold/ndcg@10",))
+    # The earlier run folders are gone; new cells: bridge at beta 0.5 and a rerun of one
+    # target_only run, which replaces its runs.csv row.
+    for seed in range(2):
+        override = ["data.scenario.cold_fraction=0.5"]
+        make_run(new, f"b{seed}", "bridge", seed, override, np.full(40, 0.45))
+    make_run(new, "t", "target_only", 0, ["data.scenario.cold_fraction=0.5"], np.full(40, 0.3))
+    runs = collect([tmp_path / "report" / "runs.csv", new])
+    counts = runs.groupby(["setting", "strategy"]).size().to_dict()
+    assert counts == {
+        ("data.scenario.cold_fraction=0.2", "lora [encoder=text]"): 2,
+        ("data.scenario.cold_fraction=0.2", "target_only"): 2,
+        ("data.scenario.cold_fraction=0.5", "bridge"): 2,
+        ("data.scenario.cold_fraction=0.5", "lora [encoder=text]"): 2,
+        ("data.scenario.cold_fraction=0.5", "target_only"): 2,
+    }
+    rerun = runs[(runs["strategy"] == "target_only") & (runs["seed"] == 0)]
+    assert str(new) in rerun["run"].iloc[-1]  # the folder, not the csv row
+    table = summarize(runs, ("test/cold/ndcg@10",))
+    gain = table.loc[("data.scenario.cold_fraction=0.5", "bridge"), "test/cold/ndcg@10 gain %"]
+    assert gain == pytest.approx(50.0)
+
+
+def test_a_csv_that_is_not_a_runs_table_is_named(tmp_path):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"other.csv: not a runs.csv .*'setting'"):
+        collect([tmp_path / "other.csv"])
