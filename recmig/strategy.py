@@ -267,20 +267,18 @@ class TransferStrategy(nn.Module):
         part: dict[str, torch.Tensor],
         history: str,
         catalog: torch.Tensor,
+        train_scale: bool = True,
     ) -> torch.Tensor:
         """Fit a user-level prediction (scores over ``catalog``) to the user's ``history``
-        (e.g. ``target`` -> ``target_hist``): likelihood (ranking) or rating error (rating)."""
+        (e.g. ``target`` -> ``target_hist``): likelihood (ranking) or rating error (rating).
+        ``train_scale=False`` keeps the rating scale out of this loss's gradient (a strategy
+        whose other predictions are frozen must not move the scale they share)."""
         tokens = part[f"{history}_hist"]
         if self.context.objective == "rating":
             ratings = part[f"{history}_hist_ratings"]
+            scale = self.rating_scale if train_scale else self.rating_scale.detach()
             return history_rating_error(
-                scores,
-                tokens,
-                ratings,
-                catalog,
-                self.context.bos,
-                self.rating_offsets,
-                self.rating_scale,
+                scores, tokens, ratings, catalog, self.context.bos, self.rating_offsets, scale
             )
         return history_likelihood_loss(scores, tokens, catalog, self.context.bos)
 

@@ -14,6 +14,11 @@ the sum runs over warm overlapping users (``overlap`` rows). tau^2 keeps the gra
 the soft term independent of the temperature (Hinton et al., 2015). The student reads items
 through the teacher's frozen item encoder, so both score the same item vectors.
 
+Under the rating objective the hard term is the squared error of the user's target ratings and
+the soft term its regression counterpart: the squared difference between the student's and the
+teacher's predicted rating of every target item. The rating scale that turns scores into
+ratings is frozen with the teacher, whose warm-user predictions use it too.
+
 Warm users are ranked by the teacher, cold users by the student.
 """
 
@@ -86,15 +91,25 @@ class Distillation(TransferStrategy):
             teacher_scores = self.teacher.interest(pairs["pooled_hist"], table) @ targets.T
             self.teacher.train(was_training)
         student_scores = self.student_interest(pairs["source_hist"], table) @ targets.T
-        ranking = self.history_loss(student_scores, pairs, "target", self.target_catalog)
-        soft = distillation_kl(teacher_scores, student_scores, self.temperature)
-        loss = teacher_loss + ranking + self.distill_weight * soft
+        hard = self.history_loss(
+            student_scores, pairs, "target", self.target_catalog, train_scale=False
+        )
+        soft = self.soft_loss(teacher_scores, student_scores)
+        loss = teacher_loss + hard + self.distill_weight * soft
         return {
             "loss": loss,
             "loss_teacher": teacher_loss,
-            "loss_student": ranking,
+            "loss_student": hard,
             "loss_distill": soft,
         }
+
+    def soft_loss(self, teacher_scores: torch.Tensor, student_scores: torch.Tensor) -> torch.Tensor:
+        """The student's fit to the teacher's scores (B, C) of the target catalogue."""
+        if self.context.objective == "rating":
+            # Both predict offset + scale * score with the same per-item offsets.
+            scale = self.rating_scale.detach()
+            return F.mse_loss(scale * student_scores, scale * teacher_scores)
+        return distillation_kl(teacher_scores, student_scores, self.temperature)
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         table = self.teacher.items()

@@ -257,10 +257,11 @@ def test_distillation_kl_matches_the_hand_formula():
     assert distillation_kl(teacher, teacher, tau).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup):
+@pytest.mark.parametrize("objective", ["ranking", "rating"])
+def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup, objective):
     scenario, tensors = setup
     cls = load_strategy("distillation")
-    distill = cls(make_context(scenario, tensors), teacher_epochs=2)
+    distill = cls(make_context(scenario, tensors, objective=objective), teacher_epochs=2)
     assert [distill.streams_for_epoch(e) for e in range(4)] == [
         ("pooled",),
         ("pooled",),
@@ -269,7 +270,11 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup):
     ]
     assert distill.min_epochs == 3
     dm = CrossDomainDataModule(
-        tensors, cls.streams, LoaderConfig(max_len=MAX_LEN), schedule=distill.streams_for_epoch
+        tensors,
+        cls.streams,
+        LoaderConfig(max_len=MAX_LEN),
+        schedule=distill.streams_for_epoch,
+        ratings=objective == "rating",
     )
     assert set(dm.epoch_data(0)["stream"].tolist()) == {STREAM_ID["pooled"]}
     student_phase = dm.epoch_data(2)
@@ -282,6 +287,8 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup):
     assert losses["loss_distill"] > 0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert all(p.grad is None for p in distill.teacher.parameters())
+    if objective == "rating":  # the teacher's warm predictions use the scale: frozen too
+        assert distill.rating_scale.grad is None
     optimizer.step()
     after = distill.teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen teacher
@@ -301,3 +308,13 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup):
 def test_unknown_strategy_name_lists_known_ones():
     with pytest.raises(ValueError, match="known: .*target_only"):
         load_strategy("no_such_strategy")
+
+
+def test_rating_distillation_fits_the_teachers_predicted_ratings(setup):
+    scenario, tensors = setup
+    distill = load_strategy("distillation")(make_context(scenario, tensors, objective="rating"))
+    with torch.no_grad():
+        distill.rating_scale.fill_(0.5)
+    teacher, student = torch.randn(3, 5), torch.randn(3, 5)
+    expected = ((0.5 * student - 0.5 * teacher) ** 2).mean()
+    assert distill.soft_loss(teacher, student).item() == pytest.approx(expected.item())
