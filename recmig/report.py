@@ -30,12 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 BASELINE = "target_only"
@@ -67,83 +68,116 @@ AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
 AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
 
+@dataclass
+class _Run:
+    """A finished run as collect() reads it, before settings and variants are labelled."""
+
+    row: dict
+    """strategy (plain name), seed, run folder and metrics."""
+    overrides: dict[str, str]
+    """Command-line overrides besides seed, strategy, hydra.* and paths.*."""
+    config: DictConfig | None
+    """The run's resolved config (None for rows of an old runs.csv without one)."""
+    known: frozenset[str] | None = None
+    """The override keys this row can tell (None: all). An old runs.csv records only the keys
+    that varied in its own report; of any other key it cannot say whether it was set."""
+    from_folder: bool = True
+
+
 def collect(sources: list[Path] | Path) -> pd.DataFrame:
     """One row per finished run: strategy (with variant), setting, seed, run and metrics.
 
     A source is a sweep folder (every ``metrics.json`` below it) or the ``runs.csv`` of an
     earlier report, so new cells can join a committed table whose run folders are gone. A run
-    folder supersedes a ``runs.csv`` row of the same setting, strategy and seed.
+    folder supersedes a ``runs.csv`` row of the same setting, strategy and seed. The returned
+    table keeps each run's overrides and config (JSON columns), which is what lets its
+    ``runs.csv`` stand in for the folders later.
     """
     sources = [sources] if isinstance(sources, Path) else list(sources)
-    rows, overrides, configs = [], [], []
-    for source in sources:
-        if Path(source).is_file():
-            for row in _earlier_runs(Path(source)):
-                overrides.append(row.pop("overrides"))
-                configs.append(None)
-                rows.append(row)
-            continue
-        for metrics_path in sorted(Path(source).rglob("metrics.json")):
-            run = metrics_path.parent
-            cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-            listed = OmegaConf.load(run / ".hydra" / "overrides.yaml")
-            overrides.append(
-                dict(
-                    o.lstrip("+~").split("=", 1)
-                    for o in listed
-                    if not o.lstrip("+~").startswith(("seed=", "strategy=", "hydra.", "paths."))
-                )
-            )
-            configs.append(cfg)
-            metrics = json.loads(metrics_path.read_text())
-            rows.append(
-                {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
-            )
-    if not rows:
+    found: list[_Run] = []
+    for source in map(Path, sources):
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such sweep folder or runs.csv")
+        found += _csv_runs(source) if source.is_file() else _folder_runs(source)
+    if not found:
         where = ", ".join(map(str, sources))
         raise ValueError(f"{where}: no metrics.json below it (not a sweep folder?)")
-    runs = pd.DataFrame(rows)
-    keys = sorted({k for o in overrides for k in o})
+    keys = sorted({k for r in found for k in r.overrides})
     # A run that left a swept key at its default gets the value from its config, so runs of
     # several sweeps line up (beta 0.2 by default and by override is one setting).
-    for o, cfg in zip(overrides, configs, strict=True):
+    for r in found:
         for k in keys:
-            if cfg is None or k in o or not k.startswith("data."):
+            if r.config is None or k in r.overrides or not k.startswith("data."):
                 continue
-            if OmegaConf.select(cfg, k) is not None:
-                o[k] = str(OmegaConf.select(cfg, k))
-    varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
+            if OmegaConf.select(r.config, k) is not None:
+                r.overrides[k] = str(OmegaConf.select(r.config, k))
+    varying = [
+        k
+        for k in keys
+        if len({r.overrides.get(k) for r in found if r.known is None or k in r.known}) > 1
+    ]
 
     def joined(o: dict, data: bool) -> str:
         return " ".join(f"{k}={o[k]}" for k in varying if k in o and k.startswith("data.") == data)
 
-    variants = [joined(o, data=False) for o in overrides]
+    runs = pd.DataFrame([r.row for r in found])
+    variants = [joined(r.overrides, data=False) for r in found]
     runs["strategy"] = [
         s + (f" [{v}]" if v else "") for s, v in zip(runs["strategy"], variants, strict=True)
     ]
-    runs = runs.assign(setting=[joined(o, data=True) for o in overrides])
-    cells = list(zip(runs["setting"], runs["strategy"], runs["seed"], strict=True))
-    in_folders = {cell for cell, cfg in zip(cells, configs, strict=True) if cfg is not None}
-    superseded = [
-        cfg is None and cell in in_folders for cell, cfg in zip(cells, configs, strict=True)
+    runs["setting"] = [joined(r.overrides, data=True) for r in found]
+    runs["overrides"] = [json.dumps(r.overrides, sort_keys=True) for r in found]
+    runs["config"] = [
+        json.dumps(OmegaConf.to_container(r.config)) if r.config is not None else None
+        for r in found
     ]
+    cells = list(zip(runs["setting"], runs["strategy"], runs["seed"], strict=True))
+    in_folders = {cell for cell, r in zip(cells, found, strict=True) if r.from_folder}
+    superseded = [not r.from_folder and c in in_folders for c, r in zip(cells, found, strict=True)]
     return runs[~np.array(superseded, dtype=bool)].reset_index(drop=True)
 
 
-def _earlier_runs(path: Path) -> list[dict]:
-    """Rows of an earlier report's ``runs.csv``, each with its overrides parsed back from its
-    ``setting`` and its strategy's ``[variant]``."""
+def _folder_runs(sweep_dir: Path) -> list[_Run]:
+    found = []
+    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
+        run = metrics_path.parent
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        listed = [o.lstrip("+~") for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+        skipped = ("seed=", "strategy=", "hydra.", "paths.")
+        overrides = dict(o.split("=", 1) for o in listed if not o.startswith(skipped))
+        metrics = json.loads(metrics_path.read_text())
+        row = {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
+        found.append(_Run(row, overrides, cfg))
+    return found
+
+
+def _csv_runs(path: Path) -> list[_Run]:
+    """Rows of an earlier report's ``runs.csv``. Tables written since the ``overrides`` and
+    ``config`` columns exist carry both; older ones only the keys that varied in their report,
+    parsed back from ``setting`` and the strategy's ``[variant]``."""
     table = pd.read_csv(path, keep_default_na=False, na_values=[""])
     missing = {"strategy", "seed", "run", "setting"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: not a runs.csv of recmig report (lacks {sorted(missing)})")
-    rows = []
-    for row in table.to_dict("records"):
-        name, _, variant = str(row.pop("strategy")).partition(" [")
-        setting = row.pop("setting")
-        listed = f"{'' if pd.isna(setting) else setting} {variant.rstrip(']')}".split()
-        rows.append({"strategy": name, **row, "overrides": dict(o.split("=", 1) for o in listed)})
-    return rows
+    found = []
+    for i, row in enumerate(table.to_dict("records")):
+        label, setting = str(row.pop("strategy")), row.pop("setting")
+        overrides, config = row.pop("overrides", None), row.pop("config", None)
+        name, bracket, variant = label.rpartition(" [") if label.endswith("]") else ("", "", "")
+        row["strategy"] = name if bracket else label
+        if isinstance(overrides, str):
+            cfg = OmegaConf.create(json.loads(config)) if isinstance(config, str) else None
+            found.append(_Run(row, json.loads(overrides), cfg, from_folder=False))
+            continue
+        listed = f"{'' if pd.isna(setting) else setting} {variant.removesuffix(']')}".split()
+        if any("=" not in o for o in listed):
+            raise ValueError(f"{path}: row {i + 2}: cannot read setting {setting!r} of {label!r}")
+        found.append(_Run(row, dict(o.split("=", 1) for o in listed), None, from_folder=False))
+    old = [r for r in found if r.config is None and r.known is None]
+    recorded = frozenset(k for r in old for k in r.overrides)
+    for r in old:
+        r.known = recorded
+    return found
 
 
 @cache
@@ -416,6 +450,14 @@ def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None 
     return markdown
 
 
+def report_folder(sources: list[Path], out: Path | None) -> Path:
+    """Where a report of ``sources`` goes: ``out``, else the first sweep folder among them."""
+    folder = out or next((Path(s) for s in sources if Path(s).is_dir()), None)
+    if folder is None:
+        raise ValueError("--out is needed when every source is a runs.csv")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="recmig report",
@@ -433,9 +475,10 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb", action="store_true", help="also log the report as a W&B artifact"
     )
     args = parser.parse_args(argv)
-    out = args.out or next((d for d in args.sweep_dirs if d.is_dir()), None)
-    if out is None:
-        parser.error("--out is needed when every source is a runs.csv")
+    try:
+        out = report_folder(args.sweep_dirs, args.out)
+    except ValueError as err:
+        parser.error(str(err))
     runs = collect(args.sweep_dirs)
     print(write_report(runs, out, tuple(args.metrics) if args.metrics else None))
     written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())

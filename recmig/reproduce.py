@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from recmig.report import collect, summarize, write_report
+from recmig.report import collect, report_folder, summarize, write_report
 
 SPEC = "reproduce.yaml"
 
@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiment", help="folder name under --experiments (or a path)")
     parser.add_argument("--quick", action="store_true", help="the small version (CI)")
     parser.add_argument("--experiments", type=Path, default=Path("experiments"))
-    parser.add_argument("--out", type=Path, help="sweep folder (default: outputs/reproduce/...)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder of the sweep and its report (default: outputs/reproduce/...; with --from, "
+        "the first sweep folder)",
+    )
     parser.add_argument(
         "--from", dest="existing", type=Path, nargs="+", help="check these sweeps, run nothing"
     )
@@ -143,11 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         sweep_dirs = [args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp]
         run_sweep(section["sweep"], sweep_dirs[0])
-    # The report goes into the (first) sweep folder unless --out names another.
-    sweep_dir = args.out or sweep_dirs[0]
     try:
+        sweep_dir = report_folder(sweep_dirs, args.out)
         runs = collect(sweep_dirs)
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"recmig reproduce: error: {err}") from None
     if not section["expected"]:
         write_report(runs, sweep_dir)

@@ -152,21 +152,26 @@ def test_a_rating_sweep_leads_with_its_errors_and_plots_rmse(tmp_path, monkeypat
     assert "cold test users, rmse by gender" in markdown
 
 
-def test_new_runs_join_an_earlier_reports_runs_csv(tmp_path):
+@pytest.mark.parametrize("table", ["current", "without overrides and config columns"])
+def test_new_runs_join_an_earlier_reports_runs_csv(tmp_path, table):
     old, new = tmp_path / "old", tmp_path / "new"
     for seed in range(2):
         for beta in (0.2, 0.5):
-            override = [f"data.scenario.cold_fraction={beta}"]
+            override = [f"data.scenario.cold_fraction={beta}", "experiment=x"]
             make_run(old, f"t{beta}{seed}", "target_only", seed, override, np.full(40, 0.3))
             make_run(old, f"l{beta}{seed}", "lora", seed, [*override, "encoder=text"], np.ones(40))
     write_report(collect(old), tmp_path / "report", ("test/cold/ndcg@10",))
+    earlier = tmp_path / "report" / "runs.csv"
+    if table != "current":  # as reports wrote it before those columns existed
+        pd.read_csv(earlier).drop(columns=["overrides", "config"]).to_csv(earlier, index=False)
     # The earlier run folders are gone; new cells: bridge at beta 0.5 and a rerun of one
-    # target_only run, which replaces its runs.csv row.
+    # target_only run, which replaces its runs.csv row. `experiment=x` is set everywhere,
+    # recorded in the earlier table or not: no variant.
+    override = ["data.scenario.cold_fraction=0.5", "experiment=x"]
     for seed in range(2):
-        override = ["data.scenario.cold_fraction=0.5"]
         make_run(new, f"b{seed}", "bridge", seed, override, np.full(40, 0.45))
-    make_run(new, "t", "target_only", 0, ["data.scenario.cold_fraction=0.5"], np.full(40, 0.3))
-    runs = collect([tmp_path / "report" / "runs.csv", new])
+    make_run(new, "t", "target_only", 0, override, np.full(40, 0.3))
+    runs = collect([earlier, new])
     counts = runs.groupby(["setting", "strategy"]).size().to_dict()
     assert counts == {
         ("data.scenario.cold_fraction=0.2", "lora [encoder=text]"): 2,
@@ -177,9 +182,14 @@ def test_new_runs_join_an_earlier_reports_runs_csv(tmp_path):
     }
     rerun = runs[(runs["strategy"] == "target_only") & (runs["seed"] == 0)]
     assert str(new) in rerun["run"].iloc[-1]  # the folder, not the csv row
-    table = summarize(runs, ("test/cold/ndcg@10",))
-    gain = table.loc[("data.scenario.cold_fraction=0.5", "bridge"), "test/cold/ndcg@10 gain %"]
+    summary = summarize(runs, ("test/cold/ndcg@10",))
+    gain = summary.loc[("data.scenario.cold_fraction=0.5", "bridge"), "test/cold/ndcg@10 gain %"]
     assert gain == pytest.approx(50.0)
+
+
+def test_missing_sources_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="typo: no such sweep folder or runs.csv"):
+        collect([tmp_path / "typo"])
 
 
 def test_a_csv_that_is_not_a_runs_table_is_named(tmp_path):
