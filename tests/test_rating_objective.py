@@ -140,3 +140,13 @@ def test_rating_loss_adds_each_labels_baseline():
     assert same.item() == pytest.approx(
         rating_squared_error(interests, labels, ratings, table, 2.0).item(), rel=1e-6
     )
+
+
+def test_per_user_errors_skip_unrated_items_but_keep_a_nan_prediction():
+    ratings = torch.tensor([[4.0, float("nan"), 2.0], [float("nan")] * 3, [3.0, 5.0, 1.0]])
+    predicted = torch.tensor([[3.0, 9.0, 4.0], [1.0, 1.0, 1.0], [float("nan"), 5.0, 1.0]])
+    errors = TransferModule._user_errors(predicted - ratings, ~torch.isnan(ratings))
+    assert errors["mae"][0].item() == pytest.approx(1.5)  # |-1| and |2|; the 9 is unrated
+    assert errors["rmse"][0].item() == pytest.approx((2.5) ** 0.5)
+    assert torch.isnan(errors["mae"][1])  # no held-out rating at all
+    assert torch.isnan(errors["rmse"][2])  # a diverged prediction is not hidden

@@ -88,10 +88,14 @@ class TransferModule(L.LightningModule):
             scores = self.strategy.predicted_ratings(scores, self.strategy.target_catalog)
         top = top_items(scores, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
-        # predicted minus held-out rating (B, items), NaN where the user rated nothing
-        errors = scores - batch["relevant_ratings"] if self.error_names else None
-        if errors is not None:
-            values.update(self._user_errors(errors))
+        # Predicted minus held-out rating (B, items) where the user rated the item. The mask
+        # comes from the ratings, not the errors, so a NaN prediction stays NaN in the results
+        # instead of passing for an item nobody rated.
+        errors, rated = None, None
+        if self.error_names:
+            rated = ~torch.isnan(batch["relevant_ratings"])
+            errors = scores - batch["relevant_ratings"]
+            values.update(self._user_errors(errors, rated))
         if self.trainer.testing:
             self.test_records.append(
                 {"user": batch["user"], "is_cold": batch["is_cold"], "top": top, **values}
@@ -102,23 +106,22 @@ class TransferModule(L.LightningModule):
                 for name in self.metric_names:
                     self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
                 if errors is not None:
-                    self._update_errors(group, rows, errors)
+                    self._update_errors(group, rows.unsqueeze(1) & rated, errors)
 
     @staticmethod
-    def _user_errors(errors: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _user_errors(errors: torch.Tensor, rated: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each user's MAE and RMSE over their own held-out ratings (NaN without any): the
         per-user rows behind paired tests; the logged aggregates stay interaction-level."""
-        rated = ~torch.isnan(errors)
         count = rated.sum(1)
         missing = torch.where(count > 0, 0.0, torch.nan)
-        errors = errors.nan_to_num(0.0)
+        errors = torch.where(rated, errors, 0.0)
         return {
             "mae": errors.abs().sum(1) / count.clamp_min(1) + missing,
             "rmse": ((errors**2).sum(1) / count.clamp_min(1)).sqrt() + missing,
         }
 
-    def _update_errors(self, group: str, rows: torch.Tensor, errors: torch.Tensor) -> None:
-        rated = rows.unsqueeze(1) & ~torch.isnan(errors)
+    def _update_errors(self, group: str, rated: torch.Tensor, errors: torch.Tensor) -> None:
+        """Interaction-level sums of one group; ``rated`` (B, items): its users' rated items."""
         if rated.any():
             error = errors[rated]
             self.rating_means[f"{group}_abs"].update(error.abs())
