@@ -68,7 +68,12 @@ def predictions(scenario, shrinkage: float) -> dict[str, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cold-fractions", nargs="+", type=float, default=[0.2, 0.5, 0.8])
-    parser.add_argument("--shrinkage", type=float, default=10.0)
+    parser.add_argument(
+        "--shrinkage",
+        type=float,
+        help="pseudo-ratings of the item and user means (default: the run config's "
+        "rating_shrinkage, what the models' baselines use)",
+    )
     parser.add_argument("--out", help="also write the numbers to this CSV")
     args = parser.parse_args()
     rows = []
@@ -77,7 +82,8 @@ def main() -> None:
         overrides = ["experiment=cold_start_rating_ml1m", f"data.scenario.cold_fraction={beta}"]
         cfg = compose_config(overrides)
         scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
-        for group, table in predictions(scenario, args.shrinkage).items():
+        shrinkage = cfg.rating_shrinkage if args.shrinkage is None else args.shrinkage
+        for group, table in predictions(scenario, shrinkage).items():
             for baseline in ("global mean", "item mean", "user + item", "source bias"):
                 error = table[baseline] - table["rating"]
                 rows.append(
