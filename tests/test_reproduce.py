@@ -104,3 +104,18 @@ def test_an_experiment_run_as_several_sweeps_is_checked_as_one(tmp_path, capsys)
     main([str(spec), "--from", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
     assert "all numbers within tolerance" in capsys.readouterr().out
     assert "+33.3%" in (out / "results.md").read_text()  # bridge against the other sweep's baseline
+
+
+def test_a_recorded_setting_matches_runs_by_their_overrides(tmp_path):
+    beta = ["data.scenario.cold_fraction=0.2"]
+    for seed in range(2):  # beta 0.2 alone: the report labels no setting
+        make_run(tmp_path / "a", f"t{seed}", "target_only", seed, beta, np.full(40, 0.3))
+    recorded = {"strategy": "target_only", "metric": "test/cold/ndcg@10", "tolerance": 0.01}
+    checked = compare([{**recorded, "setting": beta[0], "mean": 0.3}], collect(tmp_path / "a"))
+    assert checked["ok"].all() and checked["seeds"].tolist() == [2]
+
+    make_run(
+        tmp_path / "a", "t5", "target_only", 0, ["data.scenario.cold_fraction=0.5"], np.ones(40)
+    )
+    both = compare([{**recorded, "mean": 0.3}], collect(tmp_path / "a"))
+    assert not both["ok"].any() and both["seeds"].tolist() == [0]  # which beta? not a mean of both
