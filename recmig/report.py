@@ -365,6 +365,11 @@ def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/wa
             errors = part[f"{metric} std"].fillna(0).to_numpy()
             bars.append((setting or "(default)", part[f"{metric} mean"].to_numpy(), errors))
         _grouped_bars(ax, strategies, bars)
+        if metric in RATING_METRICS:  # errors near 1 differ in the third decimal: zoom in
+            low = min(np.nanmin(h - e) for _, h, e in bars)
+            high = max(np.nanmax(h + e) for _, h, e in bars)
+            pad = 0.1 * (high - low) or 0.01
+            ax.set_ylim(low - pad, high + pad)
         ax.set_xticks(np.arange(len(strategies)), strategies, rotation=35, ha="right")
         ax.set_title(metric)
         ax.set_ylabel("mean over seeds ± std")
