@@ -173,9 +173,11 @@ def _csv_runs(path: Path) -> list[_Run]:
         if any("=" not in o for o in listed):
             raise ValueError(f"{path}: row {i + 2}: cannot read setting {setting!r} of {label!r}")
         found.append(_Run(row, dict(o.split("=", 1) for o in listed), None, from_folder=False))
-    old = [r for r in found if r.config is None and r.known is None]
-    recorded = frozenset(k for r in old for k in r.overrides)
-    for r in old:
+    # Rows without a config (old tables, or rows that came from one) hold only the keys that
+    # varied in their report: what any of them recorded is all they can tell.
+    limited = [r for r in found if r.config is None]
+    recorded = frozenset(k for r in limited for k in r.overrides)
+    for r in limited:
         r.known = recorded
     return found
 
