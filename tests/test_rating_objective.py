@@ -150,3 +150,16 @@ def test_per_user_errors_skip_unrated_items_but_keep_a_nan_prediction():
     assert errors["rmse"][0].item() == pytest.approx((2.5) ** 0.5)
     assert torch.isnan(errors["mae"][1])  # no held-out rating at all
     assert torch.isnan(errors["rmse"][2])  # a diverged prediction is not hidden
+
+
+@pytest.mark.parametrize(
+    ("objective", "monitor", "mode"),
+    [("ranking", "val/ndcg@10", "max"), ("rating", "val/rmse", "min")],
+)
+def test_checkpoint_selection_and_early_stopping_follow_the_objective(objective, monitor, mode):
+    from recmig.config import compose_config
+
+    cfg = compose_config([f"objective={objective}"])
+    for callback in ("model_checkpoint", "early_stopping"):
+        assert cfg.callbacks[callback].monitor == monitor
+        assert cfg.callbacks[callback].mode == mode
