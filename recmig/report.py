@@ -62,6 +62,8 @@ HEADLINE_PANELS = (
 )
 SLICE_ATTRIBUTES = ("gender", "age")
 # What write_report leaves in its folder (slices only where the data has demographics).
+EARLIER = "earlier_report"
+"""Column of collect()'s table: the folder of the earlier report a row was read from."""
 REPORT_FILES = ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png", "slices.png")
 # GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
 AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
@@ -161,6 +163,7 @@ def _csv_runs(path: Path) -> list[_Run]:
         raise ValueError(f"{path}: not a runs.csv of recmig report (lacks {sorted(missing)})")
     found = []
     for i, row in enumerate(table.to_dict("records")):
+        row[EARLIER] = str(path.parent.resolve())
         label, setting = str(row.pop("strategy")), row.pop("setting")
         overrides, config = row.pop("overrides", None), row.pop("config", None)
         name, bracket, variant = label.rpartition(" [") if label.endswith("]") else ("", "", "")
@@ -218,6 +221,64 @@ def paired_test(runs: pd.DataFrame, base: pd.DataFrame, metric: str) -> tuple[fl
     return float(stats.ttest_rel(paired["a"], paired["b"]).pvalue), "seeds"
 
 
+@dataclass(frozen=True)
+class _EarlierReport:
+    """What an earlier report computed from per-user rows that are gone with its run folders."""
+
+    results: pd.DataFrame
+    """Its results.csv, indexed by (setting, strategy)."""
+    runs: pd.DataFrame
+    """Its runs.csv: the runs its tests and slices were computed from."""
+    slices: pd.DataFrame
+    """Its slices.csv (empty if it had none)."""
+
+
+@cache
+def _earlier_report(folder: str) -> _EarlierReport:
+    def read(name: str) -> pd.DataFrame:
+        """The table, with the default setting as "" (as collect() labels it), not NaN."""
+        path = Path(folder) / name
+        if not path.is_file():
+            return pd.DataFrame()
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"setting": str})
+        return table.fillna({"setting": ""}) if "setting" in table.columns else table
+
+    results = read("results.csv")
+    if not results.empty:
+        results = results.set_index(["setting", "strategy"])
+    return _EarlierReport(results, read("runs.csv"), read("slices.csv"))
+
+
+def _from_one_earlier_report(part: pd.DataFrame) -> _EarlierReport | None:
+    """The earlier report all of ``part``'s runs were read from, if they share one."""
+    if EARLIER not in part.columns or part[EARLIER].isna().any():
+        return None
+    folders = set(part[EARLIER])
+    return _earlier_report(folders.pop()) if len(folders) == 1 else None
+
+
+def _earlier_test(
+    setting: str, strategy: str, part: pd.DataFrame, base: pd.DataFrame, metric: str
+) -> tuple[float, str] | None:
+    """The per-user test an earlier report made of this cell, whose per-user rows are gone,
+    provided the comparison has not changed since: the cell's runs are that report's rows and
+    the baseline has the same value per seed as then (a rerun reproduced it exactly)."""
+    earlier = _from_one_earlier_report(part)
+    if earlier is None or (setting, strategy) not in earlier.results.index:
+        return None
+    row = earlier.results.loc[(setting, strategy)]
+    if row.get(f"{metric} test") != "users" or pd.isna(row.get(f"{metric} p")):
+        return None
+    then = earlier.runs
+    then_base = then[(then["setting"] == setting) & (then["strategy"] == BASELINE)]
+    now, before = base.set_index("seed")[metric], then_base.set_index("seed")[metric]
+    if sorted(now.index) != sorted(before.index) or not np.allclose(
+        now.sort_index(), before.sort_index(), rtol=0, atol=1e-9
+    ):
+        return None
+    return float(row[f"{metric} p"]), "users"
+
+
 def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) -> pd.DataFrame:
     """mean, std, seed count per (setting, strategy); gain % and p-value vs target_only."""
     missing = [m for m in metrics if m not in runs.columns]
@@ -238,6 +299,8 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) ->
                 part[metric].mean() / mean_base - 1
             )
             p, over = paired_test(part, base, metric)
+            if over == "seeds":
+                p, over = _earlier_test(setting, strategy, part, base, metric) or (p, over)
             table.loc[(setting, strategy), f"{metric} p"] = p
             table.loc[(setting, strategy), f"{metric} test"] = over
     return table
@@ -299,10 +362,30 @@ def slices(runs: pd.DataFrame, column: str = "ndcg@10") -> pd.DataFrame:
                     setting=run["setting"], strategy=run["strategy"], attribute=attribute
                 )
             )
-    if not parts:
-        return pd.DataFrame()
     keys = ["setting", "strategy", "group", "attribute", "value"]
-    return pd.concat(parts).groupby(keys).agg(mean=("mean", "mean"), users=("size", "max"))
+    tables = _earlier_slices(runs, keys)
+    if parts:
+        computed = pd.concat(parts).groupby(keys)
+        tables.append(computed.agg(mean=("mean", "mean"), users=("size", "max")))
+    return pd.concat(tables).sort_index() if tables else pd.DataFrame()
+
+
+def _earlier_slices(runs: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
+    """Slices of the cells whose per-user rows are gone, as the earlier report they were read
+    from computed them (a slice does not depend on the baseline)."""
+    kept = []
+    for (setting, strategy), cell in runs.groupby(["setting", "strategy"]):
+        if any(_test_users(r) is not None for r in cell["run"]):
+            continue
+        earlier = _from_one_earlier_report(cell)
+        if earlier is None or "setting" not in earlier.slices.columns:
+            continue
+        then = earlier.slices
+        then = then[(then["setting"] == setting) & (then["strategy"] == strategy)]
+        then = then[then["mean"].notna()].astype({"value": str})
+        if not then.empty:
+            kept.append(then.set_index(keys)[["mean", "users"]])
+    return kept
 
 
 def _wide(values: pd.Series, attribute: str) -> pd.DataFrame:
@@ -442,7 +525,8 @@ def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None 
     markdown = "\n\n".join(sections)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown + "\n")
-    runs.to_csv(out / "runs.csv", index=False)
+    runs.drop(columns=EARLIER, errors="ignore").to_csv(out / "runs.csv", index=False)
+    _earlier_report.cache_clear()  # out may be a folder read as an earlier report
     table.to_csv(out / "results.csv")
     if not sliced.empty:
         sliced.to_csv(out / "slices.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,40 @@ def test_a_csv_that_is_not_a_runs_table_is_named(tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"other.csv: not a runs.csv .*'setting'"):
         collect([tmp_path / "other.csv"])
+
+
+@pytest.mark.parametrize("baseline_rerun", ["identical", "different"])
+def test_cells_whose_run_folders_are_gone_keep_their_per_user_test_and_slices(
+    tmp_path, baseline_rerun
+):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.5, size=len(USERS))
+    old, new, folder = tmp_path / "old", tmp_path / "new", tmp_path / "report"
+    for seed in range(2):
+        make_run(old, f"t{seed}", "target_only", seed, [], base + 0.01 * seed)
+        make_run(old, f"b{seed}", "bridge", seed, [], base + 0.05 + rng.normal(0, 0.02, 40))
+    write_report(collect(old), folder, ("test/cold/ndcg@10",))
+    earlier = pd.read_csv(folder / "results.csv").set_index("strategy")
+    earlier_slices = pd.read_csv(folder / "slices.csv")
+    # The run folders are gone; the baseline is rerun (per-user rows again), bridge is not.
+    shutil.rmtree(old)
+    report._test_users.cache_clear()
+    for seed in range(2):
+        shift = 0.01 * seed if baseline_rerun == "identical" else 0.02 * seed
+        make_run(new, f"t{seed}", "target_only", seed, [], base + shift)
+    runs = collect([folder / "runs.csv", new])
+    table = summarize(runs, ("test/cold/ndcg@10",))
+    test = table.loc[("", "bridge"), ["test/cold/ndcg@10 p", "test/cold/ndcg@10 test"]]
+    if baseline_rerun == "identical":  # the same comparison: the earlier Wilcoxon test holds
+        assert test.tolist() == [earlier.loc["bridge", "test/cold/ndcg@10 p"], "users"]
+    else:  # the baseline moved since: only seeds can be paired now
+        assert test["test/cold/ndcg@10 test"] == "seeds"
+    # Slices: the rerun baseline's from its rows, bridge's as the earlier report had them.
+    sliced = slices(runs)["mean"]
+    then = earlier_slices.set_index(["strategy", "attribute", "value"])["mean"]
+    assert sliced[("", "bridge", "cold", "gender", "F")] == pytest.approx(
+        then["bridge", "gender", "F"]
+    )
+    assert len(sliced.loc[("", "target_only")]) == 4  # F, M, <18, 25-34: no duplicates
+    write_report(runs, folder, ("test/cold/ndcg@10",))  # the same folder, rewritten
+    assert "earlier_report" not in pd.read_csv(folder / "runs.csv").columns
