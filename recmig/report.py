@@ -61,9 +61,9 @@ HEADLINE_PANELS = (
     ("test/cold/ndcg@10", "test/warm/ndcg@10"),
 )
 SLICE_ATTRIBUTES = ("gender", "age")
-# What write_report leaves in its folder (slices only where the data has demographics).
 EARLIER = "earlier_report"
 """Column of collect()'s table: the folder of the earlier report a row was read from."""
+# What write_report leaves in its folder (slices only where the data has demographics).
 REPORT_FILES = ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png", "slices.png")
 # GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
 AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
