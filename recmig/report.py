@@ -153,11 +153,19 @@ def _folder_runs(sweep_dir: Path) -> list[_Run]:
     return found
 
 
+def _read_report_csv(path: Path) -> pd.DataFrame:
+    """A table written by an earlier report. Only empty cells are missing values (a strategy
+    or setting may be spelled "null"), and the default setting reads as "", as collect()
+    labels it, not NaN."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"setting": str})
+    return table.fillna({"setting": ""}) if "setting" in table.columns else table
+
+
 def _csv_runs(path: Path) -> list[_Run]:
     """Rows of an earlier report's ``runs.csv``. Tables written since the ``overrides`` and
     ``config`` columns exist carry both; older ones only the keys that varied in their report,
     parsed back from ``setting`` and the strategy's ``[variant]``."""
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    table = _read_report_csv(path)
     missing = {"strategy", "seed", "run", "setting"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: not a runs.csv of recmig report (lacks {sorted(missing)})")
@@ -172,7 +180,7 @@ def _csv_runs(path: Path) -> list[_Run]:
             cfg = OmegaConf.create(json.loads(config)) if isinstance(config, str) else None
             found.append(_Run(row, json.loads(overrides), cfg, from_folder=False))
             continue
-        listed = f"{'' if pd.isna(setting) else setting} {variant.removesuffix(']')}".split()
+        listed = f"{setting} {variant.removesuffix(']')}".split()
         if any("=" not in o for o in listed):
             raise ValueError(f"{path}: row {i + 2}: cannot read setting {setting!r} of {label!r}")
         found.append(_Run(row, dict(o.split("=", 1) for o in listed), None, from_folder=False))
@@ -236,12 +244,8 @@ class _EarlierReport:
 @cache
 def _earlier_report(folder: str) -> _EarlierReport:
     def read(name: str) -> pd.DataFrame:
-        """The table, with the default setting as "" (as collect() labels it), not NaN."""
         path = Path(folder) / name
-        if not path.is_file():
-            return pd.DataFrame()
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"setting": str})
-        return table.fillna({"setting": ""}) if "setting" in table.columns else table
+        return _read_report_csv(path) if path.is_file() else pd.DataFrame()
 
     results = read("results.csv")
     if not results.empty:
