@@ -154,9 +154,9 @@ def _folder_runs(sweep_dir: Path) -> list[_Run]:
 
 
 def _read_report_csv(path: Path) -> pd.DataFrame:
-    """A table written by an earlier report. Only empty cells are missing values (a strategy
-    or setting may be spelled "null"), and the default setting reads as "", as collect()
-    labels it, not NaN."""
+    """A table written by an earlier report. Only empty cells are missing values (pandas would
+    also take text such as "NA" or "null" for one), and the default setting reads as "", as
+    collect() labels it, not NaN."""
     table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"setting": str})
     return table.fillna({"setting": ""}) if "setting" in table.columns else table
 
