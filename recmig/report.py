@@ -10,8 +10,10 @@ folders that are gone (see :func:`collect`):
     strategies the relative gain over ``target_only`` in the same setting and a paired
     significance test (Wilcoxon signed-rank over the test users of the group, each user's
     metric averaged over seeds; runs without per-user rows fall back to a paired t-test over
-    seeds). Then beyond-accuracy metrics (coverage, novelty, popularity) and NDCG@10 sliced by
-    user gender and age where the data has them.
+    seeds). A second table repeats the gains and tests against the strongest classical
+    baseline of each setting (popularity, ItemKNN, EASE, user_bias: the best mean on the
+    headline metric, cold RMSE or cold NDCG@10). Then beyond-accuracy metrics (coverage,
+    novelty, popularity) and NDCG@10 sliced by user gender and age where the data has them.
 ``results.csv``, ``runs.csv``, ``slices.csv``
     the same numbers with every column; one row per run.
 ``slices.png``
@@ -40,6 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 BASELINE = "target_only"
+CLASSICAL_BASELINES = ("popularity", "itemknn", "ease", "user_bias")
+"""Strategies a setting's *strongest baseline* is chosen from (``--baselines``): beating
+target_only is a weak claim once a classical model beats target_only."""
 # Rating-objective runs (protocol P2's rating view) lead with their errors; lower is better,
 # so a negative gain is an improvement there. Ranking runs have none of these columns.
 RATING_METRICS = ("test/cold/rmse", "test/cold/mae", "test/warm/rmse", "test/warm/mae")
@@ -283,8 +288,38 @@ def _earlier_test(
     return float(row[f"{metric} p"]), "users"
 
 
-def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) -> pd.DataFrame:
-    """mean, std, seed count per (setting, strategy); gain % and p-value vs target_only."""
+def _lower_is_better(metric: str) -> bool:
+    return metric in RATING_METRICS
+
+
+def headline_metric(metrics: tuple[str, ...]) -> str | None:
+    """The metric that ranks strategies: the first of ``metrics`` that is not a timing."""
+    return next((m for m in metrics if not m.startswith("time/")), None)
+
+
+def strongest_baselines(
+    runs: pd.DataFrame, metric: str, baselines: tuple[str, ...] = CLASSICAL_BASELINES
+) -> dict[str, str]:
+    """setting -> the label of its best classical baseline on ``metric`` (mean over seeds);
+    settings without one are left out. A baseline's variants (``ease [strategy.lam=500]``)
+    compete as themselves."""
+    names = runs["strategy"].str.split(" [", regex=False).str[0]
+    found = {}
+    for setting, part in runs[names.isin(baselines)].groupby("setting"):
+        means = part.groupby("strategy")[metric].mean().dropna()
+        if not means.empty:
+            found[setting] = means.idxmin() if _lower_is_better(metric) else means.idxmax()
+    return found
+
+
+def summarize(
+    runs: pd.DataFrame,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    baselines: tuple[str, ...] = CLASSICAL_BASELINES,
+) -> pd.DataFrame:
+    """mean, std, seed count per (setting, strategy); gain % and p-value vs target_only, and
+    (columns ``<metric> vs strongest %`` / ``p`` / ``test``, ``strongest``) vs the strongest of
+    ``baselines`` in the setting, chosen on the headline metric."""
     missing = [m for m in metrics if m not in runs.columns]
     if missing:
         raise ValueError(f"metrics {missing} are in no run; available: {sorted(runs.columns)}")
@@ -307,6 +342,25 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METRICS) ->
                 p, over = _earlier_test(setting, strategy, part, base, metric) or (p, over)
             table.loc[(setting, strategy), f"{metric} p"] = p
             table.loc[(setting, strategy), f"{metric} test"] = over
+    headline = headline_metric(metrics)
+    strongest = strongest_baselines(runs, headline, baselines) if headline else {}
+    for (setting, strategy), part in runs.groupby(["setting", "strategy"]):
+        if setting not in strongest:
+            continue
+        table.loc[(setting, strategy), "strongest"] = strongest[setting]
+        base = runs[(runs["setting"] == setting) & (runs["strategy"] == strongest[setting])]
+        if strategy == strongest[setting]:
+            continue
+        for metric in metrics:
+            if metric.startswith("time/") or part[metric].isna().all():
+                continue
+            key = (setting, strategy)
+            table.loc[key, f"{metric} vs strongest %"] = 100 * (
+                part[metric].mean() / base[metric].mean() - 1
+            )
+            p, over = paired_test(part, base, metric)
+            table.loc[key, f"{metric} vs strongest p"] = p
+            table.loc[key, f"{metric} vs strongest test"] = over
     return table
 
 
@@ -319,12 +373,43 @@ def _cell(row: pd.Series, metric: str) -> str:
     cell = f"{mean:.4f} ± {std:.4f}" if not pd.isna(std) else f"{mean:.4f}"
     gain = row.get(f"{metric} gain %")
     if gain is not None and not pd.isna(gain):
-        p, test = row.get(f"{metric} p"), row.get(f"{metric} test")
-        significance = "" if p is None or pd.isna(p) else f", {_p_value(p)}"
-        if significance and test == "seeds":  # the t-test fallback, not Wilcoxon over users
-            significance += " over seeds"
+        significance = _significance(row.get(f"{metric} p"), row.get(f"{metric} test"))
         cell += f" ({gain:+.1f}%{significance})"
     return cell
+
+
+def _significance(p, test) -> str:
+    """", p=0.01" (", p=0.01 over seeds" for the t-test fallback); "" without a p-value."""
+    if p is None or pd.isna(p):
+        return ""
+    return f", {_p_value(p)}" + (" over seeds" if test == "seeds" else "")
+
+
+def strongest_markdown(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    """Gains and paired tests of every strategy against its setting's strongest baseline;
+    "" when no setting has a classical baseline."""
+    if "strongest" not in table.columns or table["strongest"].isna().all():
+        return ""
+    shown = [m for m in metrics if f"{m} vs strongest %" in table.columns]
+    header = ["setting", "strongest baseline", "strategy", *shown]
+    lines = [
+        f"Against the strongest classical baseline of each setting (best mean "
+        f"{headline_metric(metrics)}); a negative change in an error is an improvement:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for (setting, strategy), row in table[table["strongest"].notna()].iterrows():
+        if strategy == row["strongest"]:
+            continue
+        cells = [setting or "(default)", row["strongest"], strategy]
+        for metric in shown:
+            gain = row[f"{metric} vs strongest %"]
+            test = row[f"{metric} vs strongest test"]
+            significance = _significance(row[f"{metric} vs strongest p"], test)
+            cells.append("–" if pd.isna(gain) else f"{gain:+.1f}%{significance}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _p_value(p: float) -> str:
@@ -509,16 +594,25 @@ def log_to_wandb(out: Path, group: str, project: str = "recmig") -> None:
     run.finish()
 
 
-def write_report(runs: pd.DataFrame, out: Path, metrics: tuple[str, ...] | None = None) -> str:
+def write_report(
+    runs: pd.DataFrame,
+    out: Path,
+    metrics: tuple[str, ...] | None = None,
+    baselines: tuple[str, ...] = CLASSICAL_BASELINES,
+) -> str:
     """All tables and the plots into ``out``; returns the Markdown. ``metrics``: the main
-    table's columns (default: those of DEFAULT_METRICS the runs have)."""
+    table's columns (default: those of DEFAULT_METRICS the runs have); ``baselines``: the
+    strategies the strongest baseline of a setting is chosen from."""
     if metrics is None:
         metrics = tuple(m for m in DEFAULT_METRICS if m in runs.columns)
-    table = summarize(runs, metrics)
+    table = summarize(runs, metrics, baselines)
     sections = [to_markdown(table, metrics)]
+    against = strongest_markdown(table, metrics)
+    if against:
+        sections.append(against)
     beyond = tuple(m for m in BEYOND_METRICS if m in runs.columns)
     if beyond:
-        beyond_table = summarize(runs, beyond)
+        beyond_table = summarize(runs, beyond, baselines=())
         sections += ["Beyond accuracy (top 10 of test users):", to_markdown(beyond_table, beyond)]
         table = table.join(beyond_table.drop(columns="seeds"))
     # Slices show the headline per-user metric: a rating sweep's error, else NDCG@10.
@@ -567,6 +661,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="folder for the report (default: the sweep)")
     parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=list(CLASSICAL_BASELINES),
+        help="strategies the strongest baseline of each setting is chosen from (default: "
+        f"{' '.join(CLASSICAL_BASELINES)}; none: no such table)",
+    )
+    parser.add_argument(
         "--wandb", action="store_true", help="also log the report as a W&B artifact"
     )
     args = parser.parse_args(argv)
@@ -575,7 +676,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     runs = collect(args.sweep_dirs)
-    print(write_report(runs, out, tuple(args.metrics) if args.metrics else None))
+    metrics = tuple(args.metrics) if args.metrics else None
+    print(write_report(runs, out, metrics, tuple(args.baselines)))
     written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())
     print(f"\nwritten to {out}: {written}")
     if args.wandb:

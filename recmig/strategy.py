@@ -6,7 +6,12 @@ A strategy decides three things; the training loop, data and evaluation are shar
    ``overlap``; see :mod:`recmig.data.loaders`);
 2. :meth:`TransferStrategy.training_loss`: the loss on a batch of those windows;
 3. :meth:`TransferStrategy.target_interest` and :meth:`TransferStrategy.target_items`: a user
-   vector and the target catalogue's item vectors, whose dot product ranks the catalogue.
+   vector and the target catalogue's item vectors, whose dot product ranks the catalogue
+   (:meth:`TransferStrategy.target_scores`, what the evaluator calls).
+
+A closed-form strategy (popularity, ItemKNN, EASE, ...) has no training loop: it subclasses
+:class:`recmig.closed_form.ClosedFormStrategy`, is fitted once from the training interactions
+as a sparse matrix and overrides :meth:`TransferStrategy.target_scores` directly.
 
 A strategy is built as ``Strategy(context, **options)`` where ``options`` are the keys of its
 Hydra config (``configs/strategy/<name>.yaml``) besides ``name``; an unknown key is an error.
@@ -181,6 +186,9 @@ class TransferStrategy(nn.Module):
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)
     """Training objectives the strategy supports (``rating`` when its losses come from
     :meth:`next_item_loss` and :meth:`history_loss`)."""
+    fitted_once: ClassVar[bool] = False
+    """True for closed-form strategies (:class:`recmig.closed_form.ClosedFormStrategy`): fitted
+    once from the training matrix instead of trained for epochs."""
 
     def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
         """The streams one epoch trains on; phased strategies override this (default: all)."""
@@ -234,6 +242,14 @@ class TransferStrategy(nn.Module):
     def target_items(self) -> torch.Tensor:
         """(N_t, D) vectors of the target catalogue, in ``target_catalog`` order."""
         raise NotImplementedError
+
+    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N_t) what the evaluator ranks the target catalogue by: interest . item vector,
+        or under the rating objective the predicted ratings (also scored by MAE/RMSE)."""
+        scores = self.target_interest(batch) @ self.target_items().T
+        if self.context.objective == "rating":
+            scores = self.predicted_ratings(scores, self.target_catalog)
+        return scores
 
     @staticmethod
     def rows(batch: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Tensor]:

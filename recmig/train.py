@@ -32,6 +32,8 @@ from recmig.strategy import StrategyContext
 from recmig.training.module import TransferModule
 
 log = logging.getLogger(__name__)
+FITTED_CHECKPOINT = "best-fitted.ckpt"
+"""A closed-form strategy's checkpoint (``best-*`` like a trained run's best epoch)."""
 # Lightning 2.x builds torch pytree LeafSpec objects, which torch 2.13 deprecates: a warning
 # per fit/test call that says nothing about the run. Only this message is silenced.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
@@ -175,6 +177,7 @@ def build_run(cfg: DictConfig) -> RunParts:
         loader_cfg,
         schedule=strategy.streams_for_epoch,
         ratings=rating,
+        input_matrix=strategy.fitted_once,
     )
     module = TransferModule(
         strategy,
@@ -208,13 +211,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    if module.strategy.fitted_once:  # closed form: one fit, no epochs (recmig.closed_form)
+        module.strategy.fit(datamodule.tensors.training_matrix())
+        ckpt = None
+    else:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+        # The checkpoint that watches a metric holds the best model (the other one, `last`).
+        selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
+        ckpt = (selecting[0].best_model_path or None) if selecting else None
     timings["time/fit_s"] = time.perf_counter() - start
     timings["epochs"] = trainer.current_epoch
-    # The checkpoint that watches a metric holds the best model (the other one, `last`).
-    selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
-    ckpt = (selecting[0].best_model_path or None) if selecting else None
     metrics = evaluate(trainer, parts, ckpt, output_dir)
+    if module.strategy.fitted_once:  # the fitted model, for `recmig evaluate` like any run
+        trainer.save_checkpoint(output_dir / "checkpoints" / FITTED_CHECKPOINT)
     metrics.update(timings)
     metrics.update({f"scenario/{k}": v for k, v in scenario.stats.items()})
     write_json_atomic(output_dir / "metrics.json", metrics)

@@ -55,8 +55,10 @@ def run_with_plugin(site: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 def test_installed_plugin_is_listed(plugin_site, tmp_path):
     result = run_with_plugin(plugin_site, "strategies", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "popularity" in result.stdout
-    assert "recmig-example-plugin: recmig_example_plugin.strategy:Popularity" in result.stdout
+    assert "learned_popularity" in result.stdout
+    assert (
+        "recmig-example-plugin: recmig_example_plugin.strategy:LearnedPopularity" in result.stdout
+    )
 
 
 def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site, tmp_path):
@@ -64,7 +66,7 @@ def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site
     result = run_with_plugin(
         plugin_site,
         "train",
-        "strategy=popularity",
+        "strategy=learned_popularity",
         "data=ml100k_genres",
         "encoder=id",
         "trainer.max_epochs=1",
@@ -79,10 +81,10 @@ def test_installed_plugin_config_joins_the_strategy_group_and_trains(plugin_site
 
 def test_without_the_plugin_its_option_is_unknown(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "recmig.cli", "train", "strategy=popularity", "logger=none"],
+        [sys.executable, "-m", "recmig.cli", "train", "strategy=learned_popularity", "logger=none"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == 2 and "popularity" in result.stderr
+    assert result.returncode == 2 and "learned_popularity" in result.stderr

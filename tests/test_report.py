@@ -234,3 +234,39 @@ def test_cells_whose_run_folders_are_gone_keep_their_per_user_test_and_slices(
     assert len(sliced.loc[("", "target_only")]) == 4  # F, M, <18, 25-34: no duplicates
     write_report(runs, folder, ("test/cold/ndcg@10",))  # the same folder, rewritten
     assert "earlier_report" not in pd.read_csv(folder / "runs.csv").columns
+
+
+def test_gains_are_also_shown_against_the_strongest_classical_baseline(sweep):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.5, size=len(USERS))
+    for seed in range(3):  # closed-form baselines repeat themselves over seeds
+        make_run(sweep, f"p{seed}", "popularity", seed, [], base - 0.02)
+        make_run(sweep, f"e{seed}", "ease", seed, [], base + 0.10)
+    runs = collect(sweep)
+    table = summarize(runs, ("test/cold/ndcg@10",))
+    assert set(table["strongest"]) == {"ease"}  # the best mean among the classical ones
+    bridge = runs.loc[runs["strategy"] == "bridge", "test/cold/ndcg@10"].mean()
+    ease = runs.loc[runs["strategy"] == "ease", "test/cold/ndcg@10"].mean()
+    row = table.loc[("", "bridge")]
+    assert row["test/cold/ndcg@10 vs strongest %"] == pytest.approx(100 * (bridge / ease - 1))
+    assert row["test/cold/ndcg@10 vs strongest test"] == "users"
+    assert pd.isna(table.loc[("", "ease"), "test/cold/ndcg@10 vs strongest %"])
+    markdown = write_report(runs, sweep / "report", ("test/cold/ndcg@10",))
+    assert "Against the strongest classical baseline" in markdown
+    assert "| (default) | ease | bridge |" in markdown
+    # Without classical baselines there is no such table.
+    assert "strongest" not in write_report(runs, sweep / "none", ("test/cold/ndcg@10",), ())
+
+
+def test_an_error_metric_picks_the_lowest_baseline():
+    runs = pd.DataFrame(
+        {
+            "setting": ["", "", ""],
+            "strategy": ["user_bias", "popularity", "ease [strategy.lam=5]"],
+            "test/cold/rmse": [0.93, 0.99, 0.95],
+        }
+    )
+    assert report.strongest_baselines(runs, "test/cold/rmse") == {"": "user_bias"}
+    assert report.strongest_baselines(runs.iloc[1:], "test/cold/rmse") == {
+        "": "ease [strategy.lam=5]"
+    }

@@ -53,8 +53,19 @@ def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_
     scenario, tensors = setup
     strategy = cls(make_context(scenario, tensors, user_model, objective=objective))
     dm = CrossDomainDataModule(
-        tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN), ratings=objective == "rating"
+        tensors,
+        strategy.streams,
+        LoaderConfig(max_len=MAX_LEN),
+        ratings=objective == "rating",
+        input_matrix=strategy.fitted_once,
     )
+    if strategy.fitted_once:  # closed form: fitted once, scored directly (test_closed_form.py)
+        strategy.fit(tensors.training_matrix())
+        for eval_batch in dm.eval_data["test"]:
+            scores = strategy.target_scores(eval_batch)
+            assert scores.shape == (len(eval_batch["user"]), len(scenario.catalog(TARGET)))
+            assert torch.isfinite(scores).all()
+        return
     batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
     optimizer = torch.optim.Adam(strategy.parameters(), lr=0.01)
     strategy.train()

@@ -27,6 +27,7 @@ from functools import cached_property
 import lightning as L
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
@@ -87,6 +88,22 @@ def sequence_windows(seq: np.ndarray, max_len: int, bos: int) -> tuple[np.ndarra
     return np.stack(inputs), np.stack(labels)
 
 
+@dataclass
+class TrainingMatrix:
+    """The training interactions as sparse user x token matrices: what a closed-form strategy
+    (:class:`recmig.closed_form.ClosedFormStrategy`) is fitted on. Columns are tokens (0 padding,
+    1..N items, N + 1 BOS: those two columns stay empty), rows are user indices."""
+
+    interactions: sp.csr_matrix
+    """(num_users, vocab_size) float32: 1 where the user interacted with the item in training,
+    both domains (a cold user's row holds only source items)."""
+    ratings: sp.csr_matrix
+    """(num_users, vocab_size) float32: the rating of each rated training interaction (explicit
+    entries; pairs without a rating are absent, so a dataset without ratings gives none)."""
+    item_domain: np.ndarray
+    """(vocab_size - 1,) SOURCE or TARGET per token below BOS (``Scenario.item_domain``)."""
+
+
 class ScenarioTensors:
     """Per-user histories and evaluation targets of a scenario, as tensors."""
 
@@ -145,6 +162,33 @@ class ScenarioTensors:
         self.target_local = local  # item index -> column in the target score matrix
         self.target_train_items = by_user[TARGET]
         self.cold_items = scenario.cold.groupby("user")["item"].agg(list).to_dict()
+
+    def input_matrix(self, split: str) -> sp.csr_matrix:
+        """(num_users, vocab_size) binary float32: every item a user had interacted with before
+        ``split``'s held-out items, both domains: the training interactions, plus the warm
+        validation items for ``test``. The same histories the sequence models see at
+        evaluation (:attr:`history`), without their ``max_len`` cut."""
+        train = self.scenario.train
+        users, items = train["user"].to_numpy(), train["item"].to_numpy()
+        if split == "test":
+            val = self.scenario.warm[self.scenario.warm["split"] == "val"]
+            users = np.concatenate([users, val["user"].to_numpy()])
+            items = np.concatenate([items, val["item"].to_numpy()])
+        shape = (self.scenario.num_users, self.vocab_size)
+        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+        matrix.data[:] = 1.0  # a repeated interaction counts once
+        return matrix
+
+    def training_matrix(self) -> TrainingMatrix:
+        """The training interactions as sparse matrices (see :class:`TrainingMatrix`)."""
+        train = self.scenario.train.dropna(subset=["rating"])
+        shape = (self.scenario.num_users, self.vocab_size)
+        # Keep the last rating of a repeated pair (scipy would add them up).
+        last = train.drop_duplicates(["user", "item"], keep="last")
+        ratings = sp.csr_matrix(
+            (last["rating"].to_numpy(np.float32), (last["user"], last["item"])), shape=shape
+        )
+        return TrainingMatrix(self.input_matrix("val"), ratings, self.scenario.item_domain)
 
     @cached_property
     def _rating_index(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,6 +265,14 @@ class ScenarioTensors:
         return relevant, excluded
 
 
+def sparse_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """Rows of a scipy matrix as a sparse COO torch tensor (len(rows), columns)."""
+    part = matrix[rows].tocoo()
+    indices = torch.from_numpy(np.vstack([part.row, part.col]).astype(np.int64))
+    values = torch.from_numpy(part.data.astype(np.float32))
+    return torch.sparse_coo_tensor(indices, values, part.shape, check_invariants=True).coalesce()
+
+
 class CrossDomainDataModule(L.LightningDataModule):
     """Serves the training streams a strategy asks for and the val/test user batches."""
 
@@ -231,11 +283,15 @@ class CrossDomainDataModule(L.LightningDataModule):
         cfg: LoaderConfig,
         schedule: Callable[[int], tuple[str, ...]] | None = None,
         ratings: bool = False,
+        input_matrix: bool = False,
     ):
-        """``streams``: every stream training may use; ``schedule(epoch)``: the ones an epoch
-        uses (default: all of them), for strategies that train in phases; ``ratings``: add
-        the ratings batch keys the rating objective needs (``label_ratings``,
-        ``<name>_hist_ratings``, ``relevant_ratings``)."""
+        """``streams``: every stream training may use (none for a closed-form strategy);
+        ``schedule(epoch)``: the ones an epoch uses (default: all of them), for strategies that
+        train in phases; ``ratings``: add the ratings batch keys the rating objective needs
+        (``label_ratings``, ``<name>_hist_ratings``, ``relevant_ratings``); ``input_matrix``:
+        add ``inputs`` to evaluation batches, each user's whole history as a sparse (B,
+        vocab_size) row (:meth:`ScenarioTensors.input_matrix`), what closed-form strategies
+        score from."""
         super().__init__()
         unknown = set(streams) - set(STREAMS)
         if unknown:
@@ -244,8 +300,9 @@ class CrossDomainDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.schedule = schedule or (lambda epoch: streams)
         self.ratings = ratings
+        self.input_matrix = input_matrix
         self.windows = {s: tensors.windows(s) for s in streams}
-        self.train_data = self.epoch_data(0)
+        self.train_data = self.epoch_data(0) if streams else {}
         self.eval_data = {split: self._eval_batches(split) for split in ("val", "test")}
 
     def epoch_data(self, epoch: int) -> dict[str, torch.Tensor]:
@@ -279,6 +336,7 @@ class CrossDomainDataModule(L.LightningDataModule):
     def _eval_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
         """Precomputed once: evaluation batches are identical every epoch."""
         users = self.tensors.eval_users(split)
+        inputs = self.tensors.input_matrix(split) if self.input_matrix else None
         batches = []
         for start in range(0, len(users["user"]), self.cfg.eval_batch_size):
             u = users["user"][start : start + self.cfg.eval_batch_size]
@@ -290,6 +348,8 @@ class CrossDomainDataModule(L.LightningDataModule):
                 ratings = self.tensors.ratings_of(u, catalog)
                 batch["relevant_ratings"] = ratings.masked_fill(~relevant, float("nan"))
             batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
+            if inputs is not None:
+                batch["inputs"] = sparse_rows(inputs, u.numpy())
             batches.append(batch)
         return batches
 
@@ -337,8 +397,10 @@ __all__ = [
     "LoaderConfig",
     "ScenarioTensors",
     "STREAMS",
+    "TrainingMatrix",
     "STREAM_ID",
     "history_tokens",
     "is_item",
     "sequence_windows",
+    "sparse_rows",
 ]

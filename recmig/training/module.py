@@ -32,9 +32,9 @@ class TransferModule(L.LightningModule):
         ks: tuple[int, ...] = (5, 10, 20),
         rating_errors: bool = False,
     ):
-        """``rating_errors``: the strategy fits the rating objective; the catalogue is then
-        ranked by predicted rating (:meth:`TransferStrategy.predicted_ratings`), and MAE and
-        RMSE of the predicted ratings against the held-out items' ratings are logged."""
+        """``rating_errors``: the strategy fits the rating objective; its scores
+        (:meth:`TransferStrategy.target_scores`) are then predicted ratings, and MAE and RMSE
+        of them against the held-out items' ratings are logged."""
         super().__init__()
         self.strategy = strategy
         self.make_optimizer = optimizer
@@ -83,9 +83,7 @@ class TransferModule(L.LightningModule):
         return losses["loss"]
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
-        scores = self.strategy.target_interest(batch) @ self.strategy.target_items().T
-        if self.error_names:
-            scores = self.strategy.predicted_ratings(scores, self.strategy.target_catalog)
+        scores = self.strategy.target_scores(batch)
         top = top_items(scores, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
         # Predicted minus held-out rating (B, items) where the user rated the item. The mask

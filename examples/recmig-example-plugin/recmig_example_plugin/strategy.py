@@ -1,9 +1,10 @@
-"""Most-popular baseline as a plugin: one learned logit per target item, the same for every user.
+"""Popularity learned as a plugin: one trained logit per target item, the same for every user.
 
     score(u, i) = b_i,   b = argmax sum_{(u, i) in target training data} log softmax(b)_i
 
-It ignores who the user is, so it is the floor any personalised strategy must clear, for cold
-and warm users alike. As a dot product: every user's interest is [1], item i's vector is [b_i].
+The maximum-likelihood logits are the log training frequencies, so it converges to recmig's
+built-in closed-form ``popularity``; it is here to show a trained strategy plugin in a few
+lines. As a dot product: every user's interest is [1], item i's vector is [b_i].
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from torch import nn
 from recmig.strategy import StrategyContext, TransferStrategy, catalog_positions
 
 
-class Popularity(TransferStrategy):
-    description = "example plugin: most-popular target items (learned logits), same for all users"
+class LearnedPopularity(TransferStrategy):
+    description = "example plugin: popularity as learned logits, the same for every user"
     streams = ("target",)
     needs_source = False
 

@@ -1,0 +1,90 @@
+"""The closed-form side of the strategy contract: fitted once, then scored by the shared evaluator.
+
+Popularity, ItemKNN and EASE are not trained for epochs; pretending they were (a loss, an
+optimizer, early stopping) would only cost time and hide what they are. A closed-form strategy
+fills in two methods:
+
+1. :meth:`ClosedFormStrategy.fit` receives the training interactions as sparse user x token
+   matrices (:class:`recmig.data.loaders.TrainingMatrix`) and stores what it learns in
+   *fitted buffers* (:meth:`ClosedFormStrategy.register_fitted`), which go into the run's
+   checkpoint like any weights;
+2. :meth:`TransferStrategy.target_scores` scores the target catalogue for an evaluation batch,
+   whose ``inputs`` key holds each user's whole history (training interactions of both
+   domains, plus the warm validation items at test) as a sparse (B, vocab_size) tensor.
+
+``recmig train`` calls ``fit`` once instead of ``Trainer.fit``, then validates and tests with
+the same module, metrics, ``metrics.json`` and ``test_users.parquet`` as every other strategy.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recmig.data.loaders import TrainingMatrix
+from recmig.data.scenario import TARGET
+from recmig.strategy import StrategyContext, TransferStrategy
+
+
+class ClosedFormStrategy(TransferStrategy):
+    """Base of strategies fitted once from the training matrix (see the module docstring)."""
+
+    fitted_once: ClassVar[bool] = True
+    streams: ClassVar[tuple[str, ...]] = ()
+    needs_source: ClassVar[bool] = False
+
+    def __init__(self, context: StrategyContext):
+        super().__init__(context)
+        self._fitted: list[str] = []
+
+    def register_fitted(self, name: str) -> None:
+        """A buffer that ``fit`` fills: saved in checkpoints, sized when one is loaded (its
+        shape is known only after fitting)."""
+        self.register_buffer(name, torch.empty(0))
+        self._fitted.append(name)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._fitted:
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def fit(self, matrix: TrainingMatrix) -> None:
+        """Learn from the training interactions; fill the fitted buffers."""
+        raise NotImplementedError
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} is fitted in closed form (fit), not trained")
+
+    def item_matrix(self, matrix: TrainingMatrix) -> sp.csr_matrix:
+        """(num_users, N) binary interactions over the item tokens 1..N of both domains
+        (padding and BOS columns dropped); column j is token j + 1. Fails when the target
+        domain has no training interaction (nothing to learn the target catalogue from)."""
+        items = matrix.interactions[:, 1 : self.context.bos].tocsc()
+        target = matrix.item_domain[1:] == TARGET
+        if items[:, target].nnz == 0:
+            raise ValueError(
+                f"strategy {type(self).__name__}: the scenario has no training interactions in "
+                "the target domain (every target user is cold?), so there is nothing to fit "
+                "the target catalogue on; lower data.scenario.cold_fraction"
+            )
+        return items.tocsr()
+
+    def token_rows(self, item_rows: torch.Tensor) -> torch.Tensor:
+        """(N, C) rows indexed by item column -> (vocab_size, C), padding and BOS rows 0, so
+        that a sparse (B, vocab_size) ``inputs`` batch multiplies it directly."""
+        out = item_rows.new_zeros(self.context.vocab_size, item_rows.shape[1])
+        out[1 : self.context.bos] = item_rows
+        return out
+
+    def target_columns(self) -> np.ndarray:
+        """Item-column index (token - 1) of each target catalogue item, in catalogue order."""
+        return self.context.target_catalog.numpy() - 1
+
+    @staticmethod
+    def multiply(inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Sparse (B, V) histories times dense (V, C) weights -> dense (B, C)."""
+        return torch.sparse.mm(inputs, weights)

@@ -1,0 +1,92 @@
+"""EASE (Steck, WWW 2019): a closed-form item-item linear model over both domains.
+
+    P = (X^T X + lambda I)^-1,   B = I - P diag(1 / diag(P))   (so diag(B) = 0)
+    score(u, i) = x_u B[:, i]     for target items i
+
+X is the binary user x item training matrix of source and target items concatenated, so the
+weights from a user's source items to target items are learnt from warm users who have both:
+a cold user's score comes from their source history alone. B minimises
+||X - X B||^2 + lambda ||B||^2 subject to diag(B) = 0.
+
+The Gram matrix is dense (items x items), so memory grows with the square of the catalogue:
+above ``max_items`` the strategy refuses before allocating anything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+import torch
+
+from recmig.closed_form import ClosedFormStrategy
+from recmig.data.loaders import TrainingMatrix
+from recmig.strategy import StrategyContext
+
+BLOCK_BYTES = 2**28
+"""Size of the dense column block of X^T X computed at once (the sparse product of a whole
+catalogue can hold far more entries than the dense result)."""
+
+
+def gram_matrix(x: sp.csr_matrix) -> np.ndarray:
+    """X^T X as a dense float32 (N, N) array, computed in column blocks."""
+    n = x.shape[1]
+    gram = np.empty((n, n), dtype=np.float32)
+    xt, xc = x.T.tocsr(), x.tocsc()
+    block = max(1, BLOCK_BYTES // (4 * n))
+    for start in range(0, n, block):
+        gram[:, start : start + block] = (xt @ xc[:, start : start + block]).toarray()
+    return gram
+
+
+def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarray:
+    """Columns ``columns`` of EASE's B from the Gram matrix X^T X, shape (N, len(columns)).
+
+    ``gram`` is overwritten: the Cholesky factor and then the inverse are computed in place
+    (LAPACK potrf/potri), so the peak is one N x N matrix.
+    """
+    gram[np.diag_indices_from(gram)] += lam
+    factor, _ = scipy.linalg.cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
+    (potri,) = scipy.linalg.get_lapack_funcs(("potri",), (factor,))
+    inverse, info = potri(factor, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverting X^T X + lambda I failed (LAPACK info {info})")
+    # potri fills the lower triangle: P[i, j] = inverse[max(i, j), min(i, j)].
+    rows = np.arange(len(inverse))[:, None]
+    lower = rows >= columns[None, :]
+    p = np.where(lower, inverse[:, columns], inverse[columns, :].T)
+    weights = -p / np.diagonal(inverse)[columns]
+    weights[columns, np.arange(len(columns))] = 0.0
+    return weights.astype(np.float32)
+
+
+class EASE(ClosedFormStrategy):
+    description = "baseline: EASE closed-form item-item model on both domains' training matrix"
+
+    def __init__(self, context: StrategyContext, lam: float = 3000.0, max_items: int = 20000):
+        super().__init__(context)
+        if lam <= 0:
+            raise ValueError(f"strategy.lam must be > 0 (the L2 weight of EASE), got {lam}")
+        items = context.vocab_size - 2
+        if items > max_items:
+            gib = items * items * 4 / 2**30
+            raise ValueError(
+                f"strategy=ease: the catalogue has {items:,} items (both domains) but "
+                f"strategy.max_items={max_items:,}; EASE inverts a dense {items:,} x {items:,} "
+                f"float32 Gram matrix (about {gib:.1f} GiB). Raise strategy.max_items if the "
+                "memory is there, or use strategy=itemknn (sparse neighbours)"
+            )
+        self.lam = lam
+        self.register_fitted("weights")
+
+    def gram(self, matrix: TrainingMatrix) -> np.ndarray:
+        """The (N, N) float32 matrix EASE inverts (before lambda): X^T X. Subclasses may add
+        side information (:mod:`.text_ease`)."""
+        return gram_matrix(self.item_matrix(matrix))
+
+    def fit(self, matrix: TrainingMatrix) -> None:
+        weights = ease_weights(self.gram(matrix), self.lam, self.target_columns())
+        self.weights = self.token_rows(torch.from_numpy(weights))
+
+    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.multiply(batch["inputs"], self.weights)
