@@ -7,7 +7,11 @@ Measures, for the composed config: data preparation from scratch (download from 
 GroupLens + conversion to Parquet, in a fresh temporary cache) and from the Parquet cache;
 language-model item encoding throughput without and with the embedding cache (text encoder
 only); seconds per training epoch (median over ``--epochs`` epochs); evaluation users/s; peak
-resident memory of the process.
+resident memory of the process. A closed-form strategy (``-- strategy=ease``) is fitted once
+instead: its fit seconds and the peak memory its fit allocates replace the epoch figures.
+
+    recmig benchmark --scaling                fit time and memory of ItemKNN and EASE on
+                                              synthetic catalogues up to 100k items
 """
 
 from __future__ import annotations
@@ -19,17 +23,26 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import scipy.sparse as sp
 import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from recmig.config import compose_config
-from recmig.data.scenario import build_scenario
+from recmig.data.loaders import TrainingMatrix
+from recmig.data.scenario import SOURCE, TARGET, build_scenario
+from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import encode_texts_with_info, render_item_texts
+from recmig.registry import load_strategy
+from recmig.strategy import StrategyContext
 from recmig.train import build_run
+from recmig.users.interest import MeanInterest
 
 
 class EpochTimer(L.Callback):
@@ -87,21 +100,12 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
 
     L.seed_everything(cfg.seed)
     scenario, datamodule, module, _ = build_run(cfg)
-    timer = EpochTimer()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-    )
-    trainer.fit(module, datamodule=datamodule)
-    results["training epoch, median (s)"] = statistics.median(timer.seconds)
-    results["training windows per epoch"] = len(datamodule.train_data["user"])
+    if module.strategy.fitted_once:
+        seconds, peak = timed_fit(module.strategy, datamodule.tensors.training_matrix())
+        results["closed-form fit (s)"] = seconds
+        results["closed-form fit, peak allocated (MiB)"] = peak
+    else:
+        results.update(time_epochs(cfg, datamodule, module, epochs))
     n_users = sum(len(b["user"]) for b in datamodule.eval_data["val"])
     evaluator = L.Trainer(
         logger=False,
@@ -119,6 +123,82 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     return results
 
 
+def time_epochs(cfg, datamodule, module, epochs: int) -> dict[str, float]:
+    """Median seconds of a training epoch (validation excluded)."""
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return {
+        "training epoch, median (s)": statistics.median(timer.seconds),
+        "training windows per epoch": len(datamodule.train_data["user"]),
+    }
+
+
+def timed_fit(strategy, matrix: TrainingMatrix) -> tuple[float, float]:
+    """Seconds of a closed-form fit and the peak memory it allocates (MiB; numpy/scipy
+    allocations, which is where these fits work, as tracemalloc counts them)."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    strategy.fit(matrix)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def synthetic_matrix(items: int, users: int, per_user: int, seed: int = 0) -> TrainingMatrix:
+    """Implicit feedback with Zipf-like item popularity (exponent 1), the first half of the
+    items the source domain, the rest the target: the shape of a real catalogue's data."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, items + 1)
+    picked = rng.choice(items, size=(users, per_user), p=weights / weights.sum()) + 1
+    rows = np.repeat(np.arange(users), per_user)
+    shape = (users, items + 2)
+    ones = np.ones(rows.size, np.float32)
+    interactions = sp.csr_matrix((ones, (rows, picked.ravel())), shape=shape)
+    interactions.data[:] = 1.0
+    domain = np.full(items + 1, TARGET, dtype=np.int8)
+    domain[0] = -1
+    domain[1 : items // 2 + 1] = SOURCE
+    return TrainingMatrix(interactions, interactions.copy(), domain)
+
+
+def scaling(sizes: tuple[int, ...], users: int, per_user: int) -> dict[str, float]:
+    """Fit seconds and peak allocated memory of ItemKNN (k 100) and EASE per catalogue size;
+    EASE only up to its default item limit."""
+    results: dict[str, float] = {}
+    for items in sizes:
+        matrix = synthetic_matrix(items, users, per_user)
+        catalog = torch.arange(items // 2 + 1, items + 1)
+        context = StrategyContext(
+            vocab_size=items + 2,
+            dim=8,
+            source_catalog=torch.arange(1, items // 2 + 1),
+            target_catalog=catalog,
+            make_item_encoder=partial(IdItemEncoder, items + 2, 8),
+            make_user_model=partial(MeanInterest, 8),
+        )
+        for name in ("itemknn", "ease"):
+            try:
+                strategy = load_strategy(name)(context)
+            except ValueError:  # above EASE's item limit: the refusal is the result
+                continue
+            seconds, peak = timed_fit(strategy, matrix)
+            results[f"{name} fit, {items:,} items (s)"] = seconds
+            results[f"{name} fit, {items:,} items, peak allocated (MiB)"] = peak
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="recmig benchmark",
@@ -127,10 +207,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="training epochs to time")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead: ItemKNN and EASE fits on synthetic catalogues of --sizes items",
+    )
+    parser.add_argument("--sizes", nargs="+", type=int, default=[3_000, 19_000, 100_000])
+    parser.add_argument("--users", type=int, default=30_000, help="--scaling: users")
+    parser.add_argument("--per-user", type=int, default=20, help="--scaling: items per user")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args(argv)
-    results = measure(args.overrides, args.epochs)
-    title = " ".join(args.overrides) or "default run"
+    if args.scaling:
+        results = scaling(tuple(args.sizes), args.users, args.per_user)
+        title = f"closed-form scaling, {args.users:,} users x {args.per_user} items (synthetic)"
+    else:
+        results = measure(args.overrides, args.epochs)
+        title = " ".join(args.overrides) or "default run"
     print(f"\nrecmig benchmark: {title}")
     width = max(len(k) for k in results)
     for key, value in results.items():

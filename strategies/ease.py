@@ -24,8 +24,8 @@ from recmig.data.loaders import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 BLOCK_BYTES = 2**28
-"""Size of the dense column block of X^T X computed at once (the sparse product of a whole
-catalogue can hold far more entries than the dense result)."""
+"""Size of a dense column block computed at once: of X^T X (the sparse product of a whole
+catalogue can hold far more entries than the dense result) and of B."""
 
 
 def gram_matrix(x: sp.csr_matrix) -> np.ndarray:
@@ -51,13 +51,18 @@ def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarra
     inverse, info = potri(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverting X^T X + lambda I failed (LAPACK info {info})")
-    # potri fills the lower triangle: P[i, j] = inverse[max(i, j), min(i, j)].
-    rows = np.arange(len(inverse))[:, None]
-    lower = rows >= columns[None, :]
-    p = np.where(lower, inverse[:, columns], inverse[columns, :].T)
-    weights = -p / np.diagonal(inverse)[columns]
+    # potri fills the lower triangle: P[i, j] = inverse[max(i, j), min(i, j)]. Columns are
+    # read in blocks, so the peak stays one N x N matrix plus the (N, C) result.
+    n = len(inverse)
+    weights = np.empty((n, len(columns)), dtype=np.float32)
+    rows = np.arange(n)[:, None]
+    block = max(1, BLOCK_BYTES // (4 * n))
+    for start in range(0, len(columns), block):
+        cols = columns[start : start + block]
+        p = np.where(rows >= cols[None, :], inverse[:, cols], inverse[cols, :].T)
+        weights[:, start : start + block] = -p / np.diagonal(inverse)[cols]
     weights[columns, np.arange(len(columns))] = 0.0
-    return weights.astype(np.float32)
+    return weights
 
 
 class EASE(ClosedFormStrategy):

@@ -24,6 +24,22 @@ from recmig.strategy import StrategyContext
 from .ease import EASE
 
 
+def item_text(context: StrategyContext, strategy: str) -> np.ndarray:
+    """(N, d) text features of items 1..N from the run's item encoder (its frozen language-model
+    output), centred and scaled to unit length: dot products are cosine similarities."""
+    encoder = context.make_item_encoder()
+    features = getattr(encoder, "features", None)
+    if features is None:
+        raise ValueError(
+            f"strategy={strategy} reads item text features, but the item encoder "
+            f"{type(encoder).__name__} has none; use encoder=text"
+        )
+    features = features.detach().to(torch.float32).cpu().numpy()
+    features = features - features.mean(0)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
 class TextEASE(EASE):
     description = "EASE whose Gram matrix adds item text similarity from the language model"
 
@@ -39,24 +55,10 @@ class TextEASE(EASE):
             raise ValueError(f"strategy.text_weight must be >= 0, got {text_weight}")
         self.text_weight = text_weight
 
-    def item_text(self) -> np.ndarray:
-        """(N, d) unit-length text features of items 1..N from the run's item encoder."""
-        encoder = self.context.make_item_encoder()
-        features = getattr(encoder, "features", None)
-        if features is None:
-            raise ValueError(
-                f"strategy=text_ease reads item text features, but the item encoder "
-                f"{type(encoder).__name__} has none; use encoder=text"
-            )
-        features = features.detach().to(torch.float32).cpu().numpy()
-        features = features - features.mean(0)
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        return features / np.maximum(norms, 1e-12)
-
     def gram(self, matrix: TrainingMatrix) -> np.ndarray:
         gram = super().gram(matrix)
         if self.text_weight > 0:
-            text = self.item_text()
+            text = item_text(self.context, "text_ease")
             scale = self.text_weight * float(np.mean(np.diagonal(gram)))
             gram += (scale * text) @ text.T
         return gram

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from recmig_strategies.ease import EASE
 from recmig_strategies.itemknn import ItemKNN
 from recmig_strategies.popularity import Popularity
+from recmig_strategies.ridge_transfer import RidgeTransfer
 from recmig_strategies.text_ease import TextEASE
 from recmig_strategies.user_bias import UserBias
 
@@ -146,7 +147,8 @@ def test_user_bias_is_item_baseline_plus_shrunk_source_residual(setup):
 
 def test_fitted_buffers_round_trip_through_a_state_dict(setup):
     _, tensors, context, dm = setup
-    for make in (Popularity, partial(ItemKNN, k=2), partial(EASE, lam=3.0), UserBias):
+    ridge = partial(RidgeTransfer, lam=3.0, text_weight=0.0)
+    for make in (Popularity, partial(ItemKNN, k=2), partial(EASE, lam=3.0), UserBias, ridge):
         fitted = make(context)
         fitted.fit(tensors.training_matrix())
         loaded = make(context)
@@ -277,3 +279,75 @@ def test_text_ease_needs_a_text_encoder(setup):
     _, tensors, context, _ = setup  # an id encoder: no text features
     with pytest.raises(ValueError, match="use encoder=text"):
         TextEASE(context).fit(tensors.training_matrix())
+
+
+def test_ridge_transfer_maps_cold_users_and_gives_warm_users_ease(setup):
+    _, tensors, context, dm = setup
+    matrix = tensors.training_matrix()
+    strategy = RidgeTransfer(context, lam=5.0, map_lam=2.0, densify=0.0, text_weight=0.0)
+    strategy.fit(matrix)
+    ease = EASE(context, lam=5.0)
+    ease.fit(matrix)
+    x = dense_items(tensors)
+    source = np.flatnonzero(tensors.scenario.item_domain[1:] == SOURCE)
+    target = context.target_catalog.numpy() - 1
+    xs, xt = x[:, source], x[:, target]
+    both = (xs.sum(1) > 0) & (xt.sum(1) > 0)
+    mapping = np.linalg.solve(
+        xs[both].T @ xs[both] + 2.0 * np.eye(len(source)), xs[both].T @ xt[both]
+    )
+    scores, users = scores_of(strategy, dm)
+    inputs = dense_items(tensors, "test")[users]
+    cold = inputs[:, target].sum(1) == 0
+    assert cold.any() and (~cold).any()
+    np.testing.assert_allclose(
+        scores[cold], inputs[cold][:, source] @ mapping, rtol=1e-3, atol=1e-5
+    )
+    np.testing.assert_array_equal(scores[~cold], scores_of(ease, dm)[0][~cold])
+
+
+def test_ridge_transfer_densifies_with_source_ease(setup):
+    _, tensors, context, dm = setup
+    matrix = tensors.training_matrix()
+    plain = RidgeTransfer(context, lam=5.0, map_lam=2.0, densify=0.0, text_weight=0.0)
+    dense = RidgeTransfer(context, lam=5.0, map_lam=2.0, densify=1.0, text_weight=0.0)
+    x = dense_items(tensors)
+    source = np.flatnonzero(tensors.scenario.item_domain[1:] == SOURCE)
+    d = dense.densifier(sp.csr_matrix(x[:, source]), source)
+    xs = x[:, source]
+    p = np.linalg.inv(xs.T @ xs + 1000.0 * np.eye(len(source)))
+    b_ss = np.eye(len(source)) - p / np.diag(p)  # EASE on the source rows (source_lam 1000)
+    np.testing.assert_allclose(d, np.eye(len(source)) + b_ss, atol=1e-5)
+    plain.fit(matrix)
+    dense.fit(matrix)
+    assert not np.allclose(scores_of(plain, dm)[0], scores_of(dense, dm)[0])
+
+
+def test_text_neighbours_keep_k_positive_rows_summing_to_one():
+    from recmig_strategies.ridge_transfer import text_neighbours
+
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(12, 5))
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    sim = text_neighbours(text, 3)
+    assert (np.diag(sim) == 0).all() and (sim >= 0).all()
+    assert ((sim > 0).sum(1) <= 3).all()
+    np.testing.assert_allclose(sim.sum(1)[(sim > 0).any(1)], 1.0)
+    cosine = text @ text.T
+    np.fill_diagonal(cosine, -np.inf)
+    best = cosine.argmax(1)
+    assert (sim[np.arange(12), best] > 0).all()  # the nearest item is always kept
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("map_lam", 0.0, "strategy.map_lam must be > 0"),
+        ("densify", -1.0, "strategy.densify must be >= 0"),
+        ("text_neighbours", 0, "strategy.text_neighbours must be >= 1"),
+    ],
+)
+def test_ridge_transfer_bad_options(setup, option, value, message):
+    *_, context, _ = setup
+    with pytest.raises(ValueError, match=message):
+        RidgeTransfer(context, **{option: value})

@@ -5,7 +5,7 @@ import torch
 
 from recmig.data.loaders import STREAM_ID, CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
-from recmig.encoders.item import IdItemEncoder
+from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.registry import discover, load_strategy
 from recmig.strategy import (
     StrategyContext,
@@ -26,13 +26,15 @@ def setup(data, scenario_cfg):
     return scenario, tensors
 
 
-def make_context(scenario, tensors, user_model=MeanInterest, dim=16, objective="ranking"):
+def make_context(
+    scenario, tensors, user_model=MeanInterest, dim=16, objective="ranking", item_encoder=None
+):
     return StrategyContext(
         vocab_size=tensors.vocab_size,
         dim=dim,
         source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
-        make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, dim),
+        make_item_encoder=item_encoder or partial(IdItemEncoder, tensors.vocab_size, dim),
         make_user_model=partial(user_model, dim, max_len=MAX_LEN),
         objective=objective,
         # A rating run starts from the per-item baseline ratings, as `recmig train` builds it.
@@ -45,13 +47,20 @@ def make_context(scenario, tensors, user_model=MeanInterest, dim=16, objective="
 @pytest.mark.parametrize("name", sorted(discover()))
 @pytest.mark.parametrize("user_model", [MeanInterest, CausalTransformer])
 @pytest.mark.parametrize("objective", ["ranking", "rating"])
-def test_every_strategy_learns_and_scores_cold_and_warm_users(setup, name, user_model, objective):
+def test_every_strategy_learns_and_scores_cold_and_warm_users(
+    setup, name, user_model, objective, tmp_path
+):
     cls = load_strategy(name)
     if objective not in cls.objectives:
         pytest.skip(f"{name} supports {cls.objectives}")
     torch.manual_seed(0)
     scenario, tensors = setup
-    strategy = cls(make_context(scenario, tensors, user_model, objective=objective))
+    # Closed-form strategies may read the language model's item text: give them the real one.
+    text = partial(TextItemEncoder, tensors.vocab_size, 16, scenario.items, cache_dir=tmp_path)
+    encoder = text if cls.fitted_once else None
+    strategy = cls(
+        make_context(scenario, tensors, user_model, objective=objective, item_encoder=encoder)
+    )
     dm = CrossDomainDataModule(
         tensors,
         strategy.streams,

@@ -1,0 +1,127 @@
+"""Closed-form cold-start transfer: a ridge map fit on the cold-start task itself, EASE for warm.
+
+EASE (:mod:`.ease`) learns the source -> target weights of B as what a source item adds to a
+target item *given all the user's other items*, target items included. A cold user has no
+target item, so at test time EASE's source -> target weights answer a question they were not
+fit for. Here the cold path is fit on exactly the cold-start question, "which target items
+does a user with this source history have?", on the users who have both (the objective
+mismatch of the baselines issue, in closed form):
+
+    S      = row-normalised k-nearest-neighbour text similarity among source items (cosine of
+             the item encoder's language-model features, each item's ``text_neighbours``)
+    D      = I + delta B_ss + gamma S        densify a source history before mapping: B_ss is
+             EASE on every user's source rows (cold users' too: the source domain is fully
+             observed), S spreads interest to source items that read alike
+    M      = argmin_M ||X_T - X_S D M||^2 + mu ||M||^2     over users with both histories
+             = (D^T G_S D + mu I)^-1 D^T X_S^T X_T,        G_S = X_S^T X_S of those users
+    score  = x_u^S D M      for a user without target history (cold)
+             x_u B_ease     for everyone else (warm users get EASE exactly)
+
+Everything is dense in the source catalogue (N_S x N_S), so the same item limit as EASE holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from recmig.closed_form import ClosedFormStrategy
+from recmig.data.loaders import TrainingMatrix
+from recmig.data.scenario import SOURCE, TARGET
+from recmig.strategy import StrategyContext
+
+from .ease import EASE, ease_weights, gram_matrix
+from .text_ease import item_text
+
+
+def text_neighbours(text: np.ndarray, k: int) -> np.ndarray:
+    """(N, N) row-normalised similarity to each item's ``k`` most similar other items (cosine
+    of unit-length ``text`` rows; negative similarities dropped)."""
+    sim = text @ text.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, len(text) - 1)
+    keep = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    out = np.zeros_like(sim)
+    np.put_along_axis(out, keep, np.maximum(np.take_along_axis(sim, keep, axis=1), 0.0), axis=1)
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
+class RidgeTransfer(ClosedFormStrategy):
+    description = (
+        "closed form: ridge map from densified source history to target (cold), EASE (warm)"
+    )
+    needs_source = True
+
+    def __init__(
+        self,
+        context: StrategyContext,
+        lam: float = 4000.0,
+        map_lam: float = 300.0,
+        densify: float = 1.0,
+        source_lam: float = 1000.0,
+        text_weight: float = 0.3,
+        text_neighbours: int = 20,
+        max_items: int = 20000,
+    ):
+        super().__init__(context)
+        for name, value in (("map_lam", map_lam), ("source_lam", source_lam)):
+            if value <= 0:
+                raise ValueError(f"strategy.{name} must be > 0, got {value}")
+        for name, value in (("densify", densify), ("text_weight", text_weight)):
+            if value < 0:
+                raise ValueError(f"strategy.{name} must be >= 0, got {value}")
+        if text_neighbours < 1:
+            raise ValueError(f"strategy.text_neighbours must be >= 1, got {text_neighbours}")
+        self.warm = EASE(context, lam=lam, max_items=max_items)  # checks the item limit too
+        self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam
+        self.text_weight, self.k = text_weight, int(text_neighbours)
+        self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
+
+    def densifier(self, x_source, source: np.ndarray) -> np.ndarray:
+        """D = I + delta B_ss + gamma S over the source items (item columns ``source``)."""
+        d = np.eye(len(source), dtype=np.float32)
+        if self.densify > 0:
+            b_ss = ease_weights(gram_matrix(x_source), self.source_lam, np.arange(len(source)))
+            d += self.densify * b_ss
+        if self.text_weight > 0:
+            text = item_text(self.context, "ridge_transfer")[source]
+            d += self.text_weight * text_neighbours(text, self.k).astype(np.float32)
+        return d
+
+    def fit(self, matrix: TrainingMatrix) -> None:
+        self.warm.fit(matrix)
+        x = self.item_matrix(matrix).tocsc()
+        domain = matrix.item_domain[1:]
+        source, target = np.flatnonzero(domain == SOURCE), np.flatnonzero(domain == TARGET)
+        x_source, x_target = x[:, source].tocsr(), x[:, self.target_columns()].tocsr()
+        d = self.densifier(x_source, source)
+        both = (x_source.getnnz(axis=1) > 0) & (x_target.getnnz(axis=1) > 0)
+        if not both.any():
+            raise ValueError(
+                "strategy=ridge_transfer fits its cold-start map on users with both source and "
+                "target training interactions; the scenario has none"
+            )
+        xs, xt = x_source[both], x_target[both]
+        gram = d.T @ gram_matrix(xs) @ d
+        gram[np.diag_indices_from(gram)] += self.map_lam
+        cross = d.T @ (xs.T @ xt).toarray()
+        mapping = scipy.linalg.solve(gram, cross, assume_a="pos", check_finite=False)
+        weights = np.zeros((x.shape[1], len(target)), dtype=np.float32)
+        weights[source] = d @ mapping
+        self.cold_weights = self.token_rows(torch.from_numpy(weights))
+
+    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = batch["inputs"]
+        target_tokens = self.target_catalog
+        # Cold: no target item in the history (for evaluation, exactly the cold group).
+        has_target = self.multiply(inputs, self.has_target_column(target_tokens)).squeeze(1) > 0
+        warm = self.warm.target_scores(batch)
+        cold = self.multiply(inputs, self.cold_weights)
+        return torch.where(has_target.unsqueeze(1), warm, cold)
+
+    def has_target_column(self, target_tokens: torch.Tensor) -> torch.Tensor:
+        """(vocab_size, 1): 1 on target item tokens, so inputs @ it counts target items."""
+        column = torch.zeros(self.context.vocab_size, 1, device=target_tokens.device)
+        column[target_tokens] = 1.0
+        return column
