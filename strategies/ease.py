@@ -46,7 +46,9 @@ def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarra
     (LAPACK potrf/potri), so the peak is one N x N matrix.
     """
     gram[np.diag_indices_from(gram)] += lam
-    factor, _ = scipy.linalg.cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
+    # LAPACK works in Fortran order; the transpose of the symmetric C-ordered Gram matrix is
+    # the same matrix in Fortran order, so no copy is made.
+    factor, _ = scipy.linalg.cho_factor(gram.T, lower=True, overwrite_a=True, check_finite=False)
     (potri,) = scipy.linalg.get_lapack_funcs(("potri",), (factor,))
     inverse, info = potri(factor, lower=1, overwrite_c=1)
     if info != 0:

@@ -53,7 +53,8 @@ class ItemKNN(ClosedFormStrategy):
                 overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0
             )
             sim[rows[:, None] == columns[None, :]] = 0.0  # an item is not its own neighbour
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            # copy: a slice would keep the whole (b, N_t) argpartition result alive
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k].copy()
             neighbours.append(top)
             similarity.append(np.take_along_axis(sim, top, axis=1))
         self.neighbours = torch.from_numpy(np.concatenate(neighbours).astype(np.int64))
