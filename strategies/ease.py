@@ -76,11 +76,12 @@ class EASE(ClosedFormStrategy):
             raise ValueError(f"strategy.lam must be > 0 (the L2 weight of EASE), got {lam}")
         items = context.vocab_size - 2
         if items > max_items:
-            gib = items * items * 4 / 2**30
+            size = items * items * 4
+            memory = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
             raise ValueError(
                 f"strategy=ease: the catalogue has {items:,} items (both domains) but "
                 f"strategy.max_items={max_items:,}; EASE inverts a dense {items:,} x {items:,} "
-                f"float32 Gram matrix (about {gib:.1f} GiB). Raise strategy.max_items if the "
+                f"float32 Gram matrix (about {memory}). Raise strategy.max_items if the "
                 "memory is there, or use strategy=itemknn (sparse neighbours)"
             )
         self.lam = lam

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -160,8 +161,12 @@ def test_fitted_buffers_round_trip_through_a_state_dict(setup):
 def test_ease_refuses_a_catalogue_above_its_limit_before_allocating(setup):
     *_, context, _ = setup
     items = context.vocab_size - 2
-    with pytest.raises(ValueError, match=rf"{items} items .*strategy.max_items=10.*GiB"):
+    with pytest.raises(ValueError, match=rf"{items} items .*strategy.max_items=10;.* MiB\)"):
         EASE(context, max_items=10)
+    # 19,137 items (an Amazon-size catalogue): the message names the GiB it would take.
+    big = replace(context, vocab_size=19_139)
+    with pytest.raises(ValueError, match=r"19,137 items .*about 1.4 GiB"):
+        EASE(big, max_items=19_000)
 
 
 @pytest.mark.parametrize(
