@@ -330,16 +330,10 @@ def summarize(
         base = runs[(runs["setting"] == setting) & (runs["strategy"] == BASELINE)]
         if base.empty or strategy == BASELINE:
             continue
-        for metric in metrics:
-            if metric.startswith("time/") or part[metric].isna().all():
-                continue
-            mean_base = base[metric].mean()
-            table.loc[(setting, strategy), f"{metric} gain %"] = 100 * (
-                part[metric].mean() / mean_base - 1
-            )
-            p, over = paired_test(part, base, metric)
+        for metric, gain, p, over in _comparisons(part, base, metrics):
             if over == "seeds":
                 p, over = _earlier_test(setting, strategy, part, base, metric) or (p, over)
+            table.loc[(setting, strategy), f"{metric} gain %"] = gain
             table.loc[(setting, strategy), f"{metric} p"] = p
             table.loc[(setting, strategy), f"{metric} test"] = over
     headline = headline_metric(metrics)
@@ -351,17 +345,21 @@ def summarize(
         base = runs[(runs["setting"] == setting) & (runs["strategy"] == strongest[setting])]
         if strategy == strongest[setting]:
             continue
-        for metric in metrics:
-            if metric.startswith("time/") or part[metric].isna().all():
-                continue
-            key = (setting, strategy)
-            table.loc[key, f"{metric} vs strongest %"] = 100 * (
-                part[metric].mean() / base[metric].mean() - 1
-            )
-            p, over = paired_test(part, base, metric)
-            table.loc[key, f"{metric} vs strongest p"] = p
-            table.loc[key, f"{metric} vs strongest test"] = over
+        for metric, gain, p, over in _comparisons(part, base, metrics):
+            table.loc[(setting, strategy), f"{metric} vs strongest %"] = gain
+            table.loc[(setting, strategy), f"{metric} vs strongest p"] = p
+            table.loc[(setting, strategy), f"{metric} vs strongest test"] = over
     return table
+
+
+def _comparisons(part: pd.DataFrame, base: pd.DataFrame, metrics: tuple[str, ...]):
+    """(metric, gain % of the mean, p-value, test) of runs ``part`` against runs ``base`` for
+    every metric that compares (timings and metrics ``part`` lacks are skipped)."""
+    for metric in metrics:
+        if metric.startswith("time/") or part[metric].isna().all():
+            continue
+        gain = 100 * (part[metric].mean() / base[metric].mean() - 1)
+        yield (metric, gain, *paired_test(part, base, metric))
 
 
 def _cell(row: pd.Series, metric: str) -> str:

@@ -77,6 +77,10 @@ class RidgeTransfer(ClosedFormStrategy):
         self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam
         self.text_weight, self.k = text_weight, int(text_neighbours)
         self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
+        # (vocab_size, 1): 1 on target item tokens, so inputs @ it counts a user's target items.
+        is_target = torch.zeros(context.vocab_size, 1)
+        is_target[context.target_catalog] = 1.0
+        self.register_buffer("is_target", is_target, persistent=False)
 
     def densifier(self, x_source, source: np.ndarray) -> np.ndarray:
         """D = I + delta B_ss + gamma S over the source items (item columns ``source``)."""
@@ -113,15 +117,8 @@ class RidgeTransfer(ClosedFormStrategy):
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = batch["inputs"]
-        target_tokens = self.target_catalog
         # Cold: no target item in the history (for evaluation, exactly the cold group).
-        has_target = self.multiply(inputs, self.has_target_column(target_tokens)).squeeze(1) > 0
+        has_target = self.multiply(inputs, self.is_target) > 0
         warm = self.warm.target_scores(batch)
         cold = self.multiply(inputs, self.cold_weights)
-        return torch.where(has_target.unsqueeze(1), warm, cold)
-
-    def has_target_column(self, target_tokens: torch.Tensor) -> torch.Tensor:
-        """(vocab_size, 1): 1 on target item tokens, so inputs @ it counts target items."""
-        column = torch.zeros(self.context.vocab_size, 1, device=target_tokens.device)
-        column[target_tokens] = 1.0
-        return column
+        return torch.where(has_target, warm, cold)
