@@ -6,6 +6,10 @@ recmig evaluate <run dir>...          evaluate finished runs' best checkpoints a
 recmig report <sweep dir>             tables, significance tests and plots of a sweep
 recmig reproduce <experiment>         rerun an experiment and check it against its record
 recmig benchmark                      speed and memory of the default run
+recmig recommend <run> --user <id>    top-k list (--explain: and why) of a user or a history
+recmig serve <run>                    the recommender over HTTP (/recommend /explain /update)
+recmig stream <run>...                streaming evaluation: updated against frozen interests
+recmig faithfulness <run>...          deletion test of the explanations
 """
 
 from __future__ import annotations
@@ -121,12 +125,92 @@ def evaluate_main(argv: list[str]) -> None:
         print(format_table(metrics, str(run_dir)))
 
 
+def read_history_file(path) -> list:
+    """A history file: CSV with an ``item_id`` column (optional ``rating``), or one item id
+    per line; items of either domain, in time order."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such history file")
+    if path.suffix == ".csv":
+        table = pd.read_csv(path, dtype={"item_id": str})
+        if "item_id" not in table.columns:
+            raise ValueError(f"{path}: a CSV history needs an 'item_id' column")
+        ratings = table["rating"] if "rating" in table.columns else [None] * len(table)
+        return [
+            (item, None if pd.isna(r) else float(r))
+            for item, r in zip(table["item_id"], ratings, strict=True)
+        ]
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def recommend_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from recmig.serving import Recommender
+
+    parser = argparse.ArgumentParser(
+        prog="recmig recommend",
+        description="Top-k target items of a finished run for a user of its scenario or for a "
+        "history file (CSV with item_id[,rating], or one item id per line, either domain).",
+    )
+    parser.add_argument("run_dir", type=Path)
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id of the run's scenario")
+    who.add_argument("--history", type=Path, help="a history file (a new user)")
+    parser.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    parser.add_argument("--explain", action="store_true", help="add each item's causes")
+    args = parser.parse_args(argv)
+    try:
+        history = read_history_file(args.history) if args.history else ()
+        rec = Recommender.from_run(args.run_dir)
+        method = rec.explain if args.explain else rec.recommend
+        table = method(user=args.user, history=history, k=args.k)
+    except USER_ERRORS as err:
+        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    with pd.option_context("display.max_colwidth", 50, "display.width", 200):
+        print(table.to_string(index=False))
+
+
+def serve_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from recmig.serving.http import serve
+
+    parser = argparse.ArgumentParser(
+        prog="recmig serve", description="Serve a finished run over HTTP (docs at /docs)."
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    try:
+        serve(args.run_dir, args.host, args.port)
+    except USER_ERRORS as err:
+        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = ["train", "strategies", "evaluate", "report", "reproduce", "benchmark"]
+    commands = [
+        "train",
+        "strategies",
+        "evaluate",
+        "report",
+        "reproduce",
+        "benchmark",
+        "recommend",
+        "serve",
+        "stream",
+        "faithfulness",
+    ]
     parser.add_argument("command", choices=commands)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -145,6 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         from recmig.benchmark import main as benchmark_main
 
         benchmark_main(argv[1:])
+    elif args.command == "recommend":
+        recommend_main(argv[1:])
+    elif args.command == "serve":
+        serve_main(argv[1:])
+    elif args.command in ("stream", "faithfulness"):
+        from recmig.serving.analysis import main as analysis_main
+
+        analysis_main(args.command, argv[1:])
     elif args.command == "report":
         from recmig.report import main as report_main
 

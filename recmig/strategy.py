@@ -19,10 +19,14 @@ It registers under the ``recmig.strategies`` entry-point group, exactly like a p
 
 Batch keys (B rows; L = max_len; -> shape):
     tokens, labels (B, L): input tokens and next-item labels of a window (0 = padding);
-    user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row;
+    user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row; scoring
+        must not depend on ``user``: a recommender (:mod:`recmig.serving`) scores histories
+        of users outside the scenario (user -1) through the same methods;
     source_hist, target_hist, pooled_hist (B, L): the user's histories as model input;
     label_ratings, <name>_hist_ratings (B, L) [training]: the ratings of those items (NaN: none);
-    is_cold (B,) [evaluation only]: the user has no target history.
+    is_cold (B,) [evaluation only]: the user has no target history;
+    inputs, input_ratings (B, vocab_size) sparse [evaluation, closed-form strategies only]:
+        the whole history as binary rows and its ratings (rating objective).
 
 Objectives (``objective`` in the run config, ``StrategyContext.objective``): ``ranking`` fits
 next-item cross-entropy over a catalogue; ``rating`` fits the dot product of interest and item

@@ -245,6 +245,21 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     return metrics
 
 
+def load_finished_run(run_dir: Path) -> tuple[DictConfig, Path]:
+    """A finished run's composed config (``output_dir`` pointed at ``run_dir``) and the path of
+    its best checkpoint; FileNotFoundError naming what is missing."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: not a recmig run folder (no Hydra config)")
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt (unfinished run?)")
+    cfg = OmegaConf.load(config_path)
+    cfg.paths.output_dir = str(run_dir)
+    return cfg, best[-1]
+
+
 def reevaluate(run_dir: Path) -> dict[str, float]:
     """Evaluate a finished run's best checkpoint again with the current evaluation code.
 
@@ -252,19 +267,12 @@ def reevaluate(run_dir: Path) -> dict[str, float]:
     beyond-accuracy metrics); metrics.json is replaced atomically only after success.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not a recmig run folder (no Hydra config)")
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt to evaluate")
-    cfg = OmegaConf.load(config_path)
-    cfg.paths.output_dir = str(run_dir)
+    cfg, best = load_finished_run(run_dir)
     L.seed_everything(cfg.seed, workers=True)
     parts = build_run(cfg)
     trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False)
     recorded = json.loads((run_dir / "metrics.json").read_text())
-    metrics = {**recorded, **evaluate(trainer, parts, str(best[-1]), run_dir)}
+    metrics = {**recorded, **evaluate(trainer, parts, str(best), run_dir)}
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 

@@ -179,16 +179,23 @@ class ScenarioTensors:
         matrix.data[:] = 1.0  # a repeated interaction counts once
         return matrix
 
+    def rating_matrix(self, split: str) -> sp.csr_matrix:
+        """(num_users, vocab_size) float32: the ratings of :meth:`input_matrix`'s interactions
+        (explicit entries; pairs without a rating are absent), the last one of a repeated pair."""
+        rated = self.scenario.train
+        if split == "test":
+            val = self.scenario.warm[self.scenario.warm["split"] == "val"]
+            rated = pd.concat([rated, val])
+        rated = rated.dropna(subset=["rating"]).drop_duplicates(["user", "item"], keep="last")
+        shape = (self.scenario.num_users, self.vocab_size)
+        values = rated["rating"].to_numpy(np.float32)
+        return sp.csr_matrix((values, (rated["user"], rated["item"])), shape=shape)
+
     def training_matrix(self) -> TrainingMatrix:
         """The training interactions as sparse matrices (see :class:`TrainingMatrix`)."""
-        train = self.scenario.train.dropna(subset=["rating"])
-        shape = (self.scenario.num_users, self.vocab_size)
-        # Keep the last rating of a repeated pair (scipy would add them up).
-        last = train.drop_duplicates(["user", "item"], keep="last")
-        ratings = sp.csr_matrix(
-            (last["rating"].to_numpy(np.float32), (last["user"], last["item"])), shape=shape
+        return TrainingMatrix(
+            self.input_matrix("val"), self.rating_matrix("val"), self.scenario.item_domain
         )
-        return TrainingMatrix(self.input_matrix("val"), ratings, self.scenario.item_domain)
 
     @cached_property
     def _rating_index(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +298,7 @@ class CrossDomainDataModule(L.LightningDataModule):
         (``label_ratings``, ``<name>_hist_ratings``, ``relevant_ratings``); ``input_matrix``:
         add ``inputs`` to evaluation batches, each user's whole history as a sparse (B,
         vocab_size) row (:meth:`ScenarioTensors.input_matrix`), what closed-form strategies
-        score from."""
+        score from (with ``ratings`` also ``input_ratings``, the ratings of those histories)."""
         super().__init__()
         unknown = set(streams) - set(STREAMS)
         if unknown:
@@ -337,6 +344,7 @@ class CrossDomainDataModule(L.LightningDataModule):
         """Precomputed once: evaluation batches are identical every epoch."""
         users = self.tensors.eval_users(split)
         inputs = self.tensors.input_matrix(split) if self.input_matrix else None
+        rated = self.tensors.rating_matrix(split) if self.input_matrix and self.ratings else None
         batches = []
         for start in range(0, len(users["user"]), self.cfg.eval_batch_size):
             u = users["user"][start : start + self.cfg.eval_batch_size]
@@ -350,6 +358,8 @@ class CrossDomainDataModule(L.LightningDataModule):
             batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
             if inputs is not None:
                 batch["inputs"] = sparse_rows(inputs, u.numpy())
+            if rated is not None:
+                batch["input_ratings"] = sparse_rows(rated, u.numpy())
             batches.append(batch)
         return batches
 

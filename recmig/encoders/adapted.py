@@ -94,6 +94,7 @@ class AdaptedTextItemEncoder(ItemEncoder):
     @torch.no_grad()
     def refresh(self) -> None:
         """Re-encode every item with the current adapters (eval mode: no adapter dropout)."""
+        super().refresh()
         was_training = self.lm.training
         self.lm.eval()
         for start in range(0, len(self.cache), self.batch_size):

@@ -24,13 +24,28 @@ class ItemEncoder(nn.Module):
         self.vocab_size = vocab_size
         self.dim = dim
         self.bos = nn.Parameter(torch.randn(dim) * 0.02)
+        self.frozen: torch.Tensor | None = None  # see freeze(); never saved in checkpoints
 
     def item_vectors(self) -> torch.Tensor:
         """(vocab_size - 2, dim): vectors of items 1..N."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Serving: compute the token table once and return it from every later evaluation-mode
+        call, until :meth:`refresh` (a recommender scores one user at a time, and recomputing
+        a 15k-item projection per request would dominate its latency)."""
+        self.frozen = None
+        self.frozen = self()
+
+    def refresh(self) -> None:
+        """The weights changed: drop the frozen table (subclasses also rebuild their caches)."""
+        self.frozen = None
+
     def forward(self, active: torch.Tensor | None = None) -> torch.Tensor:
         """``active``: the batch's item tokens, for encoders that spend extra work on them."""
+        if self.frozen is not None and not self.training:
+            return self.frozen
         items = self.item_vectors()
         pad = items.new_zeros(1, self.dim)
         return torch.cat([pad, items, self.bos[None]], dim=0)

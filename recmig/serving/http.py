@@ -1,0 +1,178 @@
+"""``recmig serve <run>``: the :class:`~recmig.serving.Recommender` API over HTTP.
+
+    POST /recommend  {"user": "42", "k": 10}
+                     {"source_history": ["Toy Story (1995)", {"item_id": "Heat (1995)",
+                      "rating": 5}], "target_history": [], "k": 10}
+    POST /explain    the same body, plus "per_item": causes per recommended item
+    POST /update     {"user": "42", "item_id": "Heat (1995)", "timestamp": 977000000}
+    GET  /health
+
+FastAPI validates every body against the models below (a malformed one is a 422 naming the
+field) and documents them at ``/docs``; uvicorn serves it. An unknown item or user id is a 404
+naming the id, any other bad value (an item passed in the wrong domain, k < 1) a 422; a bad
+request changes nothing, because :meth:`Recommender.update` validates before it writes.
+Endpoints are plain functions, so FastAPI runs them in its thread pool and ``/health`` answers
+while a long request is scored; the recommender's lock keeps updates consistent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from recmig.serving.recommender import Recommender, UnknownIdError
+
+
+class RatedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str | int
+    rating: float | None = None
+
+
+Entry = str | int | RatedItem
+
+
+class RecommendRequest(BaseModel):
+    """Either ``user`` (a scenario user, or one created by /update) or histories."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str | int | None = None
+    source_history: list[Entry] = Field(default_factory=list)
+    target_history: list[Entry] = Field(default_factory=list)
+    history: list[Entry] = Field(
+        default_factory=list, description="items of either domain, in time order"
+    )
+    k: int = Field(10, ge=1, le=1000)
+
+
+class ExplainRequest(RecommendRequest):
+    per_item: int = Field(3, ge=1, le=100, description="causes listed per recommended item")
+
+
+class UpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | int
+    item_id: str | int
+    timestamp: float | None = None
+    rating: float | None = None
+
+
+def _entries(entries: list[Entry]) -> list:
+    return [(e.item_id, e.rating) if isinstance(e, RatedItem) else e for e in entries]
+
+
+def _arguments(body: RecommendRequest) -> dict:
+    return {
+        "user": body.user,
+        "source_history": _entries(body.source_history),
+        "target_history": _entries(body.target_history),
+        "history": _entries(body.history),
+        "k": body.k,
+    }
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    return [
+        {"rank": int(r.rank), "item_id": r.item_id, "title": r.title, "score": float(r.score)}
+        for r in table.itertuples(index=False)
+    ]
+
+
+def create_app(recommender: Recommender) -> FastAPI:
+    app = FastAPI(title="recmig", description=f"recommendations of {recommender.name}")
+
+    @app.exception_handler(UnknownIdError)
+    def unknown_id(request, err: UnknownIdError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(err)})
+
+    @app.exception_handler(ValueError)
+    def bad_value(request, err: ValueError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(err)})
+
+    @app.get("/health")
+    def health() -> dict:
+        return {
+            "status": "ok",
+            "strategy": recommender.name,
+            "target_items": len(recommender.catalog),
+            "users": len(recommender.user_index),
+        }
+
+    @app.post("/recommend")
+    def recommend(body: RecommendRequest) -> dict:
+        table = recommender.recommend(**_arguments(body))
+        return {"user": body.user, "items": _records(table)}
+
+    @app.post("/explain")
+    def explain(body: ExplainRequest) -> dict:
+        table = recommender.explain(**_arguments(body), per_item=body.per_item)
+        items = []
+        for (_, _), rows in table.groupby(["rank", "item_id"], sort=True):
+            causes = rows.dropna(subset=["cause_item_id"])
+            items.append(
+                {
+                    **_records(rows.iloc[:1])[0],
+                    "because": [
+                        {
+                            "item_id": c.cause_item_id,
+                            "title": c.cause_title,
+                            "domain": c.cause_domain,
+                            "contribution": float(c.contribution),
+                        }
+                        for c in causes.itertuples(index=False)
+                    ],
+                }
+            )
+        return {"user": body.user, "items": items}
+
+    @app.post("/update")
+    def update(body: UpdateRequest) -> dict:
+        history = recommender.update(body.user, body.item_id, body.timestamp, body.rating)
+        target = sum(recommender.domain_name(t) == "target" for t in history.tokens)
+        return {
+            "user": str(body.user),
+            "interactions": len(history.tokens),
+            "target_interactions": target,
+            "cold": target == 0,
+        }
+
+    return app
+
+
+class BackgroundServer:
+    """A real uvicorn server on localhost in a background thread (tests, the load test):
+    ``with BackgroundServer(app) as url: ...``; port 0 picks a free port."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start (port in use?)")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    app = create_app(Recommender.from_run(run_dir))
+    uvicorn.run(app, host=host, port=port, log_level="info")

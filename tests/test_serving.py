@@ -1,0 +1,239 @@
+"""The recommender API, its explanations, live updates and the HTTP service, on synthetic data
+(every strategy); tests/test_every_strategy.py repeats the main checks on real runs."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
+from recmig.data.scenario import COLD_TEST, SOURCE, TARGET, build_scenario
+from recmig.encoders.item import IdItemEncoder, TextItemEncoder
+from recmig.evaluation.ranking import top_items
+from recmig.registry import discover, load_strategy
+from recmig.serving import Recommender, UnknownIdError
+from recmig.serving.analysis import (
+    deletion_test,
+    streaming_evaluation,
+    summarise_deletion,
+    summarise_streaming,
+)
+from recmig.serving.http import BackgroundServer, create_app
+from recmig.strategy import StrategyContext
+from recmig.train import rating_baselines
+from recmig.users.interest import CausalTransformer
+
+MAX_LEN = 8
+
+
+@pytest.fixture
+def setup(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    return scenario, ScenarioTensors(scenario, MAX_LEN)
+
+
+def build(setup, name: str, tmp_path, **options):
+    """Strategy ``name`` as `recmig train` builds it (id or text items, SASRec users), fitted
+    when closed-form (neural ones keep their random initialisation: scoring is what is tested)."""
+    scenario, tensors = setup
+    cls = load_strategy(name)
+    objective = "ranking" if "ranking" in cls.objectives else "rating"
+    text = partial(TextItemEncoder, tensors.vocab_size, 16, scenario.items, cache_dir=tmp_path)
+    context = StrategyContext(
+        vocab_size=tensors.vocab_size,
+        dim=16,
+        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
+        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
+        make_item_encoder=text
+        if cls.fitted_once
+        else partial(IdItemEncoder, tensors.vocab_size, 16),
+        make_user_model=partial(CausalTransformer, 16, max_len=MAX_LEN),
+        objective=objective,
+        rating_offset=torch.from_numpy(rating_baselines(scenario))
+        if objective == "rating"
+        else 0.0,
+    )
+    torch.manual_seed(0)
+    strategy = cls(context, **options)
+    if strategy.fitted_once:
+        strategy.fit(tensors.training_matrix())
+    return Recommender(strategy, tensors, name=name), objective
+
+
+def evaluator_top(rec: Recommender, objective: str, k: int = 10) -> dict[str, list[str]]:
+    """What the evaluator ranks for each test user (TransferModule._evaluate's top-k)."""
+    dm = CrossDomainDataModule(
+        rec.tensors,
+        (),
+        LoaderConfig(max_len=MAX_LEN),
+        ratings=objective == "rating",
+        input_matrix=rec.strategy.fitted_once,
+    )
+    out = {}
+    with torch.no_grad():
+        for batch in dm.eval_data["test"]:
+            top = top_items(rec.strategy.target_scores(batch), batch["excluded"], k)
+            for user, row in zip(batch["user"].tolist(), top.numpy(), strict=True):
+                tokens = rec.catalog[row]
+                out[str(rec.scenario.user_ids[user])] = list(rec.item_ids[tokens - 1])
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(discover()))
+def test_every_strategy_recommends_the_evaluators_list_and_serves_new_users(setup, name, tmp_path):
+    rec, objective = build(setup, name, tmp_path)
+    expected = evaluator_top(rec, objective)
+    got = rec.recommend_users(list(expected), k=10)
+    for user, items in expected.items():
+        assert got.loc[got["user_id"] == user, "item_id"].tolist() == items, user
+    # A new user given only a cold test user's source history gets that user's list.
+    scenario = rec.scenario
+    cold_user = int(scenario.cold.loc[scenario.cold["group"] == COLD_TEST, "user"].iloc[0])
+    user_id = str(scenario.user_ids[cold_user])
+    source = scenario.train[(scenario.train["user"] == cold_user)]
+    ids = [rec.item_ids[t - 1] for t in source["item"]]
+    ratings = source["rating"].tolist()
+    new = rec.recommend(source_history=list(zip(ids, ratings, strict=True)), k=10)
+    assert new["item_id"].tolist() == expected[user_id]
+    assert set(new["item_id"]) <= set(rec.item_ids[rec.catalog - 1])
+    assert (np.diff(new["score"].to_numpy()) <= 0).all()
+    # Explanations exist for every strategy (possibly without causes) and never fail.
+    explained = rec.explain(user=user_id, k=3)
+    assert explained["item_id"].drop_duplicates().tolist() == expected[user_id][:3]
+
+
+def test_unknown_ids_and_wrong_domains_are_errors_that_name_them(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path)
+    with pytest.raises(UnknownIdError, match=r"source_history\[1\]: item id 'no-such-item'"):
+        rec.recommend(source_history=["i0", "no-such-item"])
+    with pytest.raises(UnknownIdError, match=r"user id 'nobody'"):
+        rec.recommend(user="nobody")
+    target_item = rec.item_ids[rec.catalog[0] - 1]
+    with pytest.raises(ValueError, match=rf"'{target_item}' belongs to the target domain"):
+        rec.recommend(source_history=[target_item])
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        rec.recommend(source_history=["i0"], k=0)
+    with pytest.raises(ValueError, match="either user or a history"):
+        rec.recommend(user="u1", source_history=["i0"])
+    before = rec.recommend(user="u1")
+    with pytest.raises(UnknownIdError):
+        rec.update("u1", "no-such-item")
+    assert rec.recommend(user="u1").equals(before)  # a rejected update changes nothing
+
+
+def test_update_folds_in_interactions_and_a_cold_user_becomes_warm(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path, lam=1.0)
+    scenario = rec.scenario
+    cold = scenario.cold[scenario.cold["group"] == COLD_TEST]
+    user = int(cold["user"].iloc[0])
+    user_id = str(scenario.user_ids[user])
+    first = rec.recommend(user=user_id, k=5)
+    assert rec.batch([rec.history_of(user_id)])["is_cold"].item()
+    item = first["item_id"].iloc[0]
+    history = rec.update(user_id, item, timestamp=1e12)
+    assert history.tokens[-1] == rec.token_of[item]
+    assert not rec.batch([rec.history_of(user_id)])["is_cold"].item()  # warm now
+    after = rec.recommend(user=user_id, k=5)
+    assert item not in after["item_id"].tolist()
+    # EASE's fold-in is exact: the new scores are the old ones plus the item's weight row.
+    weights = rec.strategy.weights[rec.token_of[item]]
+    old = rec.scores([rec.known_history(user_id)])[0][0]
+    new = rec.scores([rec.history_of(user_id)])[0][0]
+    torch.testing.assert_close(new, old + weights)
+    # A user the scenario never had starts empty and builds up.
+    rec.update("someone-new", "i0")
+    assert rec.history_of("someone-new").tokens == [rec.token_of["i0"]]
+    # Timestamps order the history: an event dated earlier goes before later ones.
+    times = rec.history_of(user_id).times
+    rec.update(user_id, "i1", timestamp=times[0] - 1)
+    assert rec.history_of(user_id).tokens[0] == rec.token_of["i1"]
+
+
+def test_linear_attributions_are_exactly_the_item_item_weights(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path, lam=2.0)
+    user_id = str(rec.scenario.user_ids[int(rec.scenario.warm["user"].iloc[0])])
+    history = rec.history_of(user_id)
+    positions = np.arange(len(rec.catalog))
+    contributions, tokens = rec.attributions(history, positions)
+    expected = rec.strategy.weights[torch.as_tensor(tokens)].numpy()
+    np.testing.assert_allclose(contributions, expected, rtol=1e-4, atol=1e-6)
+    explained = rec.explain(user=user_id, k=2, per_item=2)
+    for row in explained.itertuples(index=False):
+        token, column = rec.token_of[row.cause_item_id], rec.local[rec.token_of[row.item_id]]
+        weight = rec.strategy.weights[token, column].item()
+        assert row.contribution == pytest.approx(weight, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ease", "target_only"])
+def test_streaming_and_deletion_analyses_run_on_every_test_user(setup, name, tmp_path):
+    rec, _ = build(setup, name, tmp_path)
+    stream = streaming_evaluation(rec, max_events=5)
+    scenario = rec.scenario
+    cold_events = scenario.cold[scenario.cold["group"] == COLD_TEST].groupby("user").size()
+    cold = stream[stream["group"] == "cold"]
+    assert len(cold) == int(cold_events.clip(upper=5).sum())
+    first = stream[stream["step"] == 0]  # nothing folded in yet: both rankings agree
+    assert (first["rank_updated"] == first["rank_frozen"]).all()
+    assert stream[["ndcg_updated", "ndcg_frozen"]].le(1).all().all()
+    summary = summarise_streaming(stream)
+    assert {"cold/ndcg_updated", "cold/ndcg_frozen", "warm/gain"} <= set(summary)
+    deletion = deletion_test(rec, max_users=10)
+    assert len(deletion) > 0 and (deletion["history_items"] > 3).all()
+    if name == "ease":  # linear: removing the top contributors removes the most score
+        assert (deletion["drop_explained"] >= deletion["drop_random"] - 1e-6).all()
+    assert {"warm/drop_explained", "warm/explained_wins"} <= set(summarise_deletion(deletion))
+
+
+def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_http_service_over_a_real_server(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path)
+    user = str(rec.scenario.user_ids[int(rec.scenario.warm["user"].iloc[0])])
+    with BackgroundServer(create_app(rec)) as url:
+        status, health = call(url, "/health")
+        assert status == 200 and health["strategy"] == "ease"
+        status, listed = call(url, "/recommend", {"user": user, "k": 4})
+        assert status == 200
+        assert [i["item_id"] for i in listed["items"]] == rec.recommend(user=user, k=4)[
+            "item_id"
+        ].tolist()
+        status, new = call(
+            url, "/recommend", {"source_history": ["i0", {"item_id": "i1", "rating": 4}]}
+        )
+        assert status == 200 and len(new["items"]) == 10
+        status, why = call(url, "/explain", {"user": user, "k": 2, "per_item": 2})
+        assert status == 200 and len(why["items"]) == 2
+        assert all(len(i["because"]) <= 2 for i in why["items"])
+        assert {c["domain"] for i in why["items"] for c in i["because"]} <= {"source", "target"}
+        # Bad requests: 404 for unknown ids, 422 for malformed bodies; nothing changes.
+        status, error = call(url, "/update", {"user": user, "item_id": "no-such-item"})
+        assert status == 404 and "no-such-item" in error["detail"]
+        status, error = call(url, "/recommend", {"user": user, "k": "ten"})
+        assert status == 422
+        status, error = call(url, "/recommend", {"source_history": ["i0"], "bogus": 1})
+        assert status == 422
+        status, error = call(url, "/recommend", {"user": "nobody"})
+        assert status == 404
+        assert call(url, "/recommend", {"user": user, "k": 4})[1] == listed
+        # An update is reflected by the next request.
+        top = listed["items"][0]["item_id"]
+        status, updated = call(url, "/update", {"user": user, "item_id": top})
+        assert status == 200 and updated["cold"] is False
+        after = call(url, "/recommend", {"user": user, "k": 4})[1]
+        assert top not in [i["item_id"] for i in after["items"]]
