@@ -219,3 +219,76 @@ def test_strategies_command_lists_builtins(tmp_path):
     for name in ("target_only", "pooled", "feature_averaging", "mapping"):
         assert name in result.stdout
     assert "recmig_strategies" in result.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
+    import time
+    import urllib.request
+
+    import pandas as pd
+
+    out = tmp_path / "run"
+    trained = recmig("train", *FAST, "strategy=target_only", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    users = pd.read_parquet(out / "test_users.parquet")
+    warm = users[users["group"] == "warm"].iloc[0]
+    listed = recmig("recommend", str(out), "--user", warm.user_id, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    printed = [line.split()[1] for line in listed.stdout.splitlines()[1:]]
+    assert printed == list(warm.top)[:10]  # the evaluator's list, with titles beside the ids
+    history = tmp_path / "history.csv"
+    pd.DataFrame({"item_id": list(warm.top)[:3], "rating": [5, 4, None]}).to_csv(history)
+    new = recmig("recommend", str(out), "--history", str(history), "--explain", cwd=tmp_path)
+    assert new.returncode == 0, new.stderr[-3000:]
+    assert "cause_item_id" in new.stdout.splitlines()[0]
+    (tmp_path / "bad.txt").write_text(f"{warm.top[0]}\nno-such-item\n")
+    bad = recmig("recommend", str(out), "--history", str(tmp_path / "bad.txt"), cwd=tmp_path)
+    assert bad.returncode == 2 and "history[1]: item id 'no-such-item'" in bad.stderr
+
+    stream = recmig("stream", str(out), "--max-users", "20", "--max-events", "5", cwd=tmp_path)
+    assert stream.returncode == 0, stream.stderr[-3000:]
+    summary = json.loads((out / "streaming.json").read_text())
+    assert 0 <= summary["cold/ndcg_updated"] <= 1 and summary["warm/events"] > 0
+    faithful = recmig("faithfulness", str(out), "--max-users", "5", cwd=tmp_path)
+    assert faithful.returncode == 0, faithful.stderr[-3000:]
+    assert "warm/drop_explained" in json.loads((out / "faithfulness.json").read_text())
+
+    port = _free_port()
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recmig.cli", "serve", str(out), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                    assert json.loads(response.read())["strategy"] == "target_only"
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "recmig serve did not come up"
+                time.sleep(1)
+        body = json.dumps({"user": warm.user_id, "k": 10}).encode()
+        request = urllib.request.Request(
+            url + "/recommend", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            items = json.loads(response.read())["items"]
+        assert [i["item_id"] for i in items] == list(warm.top)[:10]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

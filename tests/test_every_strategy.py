@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from recmig.registry import discover, load_strategy
+from recmig.serving import Recommender, UnknownIdError
 
 
 @pytest.mark.slow
@@ -49,6 +51,7 @@ def test_strategy_trains_on_real_data(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test/cold/ndcg@10", "test/warm/ndcg@10", "val/ndcg@10"} <= set(metrics)
+    check_recommender(out)
     if cls.fitted_once:  # closed form: fitted once, no epochs, its fit saved as the checkpoint
         assert metrics["epochs"] == 0 and (out / "checkpoints" / "best-fitted.ckpt").is_file()
         assert metrics["test/cold/ndcg@10"] > 0
@@ -60,3 +63,29 @@ def test_strategy_trains_on_real_data(name, tmp_path):
     first = [loss for epoch, loss in losses if epoch == 0]
     second = [loss for epoch, loss in losses if epoch == 1]
     assert sum(second) / len(second) < sum(first) / len(first)
+
+
+def check_recommender(run_dir):
+    """The finished run as a recommender: the evaluator's lists, new users, bad ids, updates."""
+    rec = Recommender.from_run(run_dir)
+    users = pd.read_parquet(run_dir / "test_users.parquet")
+    sample = pd.concat([g.head(20) for _, g in users.groupby("group")])
+    lists = rec.recommend_users(sample["user_id"].tolist(), k=10)
+    for row in sample.itertuples(index=False):
+        got = lists.loc[lists["user_id"] == row.user_id, "item_id"].tolist()
+        assert got == list(row.top)[:10], (row.group, row.user_id)
+    # A new user with a cold test user's source history (ids and ratings) gets that list.
+    cold = sample[sample["group"] == "cold"].iloc[0]
+    history = rec.known_history(cold.user_id)
+    entries = [
+        (rec.item_ids[t - 1], r) for t, r in zip(history.tokens, history.ratings, strict=True)
+    ]
+    new = rec.recommend(source_history=entries, k=10)
+    assert new["item_id"].tolist() == list(cold.top)[:10]
+    with pytest.raises(UnknownIdError, match="no-such-item"):
+        rec.recommend(source_history=[*[e[0] for e in entries], "no-such-item"])
+    # One more interaction with the top item: it leaves the list (the user is warm now).
+    rec.update(cold.user_id, new["item_id"].iloc[0])
+    after = rec.recommend(user=cold.user_id, k=10)
+    assert new["item_id"].iloc[0] not in after["item_id"].tolist()
+    assert not rec.batch([rec.history_of(cold.user_id)])["is_cold"].item()
