@@ -12,6 +12,15 @@ instead: its fit seconds and the peak memory its fit allocates replace the epoch
 
     recmig benchmark --scaling                fit time and memory of ItemKNN and EASE on
                                               synthetic catalogues up to 100k items
+    recmig benchmark --serving -- strategy=ease   latency of a recommender (one core): p50/p99
+                                              of update + top-10 recommend and of explain for
+                                              one user, then an HTTP load test on localhost
+    recmig benchmark --serving -- data=synthetic_large encoder=id    the same at 15k target items
+
+``--serving`` builds the composed run (fitted when closed-form; a neural model keeps its
+initial weights, which cost the same to evaluate as trained ones) and serves its scenario's
+users: each request folds one random target item into a random user's history and ranks the
+catalogue for them.
 """
 
 from __future__ import annotations
@@ -199,6 +208,102 @@ def scaling(sizes: tuple[int, ...], users: int, per_user: int) -> dict[str, floa
     return results
 
 
+def _percentiles(seconds: list[float], label: str) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {
+        f"{label} p50 (ms)": float(np.percentile(ms, 50)),
+        f"{label} p99 (ms)": float(np.percentile(ms, 99)),
+    }
+
+
+def serving(overrides: list[str], requests: int, load_requests: int, clients: int) -> dict:
+    """Latency of the Recommender API on one core, and a bounded HTTP load test."""
+    from recmig.serving import Recommender
+    from recmig.serving.http import BackgroundServer, create_app
+
+    cfg = _compose(overrides)
+    L.seed_everything(cfg.seed)
+    _, datamodule, module, _ = build_run(cfg)
+    if module.strategy.fitted_once:
+        module.strategy.fit(datamodule.tensors.training_matrix())
+    rec = Recommender(module.strategy, datamodule.tensors, name=str(cfg.strategy.name))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    users = rec.scenario.user_ids[rng.integers(0, rec.scenario.num_users, requests + 10)]
+    items = rec.item_ids[rec.catalog[rng.integers(0, len(rec.catalog), requests + 10)] - 1]
+    update_recommend, recommend_only, explain = [], [], []
+    for i, (user, item) in enumerate(zip(users, items, strict=True)):
+        start = time.perf_counter()
+        rec.recommend_list(user=user, k=10)
+        middle = time.perf_counter()
+        rec.update(user, item)
+        rec.recommend_list(user=user, k=10)
+        end = time.perf_counter()
+        if i >= 10:  # the first calls warm caches up
+            recommend_only.append(middle - start)
+            update_recommend.append(end - middle)
+    for user in users[: max(20, requests // 10)]:
+        start = time.perf_counter()
+        rec.explain(user=user, k=10)
+        explain.append(time.perf_counter() - start)
+    results = {
+        "target items": len(rec.catalog),
+        "items, both domains": len(rec.item_ids),
+        "requests timed": len(update_recommend),
+    }
+    results.update(_percentiles(recommend_only, "recommend top-10"))
+    results.update(_percentiles(update_recommend, "update + recommend top-10"))
+    results.update(_percentiles(explain, "explain top-10"))
+    results.update(load_test(BackgroundServer(create_app(rec)), users, load_requests, clients))
+    results["torch threads (server)"] = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return results
+
+
+def load_test(server, users, total: int, clients: int) -> dict[str, float]:
+    """``total`` POST /recommend requests from ``clients`` keep-alive connections; stops by
+    itself. Clients and server share this machine's cores."""
+    import http.client
+    import threading
+    from urllib.parse import urlparse
+
+    latencies: list[float] = []
+    failures = []
+
+    def client(part: list[str], url) -> None:
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        for user in part:
+            body = json.dumps({"user": str(user), "k": 10})
+            start = time.perf_counter()
+            connection.request("POST", "/recommend", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - start)
+            if response.status != 200:
+                failures.append(response.status)
+        connection.close()
+
+    picks = [str(users[i % len(users)]) for i in range(total)]
+    with server as address:
+        url = urlparse(address)
+        workers = [
+            threading.Thread(target=client, args=(picks[i::clients], url)) for i in range(clients)
+        ]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"load test: {len(failures)} requests failed (HTTP {failures[0]})")
+    return {
+        f"HTTP /recommend, {clients} clients (requests/s)": total / wall,
+        **_percentiles(latencies, "HTTP /recommend"),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="recmig benchmark",
@@ -215,9 +320,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[3_000, 19_000, 100_000])
     parser.add_argument("--users", type=int, default=30_000, help="--scaling: users")
     parser.add_argument("--per-user", type=int, default=20, help="--scaling: items per user")
+    parser.add_argument(
+        "--serving", action="store_true", help="instead: recommender latency and HTTP load test"
+    )
+    parser.add_argument("--requests", type=int, default=500, help="--serving: timed requests")
+    parser.add_argument("--load-requests", type=int, default=1000, help="--serving: HTTP ones")
+    parser.add_argument("--clients", type=int, default=2, help="--serving: HTTP connections")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args(argv)
-    if args.scaling:
+    if args.serving:
+        results = serving(args.overrides, args.requests, args.load_requests, args.clients)
+        title = "serving, " + (" ".join(args.overrides) or "default run")
+    elif args.scaling:
         results = scaling(tuple(args.sizes), args.users, args.per_user)
         title = f"closed-form scaling, {args.users:,} users x {args.per_user} items (synthetic)"
     else:

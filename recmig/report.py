@@ -377,7 +377,7 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def _significance(p, test) -> str:
-    """", p=0.01" (", p=0.01 over seeds" for the t-test fallback); "" without a p-value."""
+    """ ", p=0.01" (", p=0.01 over seeds" for the t-test fallback); "" without a p-value."""
     if p is None or pd.isna(p):
         return ""
     return f", {_p_value(p)}" + (" over seeds" if test == "seeds" else "")

@@ -157,9 +157,9 @@ def deletion_test(
             if len(items) <= removed:
                 continue
             top = rec.top_k([history], [row.user], 1)[0]
-            if top.empty:
+            if not top:
                 continue
-            position = rec.catalog_position(rec.token_of[top["item_id"].iloc[0]])
+            position = rec.catalog_position(rec.token_of[top[0]["item_id"]])
             contributions, tokens = rec.attributions(history, np.array([position]))
             best = [tokens[j] for j in np.argsort(-contributions[:, 0], kind="stable")[:removed]]
             random = list(rng.choice(np.asarray(tokens), size=removed, replace=False))

@@ -106,8 +106,7 @@ def create_app(recommender: Recommender) -> FastAPI:
 
     @app.post("/recommend")
     def recommend(body: RecommendRequest) -> dict:
-        table = recommender.recommend(**_arguments(body))
-        return {"user": body.user, "items": _records(table)}
+        return {"user": body.user, "items": recommender.recommend_list(**_arguments(body))}
 
     @app.post("/explain")
     def explain(body: ExplainRequest) -> dict:

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from hydra.utils import instantiate
 
-from recmig.data.loaders import ScenarioTensors, history_tokens, sparse_rows
+from recmig.data.loaders import ScenarioTensors, history_tokens
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import ItemEncoder
 from recmig.evaluation.ranking import top_items
@@ -102,8 +101,16 @@ class Recommender:
         self.rating_objective = strategy.context.objective == "rating"
         self.histories: dict[str, History] = {}  # users seen or updated since loading
         self.lock = threading.RLock()
+        # Training interactions as arrays with each user's row range: a history is two
+        # slices, not a pandas query (which would dominate a one-user request).
+        train = scenario.train
         self._train_bounds = np.searchsorted(
-            scenario.train["user"].to_numpy(), np.arange(scenario.num_users + 1)
+            train["user"].to_numpy(), np.arange(scenario.num_users + 1)
+        )
+        self._train_columns = (
+            train["item"].to_numpy(np.int64),
+            train["rating"].to_numpy(np.float64),
+            train["timestamp"].to_numpy(np.float64),
         )
         with torch.no_grad():
             strategy.refresh()
@@ -148,12 +155,8 @@ class Recommender:
         if index is None:
             raise UnknownIdError(f"user id {str(user)!r} is not a user of this run's scenario")
         start, stop = self._train_bounds[index], self._train_bounds[index + 1]
-        rows = self.scenario.train.iloc[start:stop]
-        history = History(
-            rows["item"].tolist(),
-            rows["rating"].astype(float).tolist(),
-            rows["timestamp"].astype(float).tolist(),
-        )
+        items, ratings, times = (column[start:stop].tolist() for column in self._train_columns)
+        history = History(items, ratings, times)
         last = history.times[-1] if history.times else float("nan")
         for item, rating in self._validation_items().get(index, []):
             history.tokens.append(item)
@@ -230,7 +233,7 @@ class Recommender:
         n = len(histories)
         columns = {"source": [], "target": [], "pooled": []}
         excluded = torch.zeros(n, len(self.catalog), dtype=torch.bool)
-        rows, cols, ratings = [], [], []
+        rows, cols, ratings = [], [], []  # every interaction: (row, token, rating)
         for row, history in enumerate(histories):
             tokens = np.asarray(history.tokens, dtype=np.int64)
             domain = self.domain_of[tokens]
@@ -246,22 +249,27 @@ class Recommender:
         batch["excluded"] = excluded
         batch["user"] = torch.as_tensor(list(users) if users is not None else [-1] * n)
         if self.strategy.fitted_once:
-            shape = (n, self.tensors.vocab_size)
-            binary = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
-            binary.data[:] = 1.0  # a repeated interaction counts once, as in training
-            batch["inputs"] = sparse_rows(binary, np.arange(n))
-            if self.rating_objective:
-                batch["input_ratings"] = self._rating_rows(rows, cols, ratings, shape)
+            keys = np.asarray(rows, np.int64) * self.tensors.vocab_size + np.asarray(cols)
+            # A repeated interaction counts once, as in training (np.unique: sorted, so the
+            # tensor is coalesced by construction).
+            batch["inputs"] = self._sparse(np.unique(keys), None, n)
+            if self.rating_objective:  # the last rating of a pair; unrated ones absent
+                rated = ~np.isnan(np.asarray(ratings, np.float64))
+                last = dict(zip(keys[rated].tolist(), np.asarray(ratings)[rated], strict=True))
+                batch["input_ratings"] = self._sparse(
+                    np.array(sorted(last), np.int64), np.array([last[k] for k in sorted(last)]), n
+                )
         return batch
 
-    @staticmethod
-    def _rating_rows(rows, cols, ratings, shape) -> torch.Tensor:
-        """Sparse ratings, the last one of a repeated pair, unrated interactions absent."""
-        frame = pd.DataFrame({"row": rows, "col": cols, "rating": ratings}).dropna()
-        frame = frame.drop_duplicates(["row", "col"], keep="last")
-        values = frame["rating"].to_numpy(np.float32)
-        matrix = sp.csr_matrix((values, (frame["row"], frame["col"])), shape=shape)
-        return sparse_rows(matrix, np.arange(shape[0]))
+    def _sparse(self, keys: np.ndarray, values: np.ndarray | None, n: int) -> torch.Tensor:
+        """A coalesced sparse (n, vocab_size) float tensor from sorted row * vocab + token
+        keys (values: 1 when None)."""
+        vocab = self.tensors.vocab_size
+        indices = torch.from_numpy(np.vstack([keys // vocab, keys % vocab]))
+        data = torch.ones(len(keys)) if values is None else torch.as_tensor(values).float()
+        return torch.sparse_coo_tensor(
+            indices, data, (n, vocab), is_coalesced=True, check_invariants=False
+        )
 
     @torch.inference_mode()
     def scores(self, histories: Sequence[History], users: Sequence[int] | None = None):
@@ -270,16 +278,19 @@ class Recommender:
         with self.lock:
             return self.strategy.target_scores(batch), batch["excluded"]
 
-    def _table(self, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    def _records(self, positions: np.ndarray, scores: np.ndarray) -> list[dict]:
         tokens = self.catalog[positions]
-        return pd.DataFrame(
+        return [
             {
-                "rank": np.arange(1, len(positions) + 1),
-                "item_id": self.item_ids[tokens - 1],
-                "title": self.titles[tokens - 1],
-                "score": scores,
+                "rank": rank,
+                "item_id": self.item_ids[t - 1],
+                "title": self.titles[t - 1],
+                "score": score,
             }
-        )
+            for rank, t, score in zip(
+                range(1, len(tokens) + 1), tokens, scores.tolist(), strict=True
+            )
+        ]
 
     def _resolve(self, user, source_history, target_history, history) -> tuple[History, int]:
         if user is not None and (source_history or target_history or history):
@@ -299,12 +310,26 @@ class Recommender:
         """The top-k target items (``rank``, ``item_id``, ``title``, ``score``) for a user of
         the scenario (with any updates) or for the given histories (a new user; see
         :meth:`parse_history`); target items already in the history are never recommended."""
+        return pd.DataFrame(
+            self.recommend_list(user, source_history, target_history, k, history),
+            columns=["rank", "item_id", "title", "score"],
+        )
+
+    def recommend_list(
+        self,
+        user: str | int | None = None,
+        source_history: Sequence[ItemRef] = (),
+        target_history: Sequence[ItemRef] = (),
+        k: int = 10,
+        history: Sequence[ItemRef] = (),
+    ) -> list[dict]:
+        """:meth:`recommend` as a list of dicts: what the HTTP service returns, without the
+        cost of a DataFrame (which is most of a one-user request)."""
         history, index = self._resolve(user, source_history, target_history, history)
         return self.top_k([history], [index], k)[0]
 
-    def top_k(
-        self, histories: Sequence[History], users: Sequence[int], k: int
-    ) -> list[pd.DataFrame]:
+    def top_k(self, histories: Sequence[History], users: Sequence[int], k: int) -> list[list[dict]]:
+        """Each history's top-k records (see :meth:`recommend_list`), scored in one batch."""
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         scores, excluded = self.scores(histories, users)
@@ -312,7 +337,7 @@ class Recommender:
         picked = scores.masked_fill(excluded, float("-inf")).gather(1, top)
         # When k exceeds what is left, the list is shorter: excluded items never pad it.
         return [
-            self._table(t[s > float("-inf")].numpy(), s[s > float("-inf")].numpy())
+            self._records(t[s > float("-inf")].numpy(), s[s > float("-inf")].numpy())
             for t, s in zip(top, picked, strict=True)
         ]
 
@@ -320,17 +345,14 @@ class Recommender:
         self, users: Sequence[str | int], k: int = 10, batch_size: int = 512
     ) -> pd.DataFrame:
         """Top-k lists of several users, scored in batches: one long table with ``user_id``."""
-        tables = []
+        rows = []
         for start in range(0, len(users), batch_size):
             chunk = [str(u) for u in users[start : start + batch_size]]
             histories = [self.history_of(u) for u in chunk]
             lists = self.top_k(histories, [self.user_index.get(u, -1) for u in chunk], k)
-            for user, table in zip(chunk, lists, strict=True):
-                tables.append(table.assign(user_id=user))
-        if not tables:
-            return pd.DataFrame(columns=["user_id", "rank", "item_id", "title", "score"])
-        table = pd.concat(tables, ignore_index=True)
-        return table[["user_id", *table.columns.drop("user_id")]]
+            for user, records in zip(chunk, lists, strict=True):
+                rows.extend({"user_id": user, **r} for r in records)
+        return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "title", "score"])
 
     # ----------------------------------------------------------------- explanations
     def attributions(self, history: History, positions: np.ndarray) -> tuple[np.ndarray, list]:
@@ -369,7 +391,9 @@ class Recommender:
         the whole history's). A recommendation no history item raised (popularity, or a
         target-only model for a cold user) gets one row with no cause."""
         history, index = self._resolve(user, source_history, target_history, history)
-        top = self.top_k([history], [index], k)[0]
+        top = pd.DataFrame(
+            self.top_k([history], [index], k)[0], columns=["rank", "item_id", "title", "score"]
+        )
         contributions, items = np.zeros((0, len(top))), []
         if not top.empty and history.tokens:
             positions = self.local[np.array([self.token_of[i] for i in top["item_id"]])]
