@@ -637,6 +637,23 @@ def write_report(
     return markdown
 
 
+def examples_markdown(runs: pd.DataFrame, users: int, metric: str = "test/cold/ndcg@10") -> str:
+    """Worked examples from the lowest-seed run of the strategy with the best mean ``metric``
+    (its folder must still exist: the examples load its checkpoint)."""
+    from recmig.serving import Recommender
+    from recmig.serving.analysis import worked_examples
+
+    folders = runs[runs["run"].map(lambda r: isinstance(r, str) and Path(r).is_dir())]
+    if folders.empty or metric not in folders.columns:
+        raise ValueError(f"--examples needs run folders with {metric}; none of these runs has")
+    best = folders.groupby(["setting", "strategy"])[metric].mean().idxmax()
+    chosen = folders[(folders["setting"] == best[0]) & (folders["strategy"] == best[1])]
+    run = chosen.sort_values("seed").iloc[0]
+    setting = f", {best[0]}" if best[0] else ""
+    title = f"Worked examples ({run['strategy']}, seed {run['seed']}{setting})"
+    return f"{title}:\n\n" + worked_examples(Recommender.from_run(run["run"]), users=users)
+
+
 def report_folder(sources: list[Path], out: Path | None) -> Path:
     """Where a report of ``sources`` goes: ``out``, else the first sweep folder among them."""
     folder = out or next((Path(s) for s in sources if Path(s).is_dir()), None)
@@ -668,6 +685,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--wandb", action="store_true", help="also log the report as a W&B artifact"
     )
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        help="append N worked examples (cold users' source history -> top target items -> "
+        "their explanations) from the run of the best strategy by test/cold/ndcg@10",
+    )
     args = parser.parse_args(argv)
     try:
         out = report_folder(args.sweep_dirs, args.out)
@@ -675,7 +699,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     runs = collect(args.sweep_dirs)
     metrics = tuple(args.metrics) if args.metrics else None
-    print(write_report(runs, out, metrics, tuple(args.baselines)))
+    markdown = write_report(runs, out, metrics, tuple(args.baselines))
+    if args.examples:
+        markdown += "\n\n" + examples_markdown(runs, args.examples)
+        (out / "results.md").write_text(markdown + "\n")
+    print(markdown)
     written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())
     print(f"\nwritten to {out}: {written}")
     if args.wandb:

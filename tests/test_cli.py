@@ -261,6 +261,12 @@ def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
     faithful = recmig("faithfulness", str(out), "--max-users", "5", cwd=tmp_path)
     assert faithful.returncode == 0, faithful.stderr[-3000:]
     assert "warm/drop_explained" in json.loads((out / "faithfulness.json").read_text())
+    report = recmig(
+        "report", str(out), "--examples", "2", "--out", str(tmp_path / "rep"), cwd=tmp_path
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    results = (tmp_path / "rep" / "results.md").read_text()
+    assert "Worked examples (target_only, seed 0)" in results and "- user " in results
 
     port = _free_port()
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}

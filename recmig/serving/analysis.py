@@ -210,6 +210,33 @@ def summarise_deletion(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def worked_examples(
+    rec: Recommender, users: int = 3, k: int = 3, per_item: int = 2, shown: int = 5, seed: int = 0
+) -> str:
+    """Markdown: for a few random cold test users, their last ``shown`` source items, the
+    top-``k`` target items and each one's best ``per_item`` explaining history items."""
+    cold = test_users(rec)
+    cold = cold[cold["group"] == "cold"]
+    picked = cold.sample(min(users, len(cold)), random_state=seed)["user"]
+    lines = []
+    for user in sorted(picked):
+        user_id = str(rec.scenario.user_ids[user])
+        history = rec.known_history(user_id)
+        titles = [rec.titles[t - 1] for t in history.tokens[-shown:]]
+        more = len(history.tokens) - len(titles)
+        lead = f"{more} earlier items, then " if more > 0 else ""
+        lines.append(f"- user {user_id} (cold; source history: {lead}{'; '.join(titles)})")
+        explained = rec.explain(user=user_id, k=k, per_item=per_item)
+        for (rank, title), rows in explained.groupby(["rank", "title"], sort=True):
+            causes = [
+                f"{c.cause_title} ({c.contribution:+.3g})"
+                for c in rows.dropna(subset=["cause_item_id"]).itertuples(index=False)
+            ]
+            because = f" because of {', '.join(causes)}" if causes else " (no history item)"
+            lines.append(f"  {rank}. {title}{because}")
+    return "\n".join(lines)
+
+
 def _to_parquet(table: pd.DataFrame, path: Path) -> None:
     table.to_parquet(path, index=False)
 
