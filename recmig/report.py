@@ -69,6 +69,9 @@ SLICE_ATTRIBUTES = ("gender", "age")
 EARLIER = "earlier_report"
 """Column of collect()'s table: the folder of the earlier report a row was read from."""
 # What write_report leaves in its folder (slices only where the data has demographics).
+ANALYSES = ("streaming", "faithfulness")
+"""Summaries a run folder may hold beside metrics.json (``<name>.json``, from ``recmig stream``
+and ``recmig faithfulness``): their keys join the run's metrics as ``<name>/<key>``."""
 REPORT_FILES = ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png", "slices.png")
 # GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
 AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
@@ -153,6 +156,10 @@ def _folder_runs(sweep_dir: Path) -> list[_Run]:
         skipped = ("seed=", "strategy=", "hydra.", "paths.")
         overrides = dict(o.split("=", 1) for o in listed if not o.startswith(skipped))
         metrics = json.loads(metrics_path.read_text())
+        for name in ANALYSES:  # `recmig stream` / `faithfulness` summaries, when computed
+            if (run / f"{name}.json").is_file():
+                analysed = json.loads((run / f"{name}.json").read_text())
+                metrics.update({f"{name}/{k}": v for k, v in analysed.items()})
         row = {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
         found.append(_Run(row, overrides, cfg))
     return found

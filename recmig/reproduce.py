@@ -6,6 +6,9 @@ Every experiment folder (``experiments/<name>/``) holds a ``reproduce.yaml``::
       sweep: [experiment=p1_sasrec_ml1m]     # `recmig train -m` overrides
       expected:                 # recorded means over seeds, each with its tolerance
         - {strategy: target_only, metric: test/warm/ndcg@10, mean: 0.1386, tolerance: 0.005}
+      analyses: [stream, "faithfulness --max-users 100"]   # optional: commands run over
+                                # every run folder after the sweep; their summaries are
+                                # metrics (streaming/..., faithfulness/...) like any other
     quick:                      # a small version of the same pipeline, minutes on a CPU (CI)
       sweep: [...]
       expected: [...]
@@ -64,6 +67,19 @@ def run_sweep(overrides: list[str], out: Path) -> None:
     done = subprocess.run(command)
     if done.returncode != 0:
         raise SystemExit(f"recmig reproduce: the sweep failed (exit {done.returncode})")
+
+
+def run_analyses(commands: list[str], sweep_dir: Path) -> None:
+    """Each ``recmig <command> [options]`` of the spec over every run folder of the sweep."""
+    runs = sorted(str(p.parent) for p in sweep_dir.rglob("metrics.json"))
+    for command in commands:
+        name, *options = command.split()
+        if name not in ("stream", "faithfulness"):
+            raise SystemExit(f"recmig reproduce: error: analyses: unknown command {name!r}")
+        print(f"running: recmig {command} over {len(runs)} runs", flush=True)
+        cli = [sys.executable, "-m", "recmig.cli", name, *runs, *options]
+        if subprocess.run(cli).returncode != 0:
+            raise SystemExit(f"recmig reproduce: `recmig {command}` failed")
 
 
 def compare(expected: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         sweep_dirs = [args.out or Path("outputs/reproduce") / f"{folder.name}-{mode}" / stamp]
         run_sweep(section["sweep"], sweep_dirs[0])
+        run_analyses(section.get("analyses", []), sweep_dirs[0])
     try:
         sweep_dir = report_folder(sweep_dirs, args.out)
         runs = collect(sweep_dirs)

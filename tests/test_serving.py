@@ -237,3 +237,17 @@ def test_http_service_over_a_real_server(setup, tmp_path):
         assert status == 200 and updated["cold"] is False
         after = call(url, "/recommend", {"user": user, "k": 4})[1]
         assert top not in [i["item_id"] for i in after["items"]]
+
+
+def test_synthetic_dataset_has_the_asked_catalogues_and_errors_name_options():
+    from recmig.data.scenario import ScenarioConfig
+    from recmig.data.synthetic import synthetic_interactions
+
+    data = synthetic_interactions(users=300, source_items=40, target_items=150, per_user=20)
+    scenario = build_scenario(
+        data, ScenarioConfig(source_domains=["Books"], target_domains=["Films"])
+    )
+    assert len(scenario.catalog(SOURCE)) <= 40 and 140 <= len(scenario.catalog(TARGET)) <= 150
+    assert scenario.stats["cold/test_users"] > 0
+    with pytest.raises(ValueError, match="data.dataset.target_items must be a positive integer"):
+        synthetic_interactions(target_items=0)
