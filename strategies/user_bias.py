@@ -37,6 +37,12 @@ class UserBias(ClosedFormStrategy):
         is_source[context.source_catalog] = True
         self.register_buffer("is_source", is_source, persistent=False)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the bias was computed from the history carry a per-user
+        # `bias` buffer; it is not needed (nor used) any more.
+        state_dict.pop(prefix + "bias", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def fit(self, matrix: TrainingMatrix) -> None:
         # Nothing to learn beyond the item baselines; refuse a scenario this model can't use.
         rated = matrix.ratings.tocoo()

@@ -17,7 +17,7 @@ from recmig.data.scenario import COLD_TEST, SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.evaluation.ranking import top_items
 from recmig.registry import discover, load_strategy
-from recmig.serving import Recommender, UnknownIdError
+from recmig.serving import Recommender, RequestError, UnknownIdError
 from recmig.serving.analysis import (
     deletion_test,
     streaming_evaluation,
@@ -230,6 +230,8 @@ def test_http_service_over_a_real_server(setup, tmp_path):
         assert status == 422
         status, error = call(url, "/recommend", {"user": "nobody"})
         assert status == 404
+        status, error = call(url, "/update", {"user": user, "item_id": "i0", "rating": 1e999})
+        assert status == 422  # Infinity: refused by validation, never stored
         assert call(url, "/recommend", {"user": user, "k": 4})[1] == listed
         # An update is reflected by the next request.
         top = listed["items"][0]["item_id"]
@@ -251,3 +253,18 @@ def test_synthetic_dataset_has_the_asked_catalogues_and_errors_name_options():
     assert scenario.stats["cold/test_users"] > 0
     with pytest.raises(ValueError, match="data.dataset.target_items must be a positive integer"):
         synthetic_interactions(target_items=0)
+
+
+def test_non_finite_ratings_and_timestamps_are_refused_before_anything_changes(setup, tmp_path):
+    rec, _ = build(setup, "user_bias", tmp_path)
+    before = rec.recommend(user="u1")
+    for bad in ({"rating": float("inf")}, {"rating": float("nan")}, {"timestamp": float("nan")}):
+        with pytest.raises(RequestError, match="must be a finite number"):
+            rec.update("u1", "i0", **bad)
+    with pytest.raises(RequestError, match=r"source_history\[0\] rating"):
+        rec.recommend(source_history=[("i0", float("inf"))])
+    assert rec.recommend(user="u1").equals(before)
+    # The rating a user gives counts at once (user_bias reads the history's ratings).
+    source_item = next(i for i in rec.item_ids if rec.domain_name(rec.token_of[i]) == "source")
+    rec.update("u1", source_item, rating=5.0)
+    assert (rec.recommend(user="u1")["score"] > before["score"]).any()

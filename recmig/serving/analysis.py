@@ -2,11 +2,14 @@
 
 Streaming evaluation (:func:`streaming_evaluation`) replays each test user's held-out target
 interactions in time order (a cold test user's whole target history; a warm user's validation
-then test item) and, before each event, ranks the target catalogue for it twice: with every
-earlier held-out event folded into the history (:meth:`Recommender.update`'s view, "updated")
-and with the history as it was at the end of training ("frozen"). Items consumed earlier are
-excluded from both rankings, so the difference is the interest update alone. The first event
-of a user is scored identically by both; the gain is on the later ones.
+then test item, which is time order under the leave-one-out split) and, before each event,
+ranks the target catalogue for it twice: with every earlier held-out event folded into the
+history (:meth:`Recommender.update`'s view, "updated") and with the history as it was at the
+end of training ("frozen"). Items consumed earlier are excluded from both rankings, so the
+difference is the interest update alone. The first event of a user is scored identically by
+both; the gain is on the later ones. Ranks count ties against the item (a constant scorer gets
+no credit), so NDCG here can be a little below the evaluator's, which breaks ties by catalogue
+order.
 
 The deletion test (:func:`deletion_test`) checks that explanations are faithful: for a user's
 top-1 item, removing the ``removed`` history items that explain it best must lower its score
@@ -25,7 +28,7 @@ import pandas as pd
 import torch
 
 from recmig.data.scenario import COLD_TEST
-from recmig.serving.recommender import History, Recommender
+from recmig.serving.recommender import Recommender
 
 
 def single_item_ndcg(rank: np.ndarray, k: int) -> np.ndarray:
@@ -41,7 +44,7 @@ def rank_of(scores: torch.Tensor, excluded: torch.Tensor, positions: torch.Tenso
     return ((masked >= own).sum(1)).numpy()
 
 
-def test_users(rec: Recommender) -> pd.DataFrame:
+def held_out_users(rec: Recommender) -> pd.DataFrame:
     """``user`` (index), ``group`` and ``events``: each test user's held-out target items in
     time order (the scenario keeps interactions sorted by user and time)."""
     scenario = rec.scenario
@@ -63,12 +66,6 @@ def sample_per_group(users: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_values(["group", "user"], ignore_index=True)
 
 
-def training_history(rec: Recommender, user: int) -> History:
-    """A scenario user's history at the end of training (no held-out item)."""
-    history = rec.known_history(rec.scenario.user_ids[user])
-    return history.without(rec.tensors.warm_items["val"].get(user, []))
-
-
 def streaming_evaluation(
     rec: Recommender,
     k: int = 10,
@@ -80,12 +77,12 @@ def streaming_evaluation(
     """One row per replayed event: ``user``, ``group``, ``step`` (0-based), and NDCG@k of the
     event ranked with updated and with frozen interest. ``max_events``: the first events of a
     user replayed; ``max_users``: a random sample of test users per group (all when None)."""
-    users = test_users(rec)
+    users = held_out_users(rec)
     if max_users is not None:
         users = sample_per_group(users, max_users, seed)
     states, frozen, meta = [], [], []
     for row in users.itertuples(index=False):
-        start = training_history(rec, row.user)
+        start = rec.training_history(rec.scenario.user_ids[row.user])
         events = [rec.catalog_position(t) for t in row.events[:max_events]]
         history = start.copy()
         for step, token in enumerate(row.events[:max_events]):
@@ -142,7 +139,7 @@ def deletion_test(
     sample of ``max_users`` per group): the top-1 item's score drop and new rank after removing
     its ``removed`` best-explaining history items (``explained``) and ``removed`` random ones."""
     rng = np.random.default_rng(seed)
-    chosen = test_users(rec)
+    chosen = held_out_users(rec)
     if users is not None:
         chosen = chosen[chosen["user"].isin(users)]
     records = []
@@ -165,8 +162,10 @@ def deletion_test(
             random = list(rng.choice(np.asarray(tokens), size=removed, replace=False))
             variants = [history, history.without(best), history.without(random)]
             scores, excluded = rec.scores(variants)
+            # Ranked among the full history's candidates: a removed target item must not come
+            # back as a competitor (it would favour removing the items that explain the top).
             index = torch.full((3,), position)
-            ranks = rank_of(scores, excluded, index)
+            ranks = rank_of(scores, excluded[:1].expand(3, -1), index)
             values = scores[:, position].numpy()
             records.append(
                 (
@@ -215,7 +214,7 @@ def worked_examples(
 ) -> str:
     """Markdown: for a few random cold test users, their last ``shown`` source items, the
     top-``k`` target items and each one's best ``per_item`` explaining history items."""
-    cold = test_users(rec)
+    cold = held_out_users(rec)
     cold = cold[cold["group"] == "cold"]
     picked = cold.sample(min(users, len(cold)), random_state=seed)["user"]
     lines = []

@@ -8,9 +8,11 @@
     GET  /health
 
 FastAPI validates every body against the models below (a malformed one is a 422 naming the
-field) and documents them at ``/docs``; uvicorn serves it. An unknown item or user id is a 404
-naming the id, any other bad value (an item passed in the wrong domain, k < 1) a 422; a bad
-request changes nothing, because :meth:`Recommender.update` validates before it writes.
+field; ratings and timestamps must be finite) and documents them at ``/docs``; uvicorn serves
+it. An unknown item id, or an unknown user on /recommend and /explain, is a 404 naming the id
+(/update of an unknown user starts a new one); any other refused value (an item passed in the
+wrong domain, k < 1) a 422; a bad request changes nothing, because :meth:`Recommender.update`
+validates before it writes. Updates live in memory, one history per user.
 Endpoints are plain functions, so FastAPI runs them in its thread pool and ``/health`` answers
 while a long request is scored; the recommender's lock keeps updates consistent.
 """
@@ -21,18 +23,20 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from recmig.serving.recommender import Recommender, UnknownIdError
+from recmig.serving.recommender import Recommender, RequestError, UnknownIdError
+
+MAX_HISTORY = 10_000
+"""Longest history a request may carry (explaining costs one scoring pass per item)."""
 
 
 class RatedItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: str | int
-    rating: float | None = None
+    rating: float | None = Field(None, allow_inf_nan=False)
 
 
 Entry = str | int | RatedItem
@@ -43,10 +47,12 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     user: str | int | None = None
-    source_history: list[Entry] = Field(default_factory=list)
-    target_history: list[Entry] = Field(default_factory=list)
+    source_history: list[Entry] = Field(default_factory=list, max_length=MAX_HISTORY)
+    target_history: list[Entry] = Field(default_factory=list, max_length=MAX_HISTORY)
     history: list[Entry] = Field(
-        default_factory=list, description="items of either domain, in time order"
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="items of either domain, in time order",
     )
     k: int = Field(10, ge=1, le=1000)
 
@@ -59,8 +65,8 @@ class UpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str | int
     item_id: str | int
-    timestamp: float | None = None
-    rating: float | None = None
+    timestamp: float | None = Field(None, allow_inf_nan=False)
+    rating: float | None = Field(None, allow_inf_nan=False)
 
 
 def _entries(entries: list[Entry]) -> list:
@@ -77,13 +83,6 @@ def _arguments(body: RecommendRequest) -> dict:
     }
 
 
-def _records(table: pd.DataFrame) -> list[dict]:
-    return [
-        {"rank": int(r.rank), "item_id": r.item_id, "title": r.title, "score": float(r.score)}
-        for r in table.itertuples(index=False)
-    ]
-
-
 def create_app(recommender: Recommender) -> FastAPI:
     app = FastAPI(title="recmig", description=f"recommendations of {recommender.name}")
 
@@ -91,8 +90,8 @@ def create_app(recommender: Recommender) -> FastAPI:
     def unknown_id(request, err: UnknownIdError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(err)})
 
-    @app.exception_handler(ValueError)
-    def bad_value(request, err: ValueError) -> JSONResponse:
+    @app.exception_handler(RequestError)  # only refusals: any other error is a 500
+    def bad_value(request, err: RequestError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(err)})
 
     @app.get("/health")
@@ -110,24 +109,7 @@ def create_app(recommender: Recommender) -> FastAPI:
 
     @app.post("/explain")
     def explain(body: ExplainRequest) -> dict:
-        table = recommender.explain(**_arguments(body), per_item=body.per_item)
-        items = []
-        for (_, _), rows in table.groupby(["rank", "item_id"], sort=True):
-            causes = rows.dropna(subset=["cause_item_id"])
-            items.append(
-                {
-                    **_records(rows.iloc[:1])[0],
-                    "because": [
-                        {
-                            "item_id": c.cause_item_id,
-                            "title": c.cause_title,
-                            "domain": c.cause_domain,
-                            "contribution": float(c.contribution),
-                        }
-                        for c in causes.itertuples(index=False)
-                    ],
-                }
-            )
+        items = recommender.explain_list(**_arguments(body), per_item=body.per_item)
         return {"user": body.user, "items": items}
 
     @app.post("/update")

@@ -37,12 +37,29 @@ from recmig.evaluation.ranking import top_items
 from recmig.strategy import TransferStrategy
 
 DOMAIN_NAMES = {SOURCE: "source", TARGET: "target"}
+NO_CAUSE = {"item_id": None, "title": None, "domain": None, "contribution": float("nan")}
 ItemRef = str | int | tuple[str | int, float]
 """A history entry: an item id, or (item id, rating) for strategies that read ratings."""
 
 
-class UnknownIdError(ValueError):
+class RequestError(ValueError):
+    """A request the recommender refuses (bad value; the HTTP service answers 422). Raised
+    before any state changes."""
+
+
+class UnknownIdError(RequestError):
     """An item or user id the run does not know (the HTTP service answers 404)."""
+
+
+def _finite(value: float | None, where: str) -> float:
+    """A rating or timestamp as a float (NaN for None); inf and NaN given explicitly are errors
+    (stored, they would poison every later score of the user)."""
+    if value is None:
+        return float("nan")
+    number = float(value)
+    if not np.isfinite(number):
+        raise RequestError(f"{where}: must be a finite number, got {value!r}")
+    return number
 
 
 @dataclass
@@ -129,7 +146,8 @@ class Recommender:
         scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
         tensors = ScenarioTensors(scenario, instantiate(cfg.loader).max_len)
         module = TransferModule(build_strategy(cfg, tensors), optimizer=None, ks=tuple(cfg.ks))
-        checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+        # Tensors and plain containers only: a checkpoint is never unpickled as code.
+        checkpoint = torch.load(best, map_location="cpu", weights_only=True)
         module.on_load_checkpoint(checkpoint)  # frozen language-model weights come from the build
         module.load_state_dict(checkpoint["state_dict"])
         return cls(module.strategy, tensors, name=str(cfg.strategy.name))
@@ -148,36 +166,39 @@ class Recommender:
         """Column of a target item's token in the score matrix (-1: not a target item)."""
         return int(self.local[token])
 
-    def known_history(self, user: str | int) -> History:
-        """A scenario user's history as the evaluator's test pass sees it: every training
-        interaction of both domains in time order, then the warm validation items."""
+    def _index(self, user: str | int) -> int:
         index = self.user_index.get(str(user))
         if index is None:
             raise UnknownIdError(f"user id {str(user)!r} is not a user of this run's scenario")
+        return index
+
+    def training_history(self, user: str | int) -> History:
+        """A scenario user's training interactions of both domains, in time order."""
+        index = self._index(user)
         start, stop = self._train_bounds[index], self._train_bounds[index + 1]
         items, ratings, times = (column[start:stop].tolist() for column in self._train_columns)
-        history = History(items, ratings, times)
-        last = history.times[-1] if history.times else float("nan")
-        for item, rating in self._validation_items().get(index, []):
-            history.tokens.append(item)
-            history.ratings.append(rating)
-            history.times.append(last)  # after training, as the evaluator appends them
+        return History(items, ratings, times)
+
+    def known_history(self, user: str | int) -> History:
+        """A scenario user's history as the evaluator's test pass sees it: the training
+        interactions, then the warm validation items (appended, as the evaluator does)."""
+        history = self.training_history(user)
+        index = self._index(user)
+        items = self.tensors.warm_items["val"].get(index, [])
+        if items:
+            ratings = self.tensors.ratings_of(torch.tensor([index]), torch.tensor([items]))[0]
+            last = history.times[-1] if history.times else float("nan")
+            history.tokens.extend(items)
+            history.ratings.extend(ratings.tolist())
+            history.times.extend([last] * len(items))
         return history
 
-    def _validation_items(self) -> dict[int, list[tuple[int, float]]]:
-        if not hasattr(self, "_val_items"):
-            val = self.scenario.warm[self.scenario.warm["split"] == "val"]
-            pairs = zip(val["item"].tolist(), val["rating"].astype(float).tolist(), strict=True)
-            grouped: dict[int, list[tuple[int, float]]] = {}
-            for user, pair in zip(val["user"].tolist(), pairs, strict=True):
-                grouped.setdefault(user, []).append(pair)
-            self._val_items = grouped
-        return self._val_items
-
     def history_of(self, user: str | int) -> History:
-        """The current history of a user: updated since loading, else the scenario's."""
+        """The current history of a user (a copy): updated since loading, else the
+        scenario's."""
         with self.lock:
-            return self.histories.get(str(user)) or self.known_history(user)
+            stored = self.histories.get(str(user))
+            return stored.copy() if stored is not None else self.known_history(user)
 
     def parse_history(
         self,
@@ -197,11 +218,11 @@ class Recommender:
                 token = self.token(item, f"{name}[{position}]")
                 if side is not None and self.domain_of[token] != side:
                     other = self.domain_name(token)
-                    raise ValueError(
+                    raise RequestError(
                         f"{name}[{position}]: item {str(item)!r} belongs to the {other} domain "
                         f"of this scenario; pass it in {other}_history"
                     )
-                history.add(token, float("nan") if rating is None else float(rating))
+                history.add(token, _finite(rating, f"{name}[{position}] rating"))
         return history
 
     def update(
@@ -213,17 +234,19 @@ class Recommender:
     ) -> History:
         """Fold one new interaction into ``user``'s history (a user unknown to the scenario
         starts empty), so the next :meth:`recommend` reflects it; validated before anything
-        changes. Returns the updated history."""
+        changes. Returns (a copy of) the updated history."""
         token = self.token(item_id, "update")
+        rating_value = _finite(rating, "update rating")
+        time = None if timestamp is None else _finite(timestamp, "update timestamp")
         with self.lock:
             key = str(user)
             history = self.histories.get(key)
             if history is None:
                 history = self.known_history(key) if key in self.user_index else History()
             history = history.copy()
-            history.add(token, float("nan") if rating is None else float(rating), timestamp)
+            history.add(token, rating_value, time)
             self.histories[key] = history
-            return history
+            return history.copy()
 
     # ----------------------------------------------------------------- scoring
     def batch(self, histories: Sequence[History], users: Sequence[int] | None = None) -> dict:
@@ -249,7 +272,7 @@ class Recommender:
         batch["excluded"] = excluded
         batch["user"] = torch.as_tensor(list(users) if users is not None else [-1] * n)
         if self.strategy.fitted_once:
-            keys = np.asarray(rows, np.int64) * self.tensors.vocab_size + np.asarray(cols)
+            keys = np.asarray(rows, np.int64) * self.tensors.vocab_size + np.asarray(cols, np.int64)
             # A repeated interaction counts once, as in training (np.unique: sorted, so the
             # tensor is coalesced by construction).
             batch["inputs"] = self._sparse(np.unique(keys), None, n)
@@ -294,7 +317,7 @@ class Recommender:
 
     def _resolve(self, user, source_history, target_history, history) -> tuple[History, int]:
         if user is not None and (source_history or target_history or history):
-            raise ValueError("give either user or a history (source/target/history), not both")
+            raise RequestError("give either user or a history (source/target/history), not both")
         if user is not None:
             return self.history_of(user), self.user_index.get(str(user), -1)
         return self.parse_history(source_history, target_history, history), -1
@@ -331,7 +354,7 @@ class Recommender:
     def top_k(self, histories: Sequence[History], users: Sequence[int], k: int) -> list[list[dict]]:
         """Each history's top-k records (see :meth:`recommend_list`), scored in one batch."""
         if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+            raise RequestError(f"k must be a positive integer, got {k}")
         scores, excluded = self.scores(histories, users)
         top = top_items(scores, excluded, k)  # the evaluator's own top-k (same tie order)
         picked = scores.masked_fill(excluded, float("-inf")).gather(1, top)
@@ -360,9 +383,10 @@ class Recommender:
         catalogue ``positions``: score with the whole history minus score without every
         interaction with that item, shape (n_items, len(positions)), and those items' tokens.
 
-        For the linear closed-form models (EASE, ItemKNN, ridge_transfer) this is exactly the
-        item-item weight w[j, i] (the score is a sum over history items); for sequence models
-        it is the effect of taking the item out of the sequence, order and context included.
+        Where the score is a sum over history items (EASE, ItemKNN, and ridge_transfer while
+        the user stays on the same side of cold/warm) this is exactly the item-item weight
+        w[j, i]; for sequence models, and for nonlinear closed forms (user_bias's shrunk mean),
+        it is the effect of taking the item out of the history, order and context included.
         """
         items = list(dict.fromkeys(history.tokens))
         variants = [history.without([t]) for t in items]
@@ -384,40 +408,54 @@ class Recommender:
         per_item: int = 3,
         history: Sequence[ItemRef] = (),
     ) -> pd.DataFrame:
-        """The top-k list with, for each recommended item, the (at most ``per_item``) history
-        items that raised its score most (:meth:`attributions`; only positive contributions):
-        one row per (recommendation, cause) with ``cause_item_id``, ``cause_title``,
-        ``cause_domain`` and ``contribution`` (score points; the recommendation's ``score`` is
-        the whole history's). A recommendation no history item raised (popularity, or a
-        target-only model for a cold user) gets one row with no cause."""
-        history, index = self._resolve(user, source_history, target_history, history)
-        top = pd.DataFrame(
-            self.top_k([history], [index], k)[0], columns=["rank", "item_id", "title", "score"]
-        )
-        contributions, items = np.zeros((0, len(top))), []
-        if not top.empty and history.tokens:
-            positions = self.local[np.array([self.token_of[i] for i in top["item_id"]])]
-            contributions, items = self.attributions(history, positions)
+        """:meth:`explain_list` as a table: one row per (recommendation, cause) with
+        ``cause_item_id``, ``cause_title``, ``cause_domain`` and ``contribution``; a
+        recommendation without causes gets one row with none."""
         rows = []
-        for column, rec in enumerate(top.itertuples(index=False)):
+        for record in self.explain_list(user, source_history, target_history, k, per_item, history):
+            causes = record.pop("because") or [NO_CAUSE]
+            rows.extend({**record, **{f"cause_{k}": v for k, v in c.items()}} for c in causes)
+        columns = ["rank", "item_id", "title", "score", "cause_item_id", "cause_title"]
+        return pd.DataFrame(rows, columns=[*columns, "cause_domain", "cause_contribution"]).rename(
+            columns={"cause_contribution": "contribution"}
+        )
+
+    def explain_list(
+        self,
+        user: str | int | None = None,
+        source_history: Sequence[ItemRef] = (),
+        target_history: Sequence[ItemRef] = (),
+        k: int = 10,
+        per_item: int = 3,
+        history: Sequence[ItemRef] = (),
+    ) -> list[dict]:
+        """The top-k records of :meth:`recommend_list`, each with ``because``: the (at most
+        ``per_item``) history items that raised its score most (:meth:`attributions`; only
+        positive contributions, in score points: the record's ``score`` is the whole
+        history's), as ``item_id``, ``title``, ``domain``, ``contribution``. A recommendation
+        no history item raised (popularity; a target-only model for a cold user) has none."""
+        history, index = self._resolve(user, source_history, target_history, history)
+        records = self.top_k([history], [index], k)[0]
+        contributions, items = np.zeros((0, len(records))), []
+        if records and history.tokens:
+            positions = self.local[np.array([self.token_of[r["item_id"]] for r in records])]
+            contributions, items = self.attributions(history, positions)
+        for column, record in enumerate(records):
             order = np.argsort(-contributions[:, column], kind="stable")[:per_item]
-            causes = [j for j in order if contributions[j, column] > 0]
-            for j in causes or [None]:
-                token = None if j is None else items[j]
-                rows.append(
-                    {
-                        **rec._asdict(),
-                        "cause_item_id": None if j is None else self.item_ids[token - 1],
-                        "cause_title": None if j is None else self.titles[token - 1],
-                        "cause_domain": None if j is None else self.domain_name(token),
-                        "contribution": np.nan if j is None else float(contributions[j, column]),
-                    }
-                )
-        columns = [*top.columns, "cause_item_id", "cause_title", "cause_domain", "contribution"]
-        return pd.DataFrame(rows, columns=columns)
+            record["because"] = [
+                {
+                    "item_id": self.item_ids[items[j] - 1],
+                    "title": self.titles[items[j] - 1],
+                    "domain": self.domain_name(items[j]),
+                    "contribution": float(contributions[j, column]),
+                }
+                for j in order
+                if contributions[j, column] > 0
+            ]
+        return records
 
     def domain_name(self, token: int) -> str:
         return DOMAIN_NAMES[int(self.domain_of[token])]
 
 
-__all__ = ["History", "Recommender", "UnknownIdError"]
+__all__ = ["History", "Recommender", "RequestError", "UnknownIdError"]
