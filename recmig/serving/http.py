@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +86,13 @@ def _arguments(body: RecommendRequest) -> dict:
 
 def create_app(recommender: Recommender) -> FastAPI:
     app = FastAPI(title="recmig", description=f"recommendations of {recommender.name}")
+
+    @app.exception_handler(RequestValidationError)
+    def malformed(request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back, which fails for a non-finite number
+        # (JSON has no Infinity): where and why is what a client needs.
+        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(UnknownIdError)
     def unknown_id(request, err: UnknownIdError) -> JSONResponse:
