@@ -315,7 +315,14 @@ class Recommender:
             )
         ]
 
-    def _resolve(self, user, source_history, target_history, history) -> tuple[History, int]:
+    def _resolve(
+        self,
+        user: str | int | None = None,
+        source_history: Sequence[ItemRef] = (),
+        target_history: Sequence[ItemRef] = (),
+        history: Sequence[ItemRef] = (),
+    ) -> tuple[History, int]:
+        """The history a query names, and its user index (-1: not a scenario user)."""
         if user is not None and (source_history or target_history or history):
             raise RequestError("give either user or a history (source/target/history), not both")
         if user is not None:
@@ -333,22 +340,19 @@ class Recommender:
         """The top-k target items (``rank``, ``item_id``, ``title``, ``score``) for a user of
         the scenario (with any updates) or for the given histories (a new user; see
         :meth:`parse_history`); target items already in the history are never recommended."""
-        return pd.DataFrame(
-            self.recommend_list(user, source_history, target_history, k, history),
-            columns=["rank", "item_id", "title", "score"],
+        records = self.recommend_list(
+            k,
+            user=user,
+            source_history=source_history,
+            target_history=target_history,
+            history=history,
         )
+        return pd.DataFrame(records, columns=["rank", "item_id", "title", "score"])
 
-    def recommend_list(
-        self,
-        user: str | int | None = None,
-        source_history: Sequence[ItemRef] = (),
-        target_history: Sequence[ItemRef] = (),
-        k: int = 10,
-        history: Sequence[ItemRef] = (),
-    ) -> list[dict]:
-        """:meth:`recommend` as a list of dicts: what the HTTP service returns, without the
-        cost of a DataFrame (which is most of a one-user request)."""
-        history, index = self._resolve(user, source_history, target_history, history)
+    def recommend_list(self, k: int = 10, **query) -> list[dict]:
+        """:meth:`recommend` (same keyword arguments) as a list of dicts: what the HTTP
+        service returns, without the cost of a DataFrame (most of a one-user request)."""
+        history, index = self._resolve(**query)
         return self.top_k([history], [index], k)[0]
 
     def top_k(self, histories: Sequence[History], users: Sequence[int], k: int) -> list[list[dict]]:
@@ -408,33 +412,27 @@ class Recommender:
         per_item: int = 3,
         history: Sequence[ItemRef] = (),
     ) -> pd.DataFrame:
-        """:meth:`explain_list` as a table: one row per (recommendation, cause) with
-        ``cause_item_id``, ``cause_title``, ``cause_domain`` and ``contribution``; a
-        recommendation without causes gets one row with none."""
+        """:meth:`recommend`'s list with, for each item, the (at most ``per_item``) history
+        items that raised its score most (:meth:`explain_list`): one row per (recommendation,
+        cause) with ``cause_item_id``, ``cause_title``, ``cause_domain`` and ``contribution``;
+        a recommendation without causes gets one row with none."""
+        query = dict(user=user, source_history=source_history, target_history=target_history)
         rows = []
-        for record in self.explain_list(user, source_history, target_history, k, per_item, history):
+        for record in self.explain_list(k, per_item, history=history, **query):
             causes = record.pop("because") or [NO_CAUSE]
             rows.extend({**record, **{f"cause_{k}": v for k, v in c.items()}} for c in causes)
         columns = ["rank", "item_id", "title", "score", "cause_item_id", "cause_title"]
-        return pd.DataFrame(rows, columns=[*columns, "cause_domain", "cause_contribution"]).rename(
-            columns={"cause_contribution": "contribution"}
-        )
+        table = pd.DataFrame(rows, columns=[*columns, "cause_domain", "cause_contribution"])
+        return table.rename(columns={"cause_contribution": "contribution"})
 
-    def explain_list(
-        self,
-        user: str | int | None = None,
-        source_history: Sequence[ItemRef] = (),
-        target_history: Sequence[ItemRef] = (),
-        k: int = 10,
-        per_item: int = 3,
-        history: Sequence[ItemRef] = (),
-    ) -> list[dict]:
-        """The top-k records of :meth:`recommend_list`, each with ``because``: the (at most
-        ``per_item``) history items that raised its score most (:meth:`attributions`; only
-        positive contributions, in score points: the record's ``score`` is the whole
-        history's), as ``item_id``, ``title``, ``domain``, ``contribution``. A recommendation
-        no history item raised (popularity; a target-only model for a cold user) has none."""
-        history, index = self._resolve(user, source_history, target_history, history)
+    def explain_list(self, k: int = 10, per_item: int = 3, **query) -> list[dict]:
+        """The top-k records of :meth:`recommend_list` (same keyword arguments), each with
+        ``because``: the (at most ``per_item``) history items that raised its score most
+        (:meth:`attributions`; only positive contributions, in score points: the record's
+        ``score`` is the whole history's), as ``item_id``, ``title``, ``domain``,
+        ``contribution``. A recommendation no history item raised (popularity; a target-only
+        model for a cold user) has none."""
+        history, index = self._resolve(**query)
         records = self.top_k([history], [index], k)[0]
         contributions, items = np.zeros((0, len(records))), []
         if records and history.tokens:
