@@ -258,9 +258,13 @@ def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
     assert stream.returncode == 0, stream.stderr[-3000:]
     summary = json.loads((out / "streaming.json").read_text())
     assert 0 <= summary["cold/ndcg_updated"] <= 1 and summary["warm/events"] > 0
-    faithful = recmig("faithfulness", str(out), "--max-users", "5", cwd=tmp_path)
+    faithful = recmig("faithfulness", str(out), "--max-users", "20", cwd=tmp_path)
     assert faithful.returncode == 0, faithful.stderr[-3000:]
-    assert "warm/drop_explained" in json.loads((out / "faithfulness.json").read_text())
+    deletion = json.loads((out / "faithfulness.json").read_text())
+    # The deletion test on a real run: the items an explanation names matter more than random
+    # ones (SASRec is not additive, so this is not true by construction).
+    assert deletion["warm/drop_explained"] > deletion["warm/drop_random"]
+    assert deletion["warm/explained_wins"] > 0.5
     report = recmig(
         "report", str(out), "--examples", "2", "--out", str(tmp_path / "rep"), cwd=tmp_path
     )

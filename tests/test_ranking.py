@@ -65,3 +65,16 @@ def test_agrees_with_torchmetrics(k):
 def test_user_without_relevant_item_is_rejected():
     with pytest.raises(ValueError, match="relevant"):
         ranking_metrics(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_ties_break_by_catalogue_order_whatever_the_batch():
+    from recmig.evaluation.ranking import top_items
+
+    torch.manual_seed(0)
+    scores = torch.randint(0, 4, (300, 1000)).float()  # many ties, as popularity counts have
+    alone = torch.cat([top_items(row[None], None, 10) for row in scores])
+    together = top_items(scores, None, 10)
+    assert torch.equal(alone, together)
+    first = scores[0]
+    expected = sorted(range(1000), key=lambda i: (-first[i].item(), i))[:10]
+    assert together[0].tolist() == expected

@@ -7,7 +7,10 @@ Definitions (RecBole's, which torchmetrics' retrieval metrics share; tests check
                IDCG@K = sum_{r <= min(K, |relevant|)} 1/log2(r + 1)
     MRR@K    = 1 / rank of the first relevant item if it is in the top K, else 0
 Items a user saw in training are excluded from the ranking (their scores set to -inf) before
-the top K is taken. Ties are broken by catalogue order (torch.topk), never by relevance.
+the top K is taken. Ties are broken by catalogue order (a stable sort), never by relevance, and
+never by how the users happen to be batched (torch.topk's order among ties depends on the
+shape of its input, so a user's list would differ between a 1,024-user evaluation batch and a
+one-user request).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> to
     """(B, N) scores -> (B, min(k, N)) catalogue positions of the best items, best first."""
     if excluded is not None:
         scores = scores.masked_fill(excluded, float("-inf"))
-    return scores.topk(min(k, scores.shape[1]), dim=1).indices
+    order = scores.sort(dim=1, descending=True, stable=True).indices
+    return order[:, : min(k, scores.shape[1])]
 
 
 def ranking_metrics(
