@@ -80,9 +80,10 @@ def streaming_evaluation(
     users = held_out_users(rec)
     if max_users is not None:
         users = sample_per_group(users, max_users, seed)
-    states, frozen, meta = [], [], []
+    states, starts, meta = [], [], []
     for row in users.itertuples(index=False):
         start = rec.training_history(rec.scenario.user_ids[row.user])
+        starts.append(start)
         events = [rec.catalog_position(t) for t in row.events[:max_events]]
         history = start.copy()
         for step, token in enumerate(row.events[:max_events]):
@@ -90,19 +91,26 @@ def streaming_evaluation(
                 history.add(token)
                 continue
             states.append(history.copy())
-            frozen.append(start)
-            meta.append((row.user, row.group, step, events[step]))
+            meta.append((row.user, row.group, step, events[step], len(starts) - 1))
             history.add(token)
+    # A user's frozen history is the same for all their events: scored once per user.
+    frozen = (
+        torch.cat(
+            [rec.scores(starts[b : b + batch_size])[0] for b in range(0, len(starts), batch_size)]
+        )
+        if starts
+        else torch.zeros(0, len(rec.catalog))
+    )
     records = []
     for begin in range(0, len(states), batch_size):
         chunk = slice(begin, begin + batch_size)
         updated_scores, excluded = rec.scores(states[chunk])
-        frozen_scores, _ = rec.scores(frozen[chunk])
+        frozen_scores = frozen[torch.as_tensor([m[4] for m in meta[chunk]])]
         positions = torch.as_tensor([m[3] for m in meta[chunk]])
         # Both rankings skip every target item the user has had by then.
         updated = rank_of(updated_scores, excluded, positions)
         still = rank_of(frozen_scores, excluded, positions)
-        for (user, group, step, _), a, b in zip(meta[chunk], updated, still, strict=True):
+        for (user, group, step, _, _), a, b in zip(meta[chunk], updated, still, strict=True):
             records.append((user, group, step, a, b))
     table = pd.DataFrame(records, columns=["user", "group", "step", "rank_updated", "rank_frozen"])
     table["ndcg_updated"] = single_item_ndcg(table["rank_updated"].to_numpy(), k)

@@ -393,15 +393,14 @@ class Recommender:
         it is the effect of taking the item out of the history, order and context included.
         """
         items = list(dict.fromkeys(history.tokens))
-        variants = [history.without([t]) for t in items]
+        # The whole history is row 0 of the first batch, its leave-one-out variants the rest.
+        variants = [history, *(history.without([t]) for t in items)]
         rows = []
         for start in range(0, len(variants), 256):
             part, _ = self.scores(variants[start : start + 256])
             rows.append(part[:, positions])
-        full, _ = self.scores([history])
-        if not rows:
-            return np.zeros((0, len(positions)), np.float32), items
-        return (full[:, positions] - torch.cat(rows)).numpy(), items
+        scored = torch.cat(rows)
+        return (scored[:1] - scored[1:]).numpy(), items
 
     def explain(
         self,
