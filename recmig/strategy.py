@@ -22,7 +22,9 @@ Batch keys (B rows; L = max_len; -> shape):
     user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row; scoring
         must not depend on ``user``: a recommender (:mod:`recmig.serving`) scores histories
         of users outside the scenario (user -1) through the same methods;
-    source_hist, target_hist, pooled_hist (B, L): the user's histories as model input;
+    source_hist, target_hist, pooled_hist (B, L): the user's histories as model input
+        (``source_hist`` merges every source domain; :meth:`TransferStrategy.source_histories`
+        splits it by domain);
     label_ratings, <name>_hist_ratings (B, L) [training]: the ratings of those items (NaN: none);
     is_cold (B,) [evaluation only]: the user has no target history;
     inputs, input_ratings (B, vocab_size) sparse [evaluation, closed-form strategies only]:
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,9 @@ from torch import nn
 from recmig.data.loaders import STREAM_ID, is_item
 from recmig.encoders.item import ItemEncoder
 from recmig.users.interest import UserModel
+
+if TYPE_CHECKING:  # (the accounting library loads only for runs that use privacy)
+    from recmig.privacy import GaussianRelease
 
 
 @dataclass
@@ -65,16 +70,33 @@ class StrategyContext:
     make_user_model: Callable[[], UserModel]
     objective: str = "ranking"
     """``ranking`` or ``rating`` (see the module docstring)."""
+    source_names: tuple[str, ...] = ("source",)
+    """The source domains' names (``Scenario.source_names``)."""
+    item_source: torch.Tensor | None = None
+    """(vocab_size,) index into ``source_names`` of each source item token, -1 elsewhere
+    (padding, target items, BOS); None: every source catalogue item is in the one domain."""
+    release: GaussianRelease | None = None
+    """The privacy mechanism a strategy sends each user's source representation through
+    (``privacy`` in the run config; None or disabled: no mechanism)."""
     rating_offset: torch.Tensor | float = 0.0
     """Rating objective: predicted rating = offset of the item + interest . item vector. One
     number (the mean training rating) or one per token, shape (vocab_size,) (each item's
     baseline rating, see ``rating_baseline`` in the run config), so that vectors learn
     deviations from it instead of the scale and item biases."""
 
+    def __post_init__(self) -> None:
+        if self.item_source is None:
+            self.item_source = torch.full((self.vocab_size,), -1, dtype=torch.long)
+            self.item_source[self.source_catalog] = 0
+
     @property
     def bos(self) -> int:
         """The BOS token: the last one of the vocabulary (see recmig.data.loaders)."""
         return self.vocab_size - 1
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.source_names)
 
 
 class Tower(nn.Module):
@@ -94,6 +116,36 @@ class Tower(nn.Module):
         """(B, L) history tokens -> (B, D) interest after the whole history."""
         table = self.items() if table is None else table
         return self.users.last(table[tokens], tokens)
+
+
+def has_items(history: torch.Tensor, bos: int) -> torch.Tensor:
+    """(B,) whether each (B, L) history holds any item besides padding and BOS."""
+    return is_item(history, bos).any(1)
+
+
+def domain_history(
+    history: torch.Tensor, item_source: torch.Tensor, domain: int, bos: int
+) -> torch.Tensor:
+    """The items of one source domain in a (B, L) merged source history, as a history of its
+    own: same order, left-aligned, BOS-prefixed when it fits (as the loaders build them), so
+    every user model reads it like any history. With one source domain this returns exactly
+    the merged history. (A merged history is the last L source items, so a domain's history
+    is its items among those.)"""
+    keep = item_source[history] == domain
+    # A stable sort on "not kept" moves the kept tokens to the front in their order.
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    items = torch.where(keep, history, 0).gather(1, order)
+    with_bos = torch.cat([torch.full_like(items[:, :1], bos), items[:, :-1]], dim=1)
+    return torch.where((keep.sum(1) < history.shape[1]).unsqueeze(1), with_bos, items)
+
+
+def combine_domains(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) one vector per source domain -> (B, D) their mean over the domains where the
+    user has history (``present`` (B, S)); over all domains for a user with none. With one
+    domain this is the domain's vector exactly."""
+    weights = present.to(values.dtype)
+    weights = torch.where(present.any(1, keepdim=True), weights, torch.ones_like(weights))
+    return (weights.unsqueeze(-1) * values).sum(1) / weights.sum(1, keepdim=True)
 
 
 def catalog_positions(catalog: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -190,6 +242,10 @@ class TransferStrategy(nn.Module):
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)
     """Training objectives the strategy supports (``rating`` when its losses come from
     :meth:`next_item_loss` and :meth:`history_loss`)."""
+    releases_source: ClassVar[bool] = False
+    """True for strategies whose target side reads a user's source history only through one
+    per-user vector released once per run (``StrategyContext.release``), so ``privacy``
+    applies to them."""
     fitted_once: ClassVar[bool] = False
     """True for closed-form strategies (:class:`recmig.closed_form.ClosedFormStrategy`): fitted
     once from the training matrix instead of trained for epochs."""
@@ -216,6 +272,7 @@ class TransferStrategy(nn.Module):
         self.context = context
         self.register_buffer("target_catalog", context.target_catalog, persistent=False)
         self.register_buffer("source_catalog", context.source_catalog, persistent=False)
+        self.register_buffer("item_source", context.item_source, persistent=False)
         # Per-token rating baselines (rating objective), on the model's device; rebuilt from
         # the data like the catalogues, so not part of checkpoints.
         offsets = torch.as_tensor(context.rating_offset, dtype=torch.float)
@@ -254,6 +311,23 @@ class TransferStrategy(nn.Module):
         if self.context.objective == "rating":
             scores = self.predicted_ratings(scores, self.target_catalog)
         return scores
+
+    def source_histories(self, source_hist: torch.Tensor) -> list[torch.Tensor]:
+        """The merged (B, L) source history split into one history per source domain, in
+        ``context.source_names`` order (a one-source scenario: the history itself)."""
+        return [
+            domain_history(source_hist, self.item_source, d, self.context.bos)
+            for d in range(self.context.num_sources)
+        ]
+
+    def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-user weights the strategy gave each domain when scoring ``batch`` (name ->
+        (B,)), recorded per test user and summarised in ``metrics.json``; none by default."""
+        return {}
+
+    def transfer_summary(self) -> dict[str, float]:
+        """Strategy-level numbers for ``metrics.json`` (e.g. learned global domain weights)."""
+        return {}
 
     @staticmethod
     def rows(batch: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Tensor]:
@@ -331,9 +405,18 @@ class MappedTransfer(TransferStrategy):
         self.target = Tower(context)
         self.transfer_weight = transfer_weight
 
-    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
-        """(B, L) source history tokens -> (B, D) interest in the target tower's space."""
+    def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) history of one source domain -> (B, D) interest in the target tower's
+        space, by that domain's map."""
         raise NotImplementedError
+
+    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
+        """(B, L) merged source history -> (B, D): each source domain's history through its
+        own map, averaged over the domains the user has history in."""
+        histories = self.source_histories(source_hist)
+        mapped = torch.stack([self.map_domain(d, h) for d, h in enumerate(histories)], 1)
+        present = torch.stack([has_items(h, self.context.bos) for h in histories], 1)
+        return combine_domains(mapped, present)
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Loss that fits the map on overlap rows (users with both histories)."""

@@ -27,7 +27,8 @@ import recmig.config  # noqa: F401  (registers the config resolvers train config
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
-from recmig.registry import load_strategy
+from recmig.privacy import GaussianRelease, PrivacyConfig
+from recmig.registry import discover, load_strategy
 from recmig.strategy import StrategyContext
 from recmig.training.module import TransferModule
 
@@ -55,6 +56,18 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
             f"has none (data {cfg.data.dataset.get('_target_', '?')}); strategies that "
             "transfer through items (pooled, lora, ...) work without them"
         )
+    privacy_cfg = cfg.get("privacy")
+    privacy = PrivacyConfig(
+        **(OmegaConf.to_container(privacy_cfg, resolve=True) if privacy_cfg else {})
+    )
+    if privacy.enabled and not cls.releases_source:
+        supported = sorted(n for n in discover() if load_strategy(n).releases_source)
+        raise ValueError(
+            f"privacy.epsilon={privacy.epsilon}: strategy {name!r} reads users' raw source "
+            "histories during training (its source representation changes with every step, "
+            "so a one-time private release cannot stand in for it); strategies that release "
+            f"one vector per user: {supported}"
+        )
     objective = cfg.get("objective", "ranking")
     if objective not in cls.objectives:
         raise ValueError(
@@ -65,11 +78,16 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         kind, shrinkage = cfg.get("rating_baseline", "item"), cfg.get("rating_shrinkage", 10.0)
         offsets = torch.from_numpy(rating_baselines(scenario, kind, shrinkage))
     vocab = tensors.vocab_size
+    item_source = torch.full((vocab,), -1, dtype=torch.long)
+    item_source[: vocab - 1] = torch.from_numpy(scenario.item_source.astype(np.int64))
     context = StrategyContext(
         vocab_size=vocab,
         dim=cfg.dim,
         source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
+        source_names=scenario.source_names,
+        item_source=item_source,
+        release=GaussianRelease(privacy, seed=int(cfg.seed)) if privacy.enabled else None,
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
         objective=objective,
@@ -126,14 +144,21 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 def per_user_results(
     table: pd.DataFrame, scenario: Scenario, k: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Test users with ids, profile and top-K item ids; beyond-accuracy metrics per group."""
+    """Test users with ids, profile and top-K item ids; beyond-accuracy metrics per group, and
+    the distribution of per-user domain weights (``weight/<domain>`` columns) per group."""
     catalog = scenario.catalog(TARGET)
     counts, n_users = item_popularity(scenario.train, catalog)
     metrics = {}
+    weights = [c for c in table.columns if c.startswith("weight/")]
     for group, rows in table.groupby("group"):
         top = np.stack(rows["top"].to_numpy())
         for name, value in beyond_accuracy(top, counts, n_users, k).items():
             metrics[f"test/{group}/{name}"] = value
+        for column in weights:
+            values = rows[column].to_numpy(dtype=float)
+            metrics[f"test/{group}/{column}/mean"] = float(values.mean())
+            for q in (10, 50, 90):
+                metrics[f"test/{group}/{column}/p{q}"] = float(np.percentile(values, q))
     item_ids = scenario.items["item_id"].to_numpy()
     table = table.assign(
         user_id=scenario.user_ids[table["user"].to_numpy()],
@@ -242,6 +267,10 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     users, beyond = per_user_results(parts.module.test_users(), parts.scenario, k=10)
     write_atomic(output_dir / "test_users.parquet", lambda tmp: users.to_parquet(tmp, index=False))
     metrics.update(beyond)
+    strategy = parts.module.strategy
+    metrics.update(strategy.transfer_summary())
+    if strategy.context.release is not None:
+        metrics.update(strategy.context.release.summary())
     return metrics
 
 

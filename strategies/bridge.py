@@ -11,6 +11,10 @@ The bridge is fit task-oriented, as in PTUPCDR: on warm overlapping users, u_T m
 user's own target training items high (softmax over the target catalogue), rather than match
 a target embedding by MSE. Towers are frozen inside this loss (their outputs detached), so it
 trains only h and meta; each tower learns from its own domain's next-item loss.
+
+With several source domains each domain d has its own h_d and meta_d over the shared source
+tower; a user's transferred interest is the mean of the domains' bridged interests over the
+domains they have history in (:meth:`MappedTransfer.map_interest`).
 """
 
 from __future__ import annotations
@@ -31,27 +35,30 @@ class Bridge(MappedTransfer):
         super().__init__(context, transfer_weight=bridge_weight)
         dim = context.dim
         self.bos = context.bos
-        self.attention = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-        self.meta = nn.Sequential(
-            nn.Linear(dim, meta_hidden), nn.ReLU(), nn.Linear(meta_hidden, dim * dim)
-        )
-        nn.init.zeros_(self.meta[-1].weight)  # start from W_u = I for every user
-        nn.init.zeros_(self.meta[-1].bias)
+        self.attention, self.meta = nn.ModuleList(), nn.ModuleList()
+        for _ in context.source_names:
+            self.attention.append(nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1)))
+            meta = nn.Sequential(
+                nn.Linear(dim, meta_hidden), nn.ReLU(), nn.Linear(meta_hidden, dim * dim)
+            )
+            nn.init.zeros_(meta[-1].weight)  # start from W_u = I for every user
+            nn.init.zeros_(meta[-1].bias)
+            self.meta.append(meta)
 
-    def bridges(self, source_hist: torch.Tensor) -> torch.Tensor:
-        """(B, L) source history -> (B, D, D) personal mapping matrices."""
+    def bridges(self, domain: int, source_hist: torch.Tensor) -> torch.Tensor:
+        """(B, L) history of one source domain -> (B, D, D) personal mapping matrices."""
         items = self.source.items().detach()[source_hist]
         real = is_item(source_hist, self.bos)
-        scores = self.attention(items).squeeze(-1).masked_fill(~real, float("-inf"))
+        scores = self.attention[domain](items).squeeze(-1).masked_fill(~real, float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # no source item: c_u = 0
         characteristic = (weights.unsqueeze(-1) * items).sum(1)
         dim = items.shape[-1]
         eye = torch.eye(dim, device=items.device)
-        return eye + self.meta(characteristic).view(-1, dim, dim)
+        return eye + self.meta[domain](characteristic).view(-1, dim, dim)
 
-    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
-        source = self.source.interest(source_hist).detach()
-        return torch.bmm(source.unsqueeze(1), self.bridges(source_hist)).squeeze(1)
+    def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
+        source = self.source.interest(history).detach()
+        return torch.bmm(source.unsqueeze(1), self.bridges(domain, history)).squeeze(1)
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(pairs["source_hist"])

@@ -1,19 +1,27 @@
-"""Domain-weighted fusion of a user's source-side and target-side interests.
+"""Domain-weighted fusion of a user's interests read from each domain.
 
-    F_t = a * F_tA + (1 - a) * F_tB
+    F_t = sum_d w_d F_td + w_T F_tT,      sum_d w_d + w_T = 1
 
-F_tA = f(history_S(u)) is the interest read from the source domain, F_tB = f(history_T(u)) the
-one read from the target domain; one item encoder and user model serve both, so both live in
-one space (with a text encoder, the language model's). The weight ``a`` is
+F_td = f(history_d(u)) is the interest read from source domain d, F_tT = f(history_T(u)) the
+one read from the target domain; one item encoder and user model serve every domain, so all
+live in one space (with a text encoder, the language model's). With one source domain this is
+F_t = a F_tA + (1 - a) F_tB. The source weights w_d are
 
-- ``fixed``: a constant (this is feature averaging, :mod:`.feature_averaging`);
-- ``learned``: one scalar a = sigmoid(theta), learned with the model;
-- ``gate``: per user, a_u = sigmoid(w . [F_tA; F_tB] + b), so users whose two histories agree
-  can lean on the source side more than users whose tastes differ across domains.
+- ``fixed``: constants, ``alpha`` (one weight per source domain, or one number: the total
+  source weight, split equally) and w_T = 1 - sum(alpha) (this is feature averaging,
+  :mod:`.feature_averaging`);
+- ``learned``: global weights, a softmax over one logit per source domain and the target's
+  (fixed at 0), learned with the model and started at ``alpha``;
+- ``gate``: per user, logit_d = w . [F_td; F_tT] + b, so users whose histories agree can lean
+  on a source domain more than users whose tastes differ; with ``gate_context`` the logit also
+  sees which domain it is (a learned bias per domain) and how much history the user has in it
+  and in the target (log(1 + count), learned slopes).
 
-A user without target history (cold start) gets a = 1, a user without source history a = 0, so
-a = 1 and a = 0 reduce exactly to the single-domain sides. Trained with next-item losses on
-both domains; the target loss uses the fused interest.
+A domain in which the user has no history gets weight 0 and its share goes to the others: a
+cold-start user is fused from their source domains alone, a user without source history reads
+the target side alone, so w = (1, 0) and (0, 1) reduce exactly to the single-domain sides.
+Trained with next-item losses on the merged source stream and on the target stream; the
+target loss uses the fused interest at every position of the target window.
 """
 
 from __future__ import annotations
@@ -22,60 +30,151 @@ import torch
 from torch import nn
 
 from recmig.data.loaders import is_item
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import StrategyContext, Tower, TransferStrategy, has_items
 
 MODES = ("fixed", "learned", "gate")
+MASKED = -1e9
+"""Logit of a domain without history: finite, so no 0 * inf reaches a gradient."""
+
+
+def item_count(history: torch.Tensor, bos: int) -> torch.Tensor:
+    """(B,) number of items (not padding, not BOS) in each (B, L) history."""
+    return is_item(history, bos).sum(1)
+
+
+def source_alphas(alpha: float | list[float], names: tuple[str, ...]) -> list[float]:
+    """``alpha`` as one weight per source domain (a number: the total, split equally)."""
+    if isinstance(alpha, int | float):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"strategy.alpha must be in [0, 1], got {alpha}")
+        return [float(alpha) / len(names)] * len(names)
+    alphas = [float(a) for a in alpha]
+    if len(alphas) != len(names):
+        raise ValueError(
+            f"strategy.alpha has {len(alphas)} weights but the scenario has {len(names)} "
+            f"source domains {list(names)}: give one weight per source domain (or one number)"
+        )
+    if min(alphas) < 0 or sum(alphas) > 1.0 + 1e-6:
+        raise ValueError(
+            f"strategy.alpha must be weights >= 0 that sum to at most 1 (the target gets the "
+            f"rest), got {alphas}"
+        )
+    return alphas
 
 
 class Fusion(TransferStrategy):
-    description = "F_t = a * source-side + (1 - a) * target-side interest; a fixed/learned/gated"
+    description = "F_t = sum_d w_d F_td + w_T F_tT over source domains d; w fixed/learned/gated"
     streams = ("source", "target")
     objectives = ("ranking", "rating")
 
-    def __init__(self, context: StrategyContext, mode: str = "gate", alpha: float = 0.5):
+    def __init__(
+        self,
+        context: StrategyContext,
+        mode: str = "gate",
+        alpha: float | list[float] = 0.5,
+        gate_context: bool = False,
+    ):
         super().__init__(context)
         if mode not in MODES:
             raise ValueError(f"strategy.mode must be one of {MODES}, got {mode!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"strategy.alpha must be in [0, 1], got {alpha}")
         self.mode = mode
-        self.alpha = alpha
+        self.names = context.source_names
+        alphas = source_alphas(alpha, self.names)
+        self.register_buffer("alphas", torch.tensor(alphas + [1.0 - sum(alphas)]), persistent=False)
         self.tower = Tower(context)
         self.bos = context.bos
         if mode == "learned":
-            self.logit = nn.Parameter(torch.logit(torch.tensor(alpha).clamp(1e-4, 1 - 1e-4)))
+            # softmax([logit_d..., 0]) = alphas at the start: logit_d = log(alpha_d / alpha_T).
+            start = torch.tensor([a / (a + self.alphas[-1].item()) for a in alphas])
+            self.logit = nn.Parameter(torch.logit(start.clamp(1e-4, 1 - 1e-4)))
         elif mode == "gate":
             self.gate = nn.Linear(2 * context.dim, 1)
+        self.gate_context = gate_context and mode == "gate"
+        if self.gate_context:  # zeros: the gate starts as the plain one
+            self.domain_bias = nn.Parameter(torch.zeros(len(self.names)))
+            self.history_slopes = nn.Parameter(torch.zeros(2))
 
-    def _has_items(self, hist: torch.Tensor) -> torch.Tensor:
-        """(B,) whether a history holds any item besides padding and BOS."""
-        return is_item(hist, self.bos).any(1)
-
-    def weight(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """a for each row: source (B, 1, D) or (B, D); target (B, L, D) or (B, D)."""
-        if self.mode == "fixed":
-            return torch.full(target.shape[:-1], self.alpha, device=target.device)
+    def source_logits(self, sources, target, counts) -> torch.Tensor:
+        """(B, S, P) logit of each source domain against the target's (0) at each of P
+        positions; sources (B, S, D), target (B, P, D), counts (B, S + P): history lengths
+        in each source domain, then in the target at each position."""
+        batch, n, positions = sources.shape[0], sources.shape[1], target.shape[1]
         if self.mode == "learned":
-            return torch.sigmoid(self.logit).expand(target.shape[:-1])
-        pair = torch.cat([source.expand_as(target), target], dim=-1)
-        return torch.sigmoid(self.gate(pair)).squeeze(-1)
+            return self.logit.view(1, n, 1).expand(batch, n, positions)
+        pair = torch.cat(
+            [
+                sources.unsqueeze(2).expand(-1, -1, positions, -1),
+                target.unsqueeze(1).expand(-1, n, -1, -1),
+            ],
+            dim=-1,
+        )
+        logits = self.gate(pair).squeeze(-1)
+        if self.gate_context:
+            lengths = torch.log1p(counts.to(logits.dtype))
+            source_part = self.domain_bias.view(1, n) + self.history_slopes[0] * lengths[:, :n]
+            target_part = self.history_slopes[1] * lengths[:, n:]
+            logits = logits + source_part.unsqueeze(-1) - target_part.unsqueeze(1)
+        return logits
 
-    def fuse(self, source, target, has_source, has_target) -> torch.Tensor:
-        """The fusion rule with the cold-start and no-source cases made exact."""
-        a = self.weight(source, target)
-        extra = (1,) * (a.dim() - 1)
-        a = torch.where(has_source.view(-1, *extra), a, torch.zeros_like(a))
-        a = torch.where(has_target.view(-1, *extra), a, torch.ones_like(a))
-        return a.unsqueeze(-1) * source + (1 - a.unsqueeze(-1)) * target
+    def weights(self, sources, target, present, counts) -> torch.Tensor:
+        """(B, S + 1, P) weight of each source domain and of the target (last) at each of P
+        positions; ``present`` (B, S + 1): whether the user has history in each domain."""
+        n, positions = sources.shape[1], target.shape[1]
+        nothing = ~present.any(1).view(-1, 1, 1)
+        even = torch.zeros(n + 1, device=sources.device)
+        even[:n] = 1.0 / n  # no history anywhere: an empty history's interest is the prior
+        even = even.view(1, -1, 1).expand(len(sources), -1, positions)
+        if self.mode == "fixed":
+            w = self.alphas.view(1, -1, 1) * present.unsqueeze(-1)
+            total = w.sum(1, keepdim=True)
+            return torch.where(nothing, even, w.expand(-1, -1, positions) / total.clamp_min(1e-12))
+        logits = self.source_logits(sources, target, counts)
+        logits = torch.where(present[:, :n].unsqueeze(-1), logits, MASKED)
+        target_logit = torch.where(present[:, n:], 0.0, MASKED).unsqueeze(-1)
+        target_logit = target_logit.expand(-1, 1, positions)
+        # w_d = softmax over [logit_1..logit_S, target] written as sigmoid(logit_d - logsumexp
+        # (the other logits)): with one source domain that is the two-domain rule
+        # sigmoid(logit) exactly.
+        source_w = []
+        for d in range(n):
+            others = torch.cat([logits[:, :d], logits[:, d + 1 :], target_logit], dim=1)
+            source_w.append(torch.sigmoid(logits[:, d] - torch.logsumexp(others, dim=1)))
+        w = torch.stack(source_w, 1)
+        w = torch.cat([w, 1 - w.sum(1, keepdim=True)], dim=1)
+        return torch.where(nothing, even, w)
+
+    def fuse(
+        self,
+        source_hist: torch.Tensor,
+        table: torch.Tensor,
+        target: torch.Tensor,
+        target_present: torch.Tensor,
+        target_counts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused interest (B, P, D) and the weights (B, S + 1, P). ``target`` (B, P, D):
+        the target-side interest at each fused position; ``target_present`` (B,) whether the
+        user has target history, ``target_counts`` (B, P) how much at each position."""
+        histories = self.source_histories(source_hist)
+        sources = torch.stack([self.tower.interest(h, table) for h in histories], 1)
+        present = torch.stack([*(has_items(h, self.bos) for h in histories), target_present], 1)
+        counts = torch.cat(
+            [torch.stack([item_count(h, self.bos) for h in histories], 1), target_counts], 1
+        )
+        w = self.weights(sources, target, present, counts)
+        n = sources.shape[1]
+        fused = (w[:, :n].unsqueeze(-1) * sources.unsqueeze(2)).sum(1)
+        return fused + w[:, n].unsqueeze(-1) * target, w
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.tower, batch, "source", self.source_catalog)
         part = self.rows(batch, "target")
         table = self.tower.items()
         target = self.tower.interests(part["tokens"], table)
-        source = self.tower.interest(part["source_hist"], table).unsqueeze(1)
-        has_target = torch.ones_like(part["user"], dtype=torch.bool)
-        fused = self.fuse(source, target, self._has_items(part["source_hist"]), has_target)
+        # Every target window fuses at every position (a user with target training data),
+        # counting the target items seen up to each position.
+        seen = torch.cumsum(is_item(part["tokens"], self.bos).long(), dim=1)
+        present = torch.ones_like(part["user"], dtype=torch.bool)
+        fused, _ = self.fuse(part["source_hist"], table, target, present, seen)
         target_loss = self.next_item_loss(fused, part, table, self.target_catalog)
         return {
             "loss": source_loss + target_loss,
@@ -83,16 +182,36 @@ class Fusion(TransferStrategy):
             "loss_target": target_loss,
         }
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) fused interests and (B, S + 1) weights of an evaluation batch."""
         table = self.tower.items()
-        source = self.tower.interest(batch["source_hist"], table)
-        target = self.tower.interest(batch["target_hist"], table)
-        return self.fuse(
-            source,
-            target,
-            self._has_items(batch["source_hist"]),
-            self._has_items(batch["target_hist"]),
-        )
+        target_hist = batch["target_hist"]
+        target = self.tower.interest(target_hist, table).unsqueeze(1)
+        present = has_items(target_hist, self.bos)
+        counts = item_count(target_hist, self.bos).unsqueeze(1)
+        fused, w = self.fuse(batch["source_hist"], table, target, present, counts)
+        return fused.squeeze(1), w.squeeze(-1)
+
+    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._scored(batch)[0]
 
     def target_items(self) -> torch.Tensor:
         return self.tower.items()[self.target_catalog]
+
+    def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        w = self._scored(batch)[1]
+        names = [*self.names, "target"]
+        return {f"weight/{name}": w[:, i] for i, name in enumerate(names)}
+
+    def transfer_summary(self) -> dict[str, float]:
+        """The global weights of ``fixed`` and ``learned`` (for a user with history in every
+        domain); ``gate`` weights are per user (``transfer_weights``)."""
+        if self.mode == "gate":
+            return {}
+        if self.mode == "learned":
+            logits = torch.cat([self.logit.detach(), self.logit.new_zeros(1)])
+            w = torch.softmax(logits, 0)
+        else:
+            w = self.alphas
+        names = [*self.names, "target"]
+        return {f"fusion/weight/{name}": float(w[i]) for i, name in enumerate(names)}

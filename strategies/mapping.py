@@ -8,6 +8,10 @@ who have both:
 
 and a cold user is scored with g(f_S(history_S(u))). The interests are detached in the mapping
 loss, as in EMCDR's second stage: the mapping follows the towers and never pulls them.
+
+With several source domains there is one map g_d per domain, over the shared source tower's
+interest in that domain's history; a user's transferred interest is the mean of g_d over the
+domains they have history in (:meth:`MappedTransfer.map_interest`), fit jointly.
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ class Mapping(MappedTransfer):
         self, context: StrategyContext, hidden_dim: int = 128, mapping_weight: float = 1.0
     ):
         super().__init__(context, transfer_weight=mapping_weight)
-        self.mapper = nn.Sequential(
-            nn.Linear(context.dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, context.dim)
+        dim = context.dim
+        self.mappers = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, dim))
+            for _ in context.source_names
         )
 
-    def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
-        return self.mapper(self.source.interest(source_hist))
+    def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
+        return self.mappers[domain](self.source.interest(history).detach())
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            source = self.source.interest(pairs["source_hist"])
+        mapped = self.map_interest(pairs["source_hist"])  # (before the target pass: same
+        with torch.no_grad():  # dropout draws as ever)
             target = self.target.interest(pairs["target_hist"])
-        return F.mse_loss(self.mapper(source), target)
+        return F.mse_loss(mapped, target)

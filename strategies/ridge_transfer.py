@@ -18,9 +18,23 @@ mismatch of the baselines issue, in closed form):
              x_u B_ease     for everyone else (warm users get EASE exactly)
 
 Everything is dense in the source catalogue (N_S x N_S), so the same item limit as EASE holds.
+
+Under a privacy budget (``privacy.epsilon`` finite) the target side never sees a raw source
+history. The source side releases, once per user, r_u = clip_C(x_u^S D) + z_u through the
+Gaussian mechanism (:mod:`recmig.privacy`; D is the source side's own model, fit on its
+data, and is not itself protected). The target side fits the cold map on the released rows of
+the users who have both, centred (an intercept: a release that is mostly noise then falls back
+to the target's popularity instead of to noise),
+
+    M = argmin ||(X_T - 1 mu_T) - (R - 1 mu_R) M||^2 + mu ||M||^2,   score = mu_T + (r_u - mu_R) M
+
+and scores warm users by EASE on the target items only. Everything the target side computes
+is post-processing of the releases and its own interactions.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import scipy.linalg
@@ -52,6 +66,7 @@ class RidgeTransfer(ClosedFormStrategy):
         "closed form: ridge map from densified source history to target (cold), EASE (warm)"
     )
     needs_source = True
+    releases_source = True
 
     def __init__(
         self,
@@ -77,6 +92,11 @@ class RidgeTransfer(ClosedFormStrategy):
         self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam
         self.text_weight, self.k = text_weight, int(text_neighbours)
         self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
+        self.release = context.release if context.release and context.release.enabled else None
+        if self.release is not None:  # the private cold path (see the module docstring)
+            self.register_fitted("densifier_rows")  # (vocab_size, N_s): D on the source rows
+            self.register_fitted("release_mean")  # (N_s,) mu_R
+            self.register_fitted("target_mean")  # (N_t,) mu_T
         # (vocab_size, 1): 1 on target item tokens, so inputs @ it counts a user's target items.
         is_target = torch.zeros(context.vocab_size, 1)
         is_target[context.target_catalog] = 1.0
@@ -94,7 +114,7 @@ class RidgeTransfer(ClosedFormStrategy):
         return d
 
     def fit(self, matrix: TrainingMatrix) -> None:
-        self.warm.fit(matrix)
+        self.warm.fit(self.target_side(matrix) if self.release is not None else matrix)
         x = self.item_matrix(matrix).tocsc()
         domain = matrix.item_domain[1:]
         source, target = np.flatnonzero(domain == SOURCE), np.flatnonzero(domain == TARGET)
@@ -106,6 +126,9 @@ class RidgeTransfer(ClosedFormStrategy):
                 "strategy=ridge_transfer fits its cold-start map on users with both source and "
                 "target training interactions; the scenario has none"
             )
+        if self.release is not None:
+            self.fit_private(x_source, x_target, d, both, source)
+            return
         xs, xt = x_source[both], x_target[both]
         gram = d.T @ gram_matrix(xs) @ d
         gram[np.diag_indices_from(gram)] += self.map_lam
@@ -115,10 +138,50 @@ class RidgeTransfer(ClosedFormStrategy):
         weights[source] = d @ mapping
         self.cold_weights = self.token_rows(torch.from_numpy(weights))
 
+    @staticmethod
+    def target_side(matrix: TrainingMatrix) -> TrainingMatrix:
+        """The training matrix with its source columns emptied: what the target side holds."""
+        keep = np.append(matrix.item_domain == TARGET, False).astype(np.float32)
+        return replace(
+            matrix,
+            interactions=matrix.interactions.multiply(keep).tocsr(),
+            ratings=matrix.ratings.multiply(keep).tocsr(),
+        )
+
+    def released(self, source_rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Each user's release r_u = clip(x_u^S D) + z_u; users keyed by index (-1, a user
+        outside the scenario, gets a key of its own)."""
+        return self.release.release(source_rows, users.long() + 1)
+
+    def fit_private(self, x_source, x_target, d, both: np.ndarray, source: np.ndarray) -> None:
+        """The cold map on released rows (see the module docstring); ``source``: the
+        source items' columns."""
+        users = torch.from_numpy(np.flatnonzero(both))
+        rows = torch.from_numpy(np.asarray(x_source[both] @ d, dtype=np.float32))
+        released = self.released(rows, users).double().numpy()
+        targets = x_target[both].toarray().astype(np.float64)
+        mu_r, mu_t = released.mean(0), targets.mean(0)
+        centred = released - mu_r
+        gram = centred.T @ centred
+        gram[np.diag_indices_from(gram)] += self.map_lam
+        mapping = scipy.linalg.solve(
+            gram, centred.T @ (targets - mu_t), assume_a="pos", check_finite=False
+        )
+        rows_d = np.zeros((self.context.vocab_size - 2, len(source)), dtype=np.float32)
+        rows_d[source] = d
+        self.densifier_rows = self.token_rows(torch.from_numpy(rows_d))
+        self.cold_weights = torch.from_numpy(mapping.astype(np.float32))
+        self.release_mean = torch.from_numpy(mu_r.astype(np.float32))
+        self.target_mean = torch.from_numpy(mu_t.astype(np.float32))
+
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = batch["inputs"]
         # Cold: no target item in the history (for evaluation, exactly the cold group).
         has_target = self.multiply(inputs, self.is_target) > 0
         warm = self.warm.target_scores(batch)
-        cold = self.multiply(inputs, self.cold_weights)
+        if self.release is None:
+            cold = self.multiply(inputs, self.cold_weights)
+        else:
+            released = self.released(self.multiply(inputs, self.densifier_rows), batch["user"])
+            cold = self.target_mean + (released - self.release_mean) @ self.cold_weights
         return torch.where(has_target, warm, cold)

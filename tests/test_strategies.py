@@ -155,13 +155,20 @@ def test_feature_averaging_equation(setup):
     scenario, tensors = setup
     cls = load_strategy("feature_averaging")
     fa = cls(make_context(scenario, tensors), alpha=0.25)
-    s, t = torch.tensor([[4.0, 0.0]] * 3), torch.tensor([[0.0, 8.0]] * 3)
-    has_source = torch.tensor([True, True, False])
-    has_target = torch.tensor([True, False, True])
-    mixed = fa.fuse(s, t, has_source, has_target)
-    assert torch.allclose(mixed[0], 0.25 * s[0] + 0.75 * t[0])  # warm user with both sides
-    assert torch.allclose(mixed[1], s[1])  # cold user: the source side alone
-    assert torch.allclose(mixed[2], t[2])  # no source history: the target side alone
+    batch = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN)).eval_data[
+        "test"
+    ][0]
+    source = fa.tower.interest(batch["source_hist"])
+    target = fa.tower.interest(batch["target_hist"])
+    cold = batch["is_cold"]
+    mixed = fa.target_interest(batch)
+    assert cold.any() and (~cold).any()
+    # Warm users (all with both sides here) mix; cold users get the source side alone.
+    assert torch.allclose(mixed[~cold], 0.25 * source[~cold] + 0.75 * target[~cold], atol=1e-6)
+    assert torch.equal(mixed[cold], source[cold])
+    # No source history: the target side alone (weights for present = (no source, target)).
+    w = fa.weights(source[:1, None], target[:1, None], torch.tensor([[False, True]]), None)
+    assert w.flatten().tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="alpha"):
         cls(make_context(scenario, tensors), alpha=1.5)
 
@@ -194,9 +201,11 @@ def test_fusion_gate_is_per_user_and_learned_weight_trains(setup):
     scenario, tensors = setup
     cls = load_strategy("fusion")
     gate = cls(make_context(scenario, tensors), mode="gate")
-    s, t = torch.randn(5, 16), torch.randn(5, 16)
-    a = gate.weight(s, t)
-    assert a.shape == (5,) and ((a > 0) & (a < 1)).all() and a.unique().numel() > 1
+    s, t = torch.randn(5, 1, 16), torch.randn(5, 1, 16)
+    w = gate.weights(s, t, torch.ones(5, 2, dtype=torch.bool), torch.ones(5, 2))
+    a = w[:, 0, 0]
+    assert w.shape == (5, 2, 1) and torch.allclose(w.sum(1), torch.ones(5, 1))
+    assert ((a > 0) & (a < 1)).all() and a.unique().numel() > 1
     learned = cls(make_context(scenario, tensors), mode="learned", alpha=0.3)
     assert torch.sigmoid(learned.logit).item() == pytest.approx(0.3, abs=1e-5)
     dm = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN))
@@ -216,7 +225,7 @@ def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(se
     cold = batch["is_cold"]
     assert cold.any() and (~cold).any()
     interest = mapping.target_interest(batch)
-    expected_cold = mapping.mapper(mapping.source.interest(batch["source_hist"][cold]))
+    expected_cold = mapping.mappers[0](mapping.source.interest(batch["source_hist"][cold]))
     expected_warm = mapping.target.interest(batch["target_hist"][~cold])
     assert torch.allclose(interest[cold], expected_cold)
     assert torch.allclose(interest[~cold], expected_warm)
@@ -226,7 +235,7 @@ def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(se
     mapping.training_loss(overlap_only)["loss_transfer"].backward()
     assert all(p.grad is None for p in mapping.source.parameters())
     assert all(p.grad is None for p in mapping.target.parameters())
-    assert any(p.grad is not None for p in mapping.mapper.parameters())
+    assert any(p.grad is not None for p in mapping.mappers.parameters())
 
 
 def test_bridge_is_personal_starts_at_identity_and_trains_only_the_meta_network(setup):
@@ -243,10 +252,10 @@ def test_bridge_is_personal_starts_at_identity_and_trains_only_the_meta_network(
     bridge.training_loss(pairs)["loss_transfer"].backward()
     assert all(p.grad is None for p in bridge.source.parameters())
     assert all(p.grad is None for p in bridge.target.parameters())
-    assert bridge.meta[-1].weight.grad.abs().sum() > 0
+    assert bridge.meta[0][-1].weight.grad.abs().sum() > 0
     # After a step the bridges differ from user to user.
     torch.optim.SGD(bridge.parameters(), lr=1.0).step()
-    matrices = bridge.bridges(pairs["source_hist"][:4])
+    matrices = bridge.bridges(0, pairs["source_hist"][:4])
     assert not torch.allclose(matrices[0], matrices[1])
 
 

@@ -22,11 +22,19 @@ strategy trains and is evaluated on:
 The source domain is fully observed for every user (the usual cold-start transfer assumption).
 A scenario with no source domain (``source_domains: []``) is a plain single-domain split, which
 is how protocol P1 runs.
+
+Several source domains: ``source_domains`` may map names to groups of domain values, e.g.
+``{comedy: [Comedy, Romance], drama: [Drama, War]}``; each group is its own source domain
+(k-core filtered on its own, counted on its own in ``scenario.json``, and known to strategies
+through :attr:`Scenario.item_source`). A plain list is one source domain named ``source``,
+which is exactly the one-source scenario. Cold users are users with history in at least one
+source domain and none in the target.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 
 SOURCE, TARGET = 0, 1
 COLD_VAL, COLD_TEST, WARM = "cold_val", "cold_test", "warm"
+ONE_SOURCE = "source"
+"""The name of the source domain when ``source_domains`` is a plain list (or a time split)."""
 
 
 @dataclass
@@ -46,8 +56,9 @@ class ScenarioConfig:
 
     target_domains: list[str] = field(default_factory=list)
     """Domain values that form the target domain; empty = every item (single-domain)."""
-    source_domains: list[str] = field(default_factory=list)
-    """Domain values that form the source domain; empty = no source (single-domain run)."""
+    source_domains: list[str] | dict[str, list[str]] = field(default_factory=list)
+    """Domain values that form the source domain; empty = no source (single-domain run). A
+    mapping ``{name: [values]}`` makes each group its own source domain."""
     domain_field: str | None = "genre"
     """Item column that decides an item's domain; null = use the interactions' `domain` column."""
     domain_value: str = "first"
@@ -75,6 +86,12 @@ class ScenarioConfig:
     the target (domain_field and the domain lists are then unused). An item rated in both
     windows becomes two items, one per window, that share their text."""
 
+    use_sources: list[str] | None = None
+    """Source domains (names of ``source_domains`` groups) whose interactions strategies see;
+    null = all. The split is drawn over every source domain first, so runs that use
+    different domains are scored on the same cold and warm users (one source at a time vs
+    all, on one split); a cold user whose history lies only in unused domains has none."""
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.cold_fraction < 1.0:
             raise ValueError(f"scenario.cold_fraction must be in [0, 1), got {self.cold_fraction}")
@@ -98,7 +115,16 @@ class ScenarioConfig:
         self.split_ratios = [r / sum(self.split_ratios) for r in self.split_ratios]
         if self.time_split is not None and not 0.0 < self.time_split < 1.0:
             raise ValueError(f"scenario.time_split must be in (0, 1), got {self.time_split}")
-        overlap = set(self.source_domains) & set(self.target_domains)
+        self.source_domains = _source_groups(self.source_domains)
+        if self.use_sources is not None:
+            self.use_sources = [str(name) for name in self.use_sources]
+            unknown = sorted(set(self.use_sources) - set(self.source_groups))
+            if unknown or not self.use_sources:
+                raise ValueError(
+                    f"scenario.use_sources must name source domains of "
+                    f"scenario.source_domains {list(self.source_groups)}, got {self.use_sources}"
+                )
+        overlap = set(self.source_values) & set(self.target_domains)
         if overlap:
             raise ValueError(
                 f"scenario: domain values {sorted(overlap)} are in both source_domains and "
@@ -108,6 +134,42 @@ class ScenarioConfig:
     @property
     def has_source(self) -> bool:
         return bool(self.source_domains) or self.time_split is not None
+
+    @property
+    def source_groups(self) -> dict[str, list[str]]:
+        """Source domain name -> its domain values (a time split: one domain, no values)."""
+        if self.time_split is not None:
+            return {ONE_SOURCE: []}
+        if isinstance(self.source_domains, dict):
+            return self.source_domains
+        return {ONE_SOURCE: list(self.source_domains)} if self.source_domains else {}
+
+    @property
+    def source_values(self) -> list[str]:
+        """Every domain value of every source domain."""
+        return [v for values in self.source_groups.values() for v in values]
+
+
+def _source_groups(groups) -> list[str] | dict[str, list[str]]:
+    """``source_domains`` as a list of values or a dict of named, disjoint, non-empty groups."""
+    if not isinstance(groups, Mapping):
+        return [str(v) for v in groups]
+    out: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for name, values in groups.items():
+        if isinstance(values, str) or not values:
+            raise ValueError(
+                f"scenario.source_domains.{name} must be a non-empty list of domain values, "
+                f"got {values!r}"
+            )
+        out[str(name)] = [str(v) for v in values]
+        for value in out[str(name)]:
+            if owner.setdefault(value, str(name)) != str(name):
+                raise ValueError(
+                    f"scenario.source_domains: domain value {value!r} is in both groups "
+                    f"{owner[value]!r} and {name!r}; each value belongs to one source domain"
+                )
+    return out
 
 
 @dataclass
@@ -128,6 +190,10 @@ class Scenario:
         stats: counts logged with every run.
         user_profiles: ``None`` or one row per user index (``user_id`` plus ``gender``,
             ``age``, ... as the dataset provides them), for metrics sliced by user group.
+        source_names: the source domains' names (one, ``source``, unless ``source_domains``
+            names groups; none in a single-domain scenario).
+        item_source: (num_items + 1,) index into ``source_names`` of each source item's
+            domain, -1 for target items and padding.
     """
 
     items: pd.DataFrame
@@ -139,6 +205,12 @@ class Scenario:
     has_source: bool
     stats: dict[str, int] = field(default_factory=dict)
     user_profiles: pd.DataFrame | None = None
+    source_names: tuple[str, ...] = (ONE_SOURCE,)
+    item_source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.item_source is None:  # one source domain: every source item belongs to it
+            self.item_source = np.where(self.item_domain == SOURCE, 0, -1).astype(np.int8)
 
     @property
     def num_items(self) -> int:
@@ -164,13 +236,23 @@ def build_scenario(data: InteractionData, cfg: ScenarioConfig) -> Scenario:
         inter = inter[inter["rating"] >= cfg.min_rating]
     if cfg.time_split is not None:
         inter, data = _time_windows(inter, data, cfg.time_split)
+        inter["source_group"] = np.where(inter["domain_side"] == SOURCE, 0, -1)
     else:
-        inter = inter.assign(domain_side=_domain_side(inter, data, cfg))
+        side, group = _domain_side(inter, data, cfg)
+        inter = inter.assign(domain_side=side, source_group=group)
     inter = inter[inter["domain_side"] >= 0]
-    parts = [
-        _k_core(inter[inter["domain_side"] == side], cfg.user_core, cfg.item_core)
-        for side in ((SOURCE, TARGET) if cfg.has_source else (TARGET,))
-    ]
+    # Each source domain is k-cored on its own, like the target: a domain only helps a user
+    # through enough interactions inside it.
+    parts = []
+    for group, name in enumerate(cfg.source_groups):
+        part = _k_core(inter[inter["source_group"] == group], cfg.user_core, cfg.item_core)
+        if part.empty:
+            raise ValueError(
+                f"scenario.source_domains: source domain {name!r} of {data.name!r} has no "
+                "interactions left after filtering (min_rating, user_core, item_core)"
+            )
+        parts.append(part)
+    parts.append(_k_core(inter[inter["domain_side"] == TARGET], cfg.user_core, cfg.item_core))
     inter = pd.concat(parts, ignore_index=True)
     if (inter["domain_side"] == TARGET).sum() == 0:
         raise ValueError(f"scenario: no target interactions left in {data.name!r} after filtering")
@@ -213,8 +295,11 @@ def _time_windows(
     return inter, replace(data, items=items)
 
 
-def _domain_side(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> np.ndarray:
-    """SOURCE / TARGET / -1 (dropped) per interaction."""
+def _domain_side(
+    inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """SOURCE / TARGET / -1 (dropped) per interaction, and the source domain's index in
+    ``cfg.source_groups`` (-1 outside the source side)."""
     if cfg.domain_field is None:
         if "domain" not in inter.columns:
             raise ValueError(
@@ -233,8 +318,9 @@ def _domain_side(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig
             per_item = per_item.str.split(",").str[0].str.strip()
         values = inter["item_id"].map(per_item).fillna("")
     present = set(values.unique())
-    target = set(cfg.target_domains) or present - set(cfg.source_domains)
-    unknown = (set(cfg.target_domains) | set(cfg.source_domains)) - present
+    sources = cfg.source_values
+    target = set(cfg.target_domains) or present - set(sources)
+    unknown = (set(cfg.target_domains) | set(sources)) - present
     if unknown:
         raise ValueError(
             f"scenario: domain values {sorted(unknown)} do not occur in field "
@@ -242,8 +328,12 @@ def _domain_side(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig
         )
     side = np.full(len(values), -1, dtype=np.int8)
     side[values.isin(list(target)).to_numpy()] = TARGET
-    side[values.isin(list(cfg.source_domains)).to_numpy()] = SOURCE
-    return side
+    group = np.full(len(values), -1, dtype=np.int8)
+    for index, members in enumerate(cfg.source_groups.values()):
+        in_group = values.isin(members).to_numpy()
+        side[in_group] = SOURCE
+        group[in_group] = index
+    return side, group
 
 
 def _k_core(inter: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:
@@ -260,7 +350,7 @@ def _k_core(inter: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame
 def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> Scenario:
     # Index items (source first, then target) and users in sorted id order: deterministic.
     item_table = (
-        inter[["item_id", "domain_side"]]
+        inter[["item_id", "domain_side", "source_group"]]
         .drop_duplicates("item_id")
         .sort_values(["domain_side", "item_id"], kind="stable")
     )
@@ -275,6 +365,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
             "rating": inter["rating"].to_numpy(dtype=np.float32),
             "order": inter["order"].to_numpy(),
             "domain": inter["domain_side"].to_numpy(),
+            "source_group": inter["source_group"].to_numpy(),
         }
     ).sort_values(["user", "timestamp", "order"], kind="stable", ignore_index=True)
 
@@ -308,11 +399,18 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     warm = warm_target.loc[split.index, ["user", "item", "rating"]].assign(split=split.to_numpy())
     held_out = is_cold_target.copy()
     held_out.loc[warm.index] = True
+    if cfg.use_sources is not None:  # unused source domains leave after the draw
+        used = [i for i, name in enumerate(cfg.source_groups) if name in cfg.use_sources]
+        unused = (inter["domain"] == SOURCE) & ~inter["source_group"].isin(used)
+        held_out |= unused
     columns = ["user", "item", "timestamp", "rating", "domain"]
     train = inter.loc[~held_out, columns].reset_index(drop=True)
+    if cfg.use_sources is not None:
+        inter = inter[~unused]  # (so the statistics count what strategies see)
 
     items = data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
     item_domain = np.concatenate([[-1], item_table["domain_side"].to_numpy()]).astype(np.int8)
+    item_source = np.concatenate([[-1], item_table["source_group"].to_numpy()]).astype(np.int8)
     scenario = Scenario(
         items=items,
         item_domain=item_domain,
@@ -322,6 +420,8 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         cold=cold.reset_index(drop=True),
         has_source=cfg.has_source,
         user_profiles=_profiles(data, user_ids),
+        source_names=tuple(cfg.source_groups),
+        item_source=item_source,
     )
     scenario.stats = _statistics(inter, scenario, overlap, cold_group)
     log.info("scenario: %s", scenario.stats)
@@ -381,6 +481,14 @@ def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int
         stats[f"{name}/users"] = int(part["user"].nunique())
         stats[f"{name}/items"] = int(part["item"].nunique())
         stats[f"{name}/interactions"] = int(len(part))
+    if len(scenario.source_names) > 1:  # per source domain (one domain: the totals above)
+        source = inter[inter["domain"] == SOURCE]
+        for index, name in enumerate(scenario.source_names):
+            part = source[source["source_group"] == index]
+            stats[f"source/{name}/users"] = int(part["user"].nunique())
+            stats[f"source/{name}/items"] = int(part["item"].nunique())
+            stats[f"source/{name}/interactions"] = int(len(part))
+            stats[f"overlap/{name}/users"] = int(np.intersect1d(part["user"], overlap).size)
     stats["overlap/users"] = int(len(overlap))
     stats["cold/val_users"] = int((cold_group == COLD_VAL).sum())
     stats["cold/test_users"] = int((cold_group == COLD_TEST).sum())

@@ -95,8 +95,15 @@ class TransferModule(L.LightningModule):
             errors = scores - batch["relevant_ratings"]
             values.update(self._user_errors(errors, rated))
         if self.trainer.testing:
+            weights = self.strategy.transfer_weights(batch)
             self.test_records.append(
-                {"user": batch["user"], "is_cold": batch["is_cold"], "top": top, **values}
+                {
+                    "user": batch["user"],
+                    "is_cold": batch["is_cold"],
+                    "top": top,
+                    **values,
+                    **weights,
+                }
             )
         for group, rows in (("cold", batch["is_cold"]), ("warm", ~batch["is_cold"])):
             if rows.any():
@@ -176,12 +183,14 @@ class TransferModule(L.LightningModule):
     def test_users(self) -> pd.DataFrame:
         """One row per user of the last test pass: ``user`` (index), ``group`` (cold/warm),
         every metric (with the rating objective also the user's ``mae`` and ``rmse``), and
-        ``top``: the top-K target catalogue positions, best first."""
+        ``top``: the top-K target catalogue positions, best first; and the strategy's
+        per-user domain weights (``weight/<domain>``, :meth:`TransferStrategy.transfer_weights`)."""
         if not self.test_records:
             raise RuntimeError("test_users() needs a finished test pass (trainer.test)")
         records = self.test_records
         joined = {k: torch.cat([r[k] for r in records]).cpu() for k in records[0]}
-        columns = (*self.metric_names, *self.error_names)
+        weights = [k for k in joined if k.startswith("weight/")]
+        columns = (*self.metric_names, *self.error_names, *weights)
         table = pd.DataFrame({name: joined[name].numpy() for name in columns})
         table.insert(0, "group", ["cold" if c else "warm" for c in joined["is_cold"].tolist()])
         table.insert(0, "user", joined["user"].numpy())
