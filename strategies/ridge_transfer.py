@@ -20,11 +20,14 @@ mismatch of the baselines issue, in closed form):
 Everything is dense in the source catalogue (N_S x N_S), so the same item limit as EASE holds.
 
 Under a privacy budget (``privacy.epsilon`` finite) the target side never sees a raw source
-history. The source side releases, once per user, r_u = clip_C(x_u^S D) + z_u through the
-Gaussian mechanism (:mod:`recmig.privacy`; D is the source side's own model, fit on its
-data, and is not itself protected). The target side fits the cold map on the released rows of
-the users who have both, centred (an intercept: a release that is mostly noise then falls back
-to the target's popularity instead of to noise),
+history. The source side releases, once per user, r_u = clip_C(x_u^S D V) + z_u through the
+Gaussian mechanism (:mod:`recmig.privacy`), where V holds the top ``release_dim`` principal
+directions of the densified source rows x^S D: the noise's norm grows with the square root of
+the released dimensions while a user's row keeps most of its norm in a few directions, so a
+short release carries more of the user per unit of noise. D and V are the source side's own
+model, fit on its data, and are not themselves protected. The target side fits the cold map
+on the released rows of the users who have both, centred (an intercept: a release that is
+mostly noise then falls back to the target's popularity instead of to noise),
 
     M = argmin ||(X_T - 1 mu_T) - (R - 1 mu_R) M||^2 + mu ||M||^2,   score = mu_T + (r_u - mu_R) M
 
@@ -78,6 +81,7 @@ class RidgeTransfer(ClosedFormStrategy):
         text_weight: float = 0.3,
         text_neighbours: int = 20,
         max_items: int = 20000,
+        release_dim: int = 8,
     ):
         super().__init__(context)
         for name, value in (("map_lam", map_lam), ("source_lam", source_lam)):
@@ -86,6 +90,9 @@ class RidgeTransfer(ClosedFormStrategy):
         for name, value in (("densify", densify), ("text_weight", text_weight)):
             if value < 0:
                 raise ValueError(f"strategy.{name} must be >= 0, got {value}")
+        if release_dim < 0:
+            raise ValueError(f"strategy.release_dim must be >= 0 (0: full rows), got {release_dim}")
+        self.release_dim = int(release_dim)
         if text_neighbours < 1:
             raise ValueError(f"strategy.text_neighbours must be >= 1, got {text_neighbours}")
         self.warm = EASE(context, lam=lam, max_items=max_items)  # checks the item limit too
@@ -94,8 +101,8 @@ class RidgeTransfer(ClosedFormStrategy):
         self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
         self.release = context.release if context.release and context.release.enabled else None
         if self.release is not None:  # the private cold path (see the module docstring)
-            self.register_fitted("densifier_rows")  # (vocab_size, N_s): D on the source rows
-            self.register_fitted("release_mean")  # (N_s,) mu_R
+            self.register_fitted("densifier_rows")  # (vocab_size, k): D V on source rows
+            self.register_fitted("release_mean")  # (k,) mu_R
             self.register_fitted("target_mean")  # (N_t,) mu_T
         # (vocab_size, 1): 1 on target item tokens, so inputs @ it counts a user's target items.
         is_target = torch.zeros(context.vocab_size, 1)
@@ -156,6 +163,11 @@ class RidgeTransfer(ClosedFormStrategy):
     def fit_private(self, x_source, x_target, d, both: np.ndarray, source: np.ndarray) -> None:
         """The cold map on released rows (see the module docstring); ``source``: the
         source items' columns."""
+        dense = np.asarray(x_source @ d, dtype=np.float32)
+        if self.release_dim and self.release_dim < dense.shape[1]:
+            # The source side's principal directions of its densified rows (all its users).
+            _, vectors = np.linalg.eigh(dense.T.astype(np.float64) @ dense)
+            d = d @ vectors[:, ::-1][:, : self.release_dim].astype(np.float32)
         users = torch.from_numpy(np.flatnonzero(both))
         rows = torch.from_numpy(np.asarray(x_source[both] @ d, dtype=np.float32))
         released = self.released(rows, users).double().numpy()
@@ -167,7 +179,7 @@ class RidgeTransfer(ClosedFormStrategy):
         mapping = scipy.linalg.solve(
             gram, centred.T @ (targets - mu_t), assume_a="pos", check_finite=False
         )
-        rows_d = np.zeros((self.context.vocab_size - 2, len(source)), dtype=np.float32)
+        rows_d = np.zeros((self.context.vocab_size - 2, d.shape[1]), dtype=np.float32)
         rows_d[source] = d
         self.densifier_rows = self.token_rows(torch.from_numpy(rows_d))
         self.cold_weights = torch.from_numpy(mapping.astype(np.float32))
