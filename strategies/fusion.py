@@ -155,7 +155,10 @@ class Fusion(TransferStrategy):
         the target-side interest at each fused position; ``target_present`` (B,) whether the
         user has target history, ``target_counts`` (B, P) how much at each position."""
         histories = self.source_histories(source_hist)
-        sources = torch.stack([self.tower.interest(h, table) for h in histories], 1)
+        # One user-model pass over every domain's histories (S x B rows) -> (B, S, D).
+        batch, n = len(source_hist), len(histories)
+        sources = self.tower.interest(torch.cat(histories), table)
+        sources = sources.view(n, batch, -1).transpose(0, 1)
         present = torch.stack([*(has_items(h, self.bos) for h in histories), target_present], 1)
         counts = torch.cat(
             [torch.stack([item_count(h, self.bos) for h in histories], 1), target_counts], 1
