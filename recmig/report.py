@@ -41,6 +41,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
+from recmig.transfer_report import plot_privacy, privacy_markdown, weights_markdown
+
 BASELINE = "target_only"
 CLASSICAL_BASELINES = ("popularity", "itemknn", "ease", "user_bias")
 """Strategies a setting's *strongest baseline* is chosen from (``--baselines``): beating
@@ -72,7 +74,15 @@ EARLIER = "earlier_report"
 ANALYSES = ("streaming", "faithfulness")
 """Summaries a run folder may hold beside metrics.json (``<name>.json``, from ``recmig stream``
 and ``recmig faithfulness``): their keys join the run's metrics as ``<name>/<key>``."""
-REPORT_FILES = ("results.md", "results.csv", "runs.csv", "slices.csv", "results.png", "slices.png")
+REPORT_FILES = (
+    "results.md",
+    "results.csv",
+    "runs.csv",
+    "slices.csv",
+    "results.png",
+    "slices.png",
+    "privacy.png",
+)
 # GroupLens ML-1M age codes are these lower bounds; ML-100K's exact ages are binned the same way.
 AGE_BINS = (0, 18, 25, 35, 45, 50, 56, 200)
 AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
@@ -620,6 +630,13 @@ def write_report(
         beyond_table = summarize(runs, beyond, baselines=())
         sections += ["Beyond accuracy (top 10 of test users):", to_markdown(beyond_table, beyond)]
         table = table.join(beyond_table.drop(columns="seeds"))
+    weights = weights_markdown(runs)
+    if weights:
+        sections.append(weights)
+    curve = tuple(m for m in ("test/cold/ndcg@10", "test/warm/ndcg@10") if m in runs.columns)
+    private = privacy_markdown(runs, curve)
+    if private:
+        sections.append(private)
     # Slices show the headline per-user metric: a rating sweep's error, else NDCG@10.
     slice_column = "rmse" if any(m in runs.columns for m in RATING_METRICS) else "ndcg@10"
     sliced = slices(runs, slice_column)
@@ -641,6 +658,8 @@ def write_report(
     plotted = plotted or tuple(m for m in metrics if not m.startswith("time/"))[:4]
     if plotted:
         plot(table, out / "results.png", plotted)
+    if private:
+        plot_privacy(runs, out / "privacy.png", curve)
     return markdown
 
 

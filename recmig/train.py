@@ -56,10 +56,7 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
             f"has none (data {cfg.data.dataset.get('_target_', '?')}); strategies that "
             "transfer through items (pooled, lora, ...) work without them"
         )
-    privacy_cfg = cfg.get("privacy")
-    privacy = PrivacyConfig(
-        **(OmegaConf.to_container(privacy_cfg, resolve=True) if privacy_cfg else {})
-    )
+    privacy = privacy_config(cfg.get("privacy"))
     if privacy.enabled and not cls.releases_source:
         supported = sorted(n for n in discover() if load_strategy(n).releases_source)
         raise ValueError(
@@ -97,6 +94,18 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         return cls(context, **options)
     except TypeError as err:
         raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
+
+
+def privacy_config(options: DictConfig | None) -> PrivacyConfig:
+    """The run's ``privacy`` block (absent: no mechanism); unknown keys are named."""
+    values = OmegaConf.to_container(options, resolve=True) if options else {}
+    unknown = sorted(set(values) - set(PrivacyConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(
+            f"privacy: unknown key {unknown[0]!r}; the keys are "
+            f"{sorted(PrivacyConfig.__dataclass_fields__)}"
+        )
+    return PrivacyConfig(**values)
 
 
 def rating_baselines(scenario: Scenario, kind: str = "item", shrinkage: float = 10.0) -> np.ndarray:

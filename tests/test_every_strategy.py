@@ -65,6 +65,51 @@ def test_strategy_trains_on_real_data(name, tmp_path):
     assert sum(second) / len(second) < sum(first) / len(first)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(discover()))
+def test_strategy_trains_on_several_source_domains(name, tmp_path):
+    """ML-100K with three source domains (comedy, drama, children's families): every strategy
+    trains and scores, the scenario counts each domain, and per-user domain weights, where a
+    strategy records them, sum to one with none on the target for cold users."""
+    out = tmp_path / "run"
+    cls = load_strategy(name)
+    objective = (
+        [] if "ranking" in cls.objectives else ["objective=rating", "data.scenario.min_rating=null"]
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recmig.cli",
+            "train",
+            f"strategy={name}",
+            "data=ml100k_multi_source",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=2",
+            "logger=none",
+            f"hydra.run.dir={out}",
+            *objective,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test/cold/ndcg@10"] > 0
+    domains = ("comedy", "drama", "children")
+    assert all(metrics[f"scenario/source/{d}/users"] > 0 for d in domains)
+    users = pd.read_parquet(out / "test_users.parquet")
+    weights = [c for c in users.columns if c.startswith("weight/")]
+    if weights:
+        assert sorted(weights) == sorted(f"weight/{d}" for d in (*domains, "target"))
+        assert (users[weights].sum(axis=1) - 1).abs().max() < 1e-5
+        assert (users.loc[users["group"] == "cold", "weight/target"] == 0).all()
+        assert "test/cold/weight/comedy/mean" in metrics
+
+
 def check_recommender(run_dir):
     """The finished run as a recommender: the evaluator's lists, new users, bad ids, updates."""
     rec = Recommender.from_run(run_dir)

@@ -271,3 +271,24 @@ def test_epsilon_inf_is_exactly_no_privacy_and_a_finite_budget_releases_fixed_no
     rows = nearly.multiply(batch["inputs"], nearly.densifier_rows)
     assert loose.sigma < 1e-2 and rows.norm(dim=1).max() < 100
     assert torch.allclose(nearly.released(rows, batch["user"]), rows, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "strategy", "match"),
+    [
+        ({"epsilon": 0}, "ridge_transfer", r"privacy\.epsilon must be > 0"),
+        ({"epsilon": 1, "delta": 1.0}, "ridge_transfer", r"privacy\.delta must be in \(0, 1\)"),
+        ({"epsilon": 1, "clip": -1}, "ridge_transfer", r"privacy\.clip must be > 0"),
+        ({"epsilon": 1, "budget": 3}, "ridge_transfer", r"privacy: unknown key 'budget'"),
+        ({"epsilon": 1}, "fusion", r"privacy\.epsilon=1\.0: strategy 'fusion' reads"),
+    ],
+)
+def test_bad_privacy_options_name_the_option(multi_setup, privacy, strategy, match):
+    from omegaconf import OmegaConf
+
+    from recmig.train import build_strategy
+
+    _, tensors = multi_setup
+    cfg = OmegaConf.create({"strategy": {"name": strategy}, "privacy": privacy, "dim": 8})
+    with pytest.raises(ValueError, match=match):
+        build_strategy(cfg, tensors)
