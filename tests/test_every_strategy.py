@@ -18,12 +18,10 @@ from recmig.registry import discover, load_strategy
 from recmig.serving import Recommender, UnknownIdError
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(discover()))
-def test_strategy_trains_on_real_data(name, tmp_path):
-    out = tmp_path / "run"
+def train_run(name: str, out, cwd, *overrides: str) -> dict:
+    """`recmig train strategy=<name>` in a subprocess (a rating-only strategy runs the rating
+    view, every rating kept, as its experiment); the run's metrics.json."""
     cls = load_strategy(name)
-    # A rating-only strategy runs the rating view (every rating kept, as its experiment).
     objective = (
         [] if "ranking" in cls.objectives else ["objective=rating", "data.scenario.min_rating=null"]
     )
@@ -34,22 +32,35 @@ def test_strategy_trains_on_real_data(name, tmp_path):
             "recmig.cli",
             "train",
             f"strategy={name}",
-            "data=ml100k_genres",
-            "trainer.max_epochs=4",
-            "trainer.limit_train_batches=4",
-            "trainer.log_every_n_steps=1",
-            "logger=csv",
+            *overrides,
             f"hydra.run.dir={out}",
             *objective,
         ],
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(discover()))
+def test_strategy_trains_on_real_data(name, tmp_path):
+    out = tmp_path / "run"
+    cls = load_strategy(name)
+    metrics = train_run(
+        name,
+        out,
+        tmp_path,
+        "data=ml100k_genres",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=4",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+    )
     assert {"test/cold/ndcg@10", "test/warm/ndcg@10", "val/ndcg@10"} <= set(metrics)
     check_recommender(out)
     if cls.fitted_once:  # closed form: fitted once, no epochs, its fit saved as the checkpoint
@@ -72,32 +83,15 @@ def test_strategy_trains_on_several_source_domains(name, tmp_path):
     trains and scores, the scenario counts each domain, and per-user domain weights, where a
     strategy records them, sum to one with none on the target for cold users."""
     out = tmp_path / "run"
-    cls = load_strategy(name)
-    objective = (
-        [] if "ranking" in cls.objectives else ["objective=rating", "data.scenario.min_rating=null"]
+    metrics = train_run(
+        name,
+        out,
+        tmp_path,
+        "data=ml100k_multi_source",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "logger=none",
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recmig.cli",
-            "train",
-            f"strategy={name}",
-            "data=ml100k_multi_source",
-            "trainer.max_epochs=2",
-            "trainer.limit_train_batches=2",
-            "logger=none",
-            f"hydra.run.dir={out}",
-            *objective,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test/cold/ndcg@10"] > 0
     domains = ("comedy", "drama", "children")
     assert all(metrics[f"scenario/source/{d}/users"] > 0 for d in domains)
