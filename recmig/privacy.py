@@ -42,6 +42,8 @@ _SIGMA_TOL = 1e-10
 
 
 def _as_float(name: str, value: object) -> float:
+    if isinstance(value, str) and value.strip().lower() in (".inf", "+.inf"):
+        return math.inf  # YAML's spelling, as a command-line override passes it through
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

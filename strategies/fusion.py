@@ -140,7 +140,10 @@ class Fusion(TransferStrategy):
             others = torch.cat([logits[:, :d], logits[:, d + 1 :], target_logit], dim=1)
             source_w.append(torch.sigmoid(logits[:, d] - torch.logsumexp(others, dim=1)))
         w = torch.stack(source_w, 1)
-        w = torch.cat([w, 1 - w.sum(1, keepdim=True)], dim=1)
+        # The target's weight is the rest, and exactly 0 without target history (the sources'
+        # sigmoids may then sum to 1 - 1 ulp).
+        rest = torch.where(present[:, n:].unsqueeze(-1), 1 - w.sum(1, keepdim=True), 0.0)
+        w = torch.cat([w, rest], dim=1)
         return torch.where(nothing, even, w)
 
     def fuse(

@@ -102,6 +102,7 @@ def test_strategy_trains_on_several_source_domains(name, tmp_path):
         assert (users[weights].sum(axis=1) - 1).abs().max() < 1e-5
         assert (users.loc[users["group"] == "cold", "weight/target"] == 0).all()
         assert "test/cold/weight/comedy/mean" in metrics
+    check_recommender(out)  # serving splits histories by domain as the evaluator does
 
 
 def check_recommender(run_dir):

@@ -83,7 +83,7 @@ def test_release_keeps_device_and_dtype():
 
 
 def test_infinite_epsilon_is_the_identity():
-    for eps in (math.inf, "inf"):
+    for eps in (math.inf, "inf", ".inf"):
         release = GaussianRelease(PrivacyConfig(epsilon=eps), seed=0)
         v = torch.full((2, 4), 100.0)  # far outside the clip ball
         assert release.release(v, torch.arange(2)) is v

@@ -452,7 +452,13 @@ class Recommender:
         return records
 
     def domain_name(self, token: int) -> str:
-        return DOMAIN_NAMES[int(self.domain_of[token])]
+        """``target``, or the item's source domain: ``source``, or its name when the scenario
+        has several (an explanation then says which domain drove a recommendation)."""
+        side = int(self.domain_of[token])
+        names = self.scenario.source_names
+        if side == SOURCE and len(names) > 1:
+            return names[int(self.scenario.item_source[token])]
+        return DOMAIN_NAMES[side]
 
 
 __all__ = ["History", "Recommender", "RequestError", "UnknownIdError"]
