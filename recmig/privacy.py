@@ -41,7 +41,7 @@ import torch
 _SIGMA_TOL = 1e-10
 
 
-def _as_float(name: str, value: object) -> float:
+def as_float(name: str, value: object) -> float:
     if isinstance(value, str) and value.strip().lower() in (".inf", "+.inf"):
         return math.inf  # YAML's spelling, as a command-line override passes it through
     try:
@@ -60,9 +60,9 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         # float() so "inf" typed on the command line works like YAML's .inf.
-        self.epsilon = _as_float("epsilon", self.epsilon)
-        self.delta = _as_float("delta", self.delta)
-        self.clip = _as_float("clip", self.clip)
+        self.epsilon = as_float("epsilon", self.epsilon)
+        self.delta = as_float("delta", self.delta)
+        self.clip = as_float("clip", self.clip)
         # Written as `not (... )` so NaN fails too.
         if not self.epsilon > 0:
             raise ValueError(

@@ -405,6 +405,18 @@ class MappedTransfer(TransferStrategy):
         self.target = Tower(context)
         self.transfer_weight = transfer_weight
 
+    def upgraded_key(self, name: str) -> str | None:
+        """The current name of a parameter saved under ``name`` before strategies kept one map
+        per source domain (None: unchanged), so earlier checkpoints still load."""
+        return None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = self.upgraded_key(key[len(prefix) :])
+            if new is not None:
+                state_dict[prefix + new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
         """(B, L) history of one source domain -> (B, D) interest in the target tower's
         space, by that domain's map."""

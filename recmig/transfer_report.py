@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recmig.privacy import as_float
+
 GROUPS = ("cold", "warm")
 EPSILON = "privacy.epsilon"
 
@@ -74,7 +76,7 @@ def _epsilons(runs: pd.DataFrame) -> pd.Series:
 
     def epsilon(overrides: str) -> float:
         value = json.loads(overrides).get(EPSILON)
-        return float(value) if value is not None else math.nan
+        return as_float("epsilon", value) if value is not None else math.nan
 
     return runs["overrides"].map(epsilon)
 
@@ -91,8 +93,9 @@ def privacy_table(runs: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     private = runs[eps.notna()].assign(epsilon=eps[eps.notna()])
     if private.empty:
         return pd.DataFrame()
-    base = private["strategy"].str.replace(r" \[.*\]$", "", regex=True)
-    private = private.assign(strategy=base)
+    # The curve runs over epsilon: drop it from the variant label, keep the other overrides.
+    label = private["strategy"].str.replace(r"privacy\.epsilon=[^\s\]]+ ?", "", regex=True)
+    private = private.assign(strategy=label.str.replace(" []", "").str.replace(" ]", "]"))
     if "privacy/sigma" not in private:
         private["privacy/sigma"] = np.nan
     private["privacy/sigma"] = private["privacy/sigma"].fillna(0.0)

@@ -45,6 +45,12 @@ class Bridge(MappedTransfer):
             nn.init.zeros_(meta[-1].bias)
             self.meta.append(meta)
 
+    def upgraded_key(self, name: str) -> str | None:
+        parts = name.split(".")  # attention.<layer>.weight -> attention.0.<layer>.weight
+        if parts[0] in ("attention", "meta") and len(parts) == 3:
+            return ".".join([parts[0], "0", *parts[1:]])
+        return None
+
     def bridges(self, domain: int, source_hist: torch.Tensor) -> torch.Tensor:
         """(B, L) history of one source domain -> (B, D, D) personal mapping matrices."""
         items = self.source.items().detach()[source_hist]

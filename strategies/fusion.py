@@ -62,6 +62,14 @@ def source_alphas(alpha: float | list[float], names: tuple[str, ...]) -> list[fl
     return alphas
 
 
+def start_logits(alphas: list[float]) -> torch.Tensor:
+    """Logits whose softmax with the target's logit 0 gives ``alphas`` (and the target the
+    rest): logit_d = logit(alpha_d / (alpha_d + alpha_T)); one domain: logit(alpha)."""
+    rest = max(1.0 - sum(alphas), 0.0)
+    shares = [alphas[0]] if len(alphas) == 1 else [a / max(a + rest, 1e-12) for a in alphas]
+    return torch.logit(torch.tensor(shares).clamp(1e-4, 1 - 1e-4))
+
+
 class Fusion(TransferStrategy):
     description = "F_t = sum_d w_d F_td + w_T F_tT over source domains d; w fixed/learned/gated"
     streams = ("source", "target")
@@ -80,13 +88,11 @@ class Fusion(TransferStrategy):
         self.mode = mode
         self.names = context.source_names
         alphas = source_alphas(alpha, self.names)
-        self.register_buffer("alphas", torch.tensor(alphas + [1.0 - sum(alphas)]), persistent=False)
+        self.register_buffer("alphas", torch.tensor(alphas), persistent=False)
         self.tower = Tower(context)
         self.bos = context.bos
         if mode == "learned":
-            # softmax([logit_d..., 0]) = alphas at the start: logit_d = log(alpha_d / alpha_T).
-            start = torch.tensor([a / (a + self.alphas[-1].item()) for a in alphas])
-            self.logit = nn.Parameter(torch.logit(start.clamp(1e-4, 1 - 1e-4)))
+            self.logit = nn.Parameter(start_logits(alphas))
         elif mode == "gate":
             self.gate = nn.Linear(2 * context.dim, 1)
         self.gate_context = gate_context and mode == "gate"
@@ -116,6 +122,24 @@ class Fusion(TransferStrategy):
             logits = logits + source_part.unsqueeze(-1) - target_part.unsqueeze(1)
         return logits
 
+    def fixed_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, S + 1, 1) mode=fixed: alpha_d on the source domains the user has history in;
+        the target takes the rest (1 - a, as the two-domain rule), and a user without target
+        history splits everything over their source domains by alpha (evenly when those
+        alphas are 0)."""
+        n = present.shape[1] - 1
+        source = self.alphas.view(1, n) * present[:, :n]
+        total = source.sum(1, keepdim=True)
+        cold = torch.where(
+            total > 0,
+            source / total.clamp_min(1e-30),
+            present[:, :n] / present[:, :n].sum(1, keepdim=True).clamp_min(1),
+        )
+        has_target = present[:, n:]
+        source = torch.where(has_target, source, cold)
+        rest = torch.where(has_target, 1 - source.sum(1, keepdim=True), 0.0)
+        return torch.cat([source, rest], dim=1).unsqueeze(-1)
+
     def weights(self, sources, target, present, counts) -> torch.Tensor:
         """(B, S + 1, P) weight of each source domain and of the target (last) at each of P
         positions; ``present`` (B, S + 1): whether the user has history in each domain."""
@@ -125,9 +149,7 @@ class Fusion(TransferStrategy):
         even[:n] = 1.0 / n  # no history anywhere: an empty history's interest is the prior
         even = even.view(1, -1, 1).expand(len(sources), -1, positions)
         if self.mode == "fixed":
-            w = self.alphas.view(1, -1, 1) * present.unsqueeze(-1)
-            total = w.sum(1, keepdim=True)
-            return torch.where(nothing, even, w.expand(-1, -1, positions) / total.clamp_min(1e-12))
+            return torch.where(nothing, even, self.fixed_weights(present).expand(-1, -1, positions))
         logits = self.source_logits(sources, target, counts)
         logits = torch.where(present[:, :n].unsqueeze(-1), logits, MASKED)
         target_logit = torch.where(present[:, n:], 0.0, MASKED).unsqueeze(-1)
@@ -218,6 +240,6 @@ class Fusion(TransferStrategy):
             logits = torch.cat([self.logit.detach(), self.logit.new_zeros(1)])
             w = torch.softmax(logits, 0)
         else:
-            w = self.alphas
+            w = self.fixed_weights(torch.ones(1, len(self.names) + 1, dtype=torch.bool)).flatten()
         names = [*self.names, "target"]
         return {f"fusion/weight/{name}": float(w[i]) for i, name in enumerate(names)}

@@ -49,9 +49,7 @@ class ItemKNN(ClosedFormStrategy):
             rows = np.arange(start, min(start + block, n))
             overlap = (x[:, rows].T @ target).toarray()  # (b, N_t) users in common
             denominator = norms[rows][:, None] * norms[columns][None, :] + self.shrink
-            sim = np.divide(
-                overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0
-            )
+            sim = np.divide(overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0)
             sim[rows[:, None] == columns[None, :]] = 0.0  # an item is not its own neighbour
             # copy: a slice would keep the whole (b, N_t) argpartition result alive
             top = np.argpartition(-sim, k - 1, axis=1)[:, :k].copy()

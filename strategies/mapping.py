@@ -36,6 +36,9 @@ class Mapping(MappedTransfer):
             for _ in context.source_names
         )
 
+    def upgraded_key(self, name: str) -> str | None:
+        return "mappers.0." + name.removeprefix("mapper.") if name.startswith("mapper.") else None
+
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
         return self.mappers[domain](self.source.interest(history).detach())
 

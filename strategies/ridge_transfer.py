@@ -20,15 +20,25 @@ mismatch of the baselines issue, in closed form):
 Everything is dense in the source catalogue (N_S x N_S), so the same item limit as EASE holds.
 
 Under a privacy budget (``privacy.epsilon`` finite) the target side never sees a raw source
-history. The source side releases, once per user, r_u = clip_C(x_u^S D V) + z_u through the
-Gaussian mechanism (:mod:`recmig.privacy`), where V holds the top ``release_dim`` principal
-directions of the densified source rows x^S D: the noise's norm grows with the square root of
-the released dimensions while a user's row keeps most of its norm in a few directions, so a
-short release carries more of the user per unit of noise. D and V are the source side's own
-model, fit on its data, and are not themselves protected. The target side fits the cold map
-on the released rows of the users who have both, centred (an intercept: a release that is
-mostly noise then falls back to the target's popularity instead of to noise), and shrinks the
-user-specific part by a gamma chosen by 2-fold cross-validation of NDCG@10 on those users,
+history. Every user's source row is released once, r_u = clip_C(x_u^S F) + z_u, through the
+Gaussian mechanism (:mod:`recmig.privacy`), kept for the run and reused whenever the user is
+scored. F maps a row to ``release_dim`` numbers (the noise's norm grows with the square root
+of the released dimensions, so a short release carries more of the user per unit of noise):
+
+- ``release_basis: public`` (default): F = (I + gamma S) R with the text neighbours S (item
+  text is public) and a seeded Gaussian random projection R. F is fixed before any interaction
+  is read, so replacing one user's source history changes that user's release only, and the
+  (epsilon, delta) guarantee covers everything the target side receives;
+- ``release_basis: source_model``: F = D V with the densifier D above and the top principal
+  directions V of the densified rows: the source side's own model, fit on its users' rows.
+  Each release is then (epsilon, delta)-DP *given F*, but F itself is computed from every
+  user's history and reaches the target side unprotected (DP training of D and V would be
+  needed to cover it).
+
+The target side fits the cold map on the released rows of the users who have both, centred
+(an intercept: a release that is mostly noise then falls back to the target's popularity
+instead of to noise), and shrinks the user-specific part by a gamma chosen by 2-fold
+cross-validation of NDCG@10 on those users,
 
     M = argmin ||(X_T - 1 mu_T) - (R - 1 mu_R) M||^2 + mu ||M||^2
     score = mu_T + gamma (r_u - mu_R) M
@@ -88,6 +98,7 @@ class RidgeTransfer(ClosedFormStrategy):
         text_neighbours: int = 20,
         max_items: int = 20000,
         release_dim: int = 8,
+        release_basis: str = "public",
     ):
         super().__init__(context)
         for name, value in (("map_lam", map_lam), ("source_lam", source_lam)):
@@ -99,6 +110,11 @@ class RidgeTransfer(ClosedFormStrategy):
         if release_dim < 0:
             raise ValueError(f"strategy.release_dim must be >= 0 (0: full rows), got {release_dim}")
         self.release_dim = int(release_dim)
+        if release_basis not in ("public", "source_model"):
+            raise ValueError(
+                f"strategy.release_basis must be 'public' or 'source_model', got {release_basis!r}"
+            )
+        self.basis = release_basis
         if text_neighbours < 1:
             raise ValueError(f"strategy.text_neighbours must be >= 1, got {text_neighbours}")
         self.warm = EASE(context, lam=lam, max_items=max_items)  # checks the item limit too
@@ -107,7 +123,7 @@ class RidgeTransfer(ClosedFormStrategy):
         self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
         self.release = context.release if context.release and context.release.enabled else None
         if self.release is not None:  # the private cold path (see the module docstring)
-            self.register_fitted("densifier_rows")  # (vocab_size, k): D V on source rows
+            self.register_fitted("releases")  # (num_users, k): each user's release
             self.register_fitted("release_mean")  # (k,) mu_R
             self.register_fitted("target_mean")  # (N_t,) mu_T
         # (vocab_size, 1): 1 on target item tokens, so inputs @ it counts a user's target items.
@@ -161,32 +177,54 @@ class RidgeTransfer(ClosedFormStrategy):
             ratings=matrix.ratings.multiply(keep).tocsr(),
         )
 
-    def released(self, source_rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Each user's release r_u = clip(x_u^S D) + z_u; users keyed by index (-1, a user
-        outside the scenario, gets a key of its own)."""
-        return self.release.release(source_rows, users.long() + 1)
+    def release_basis(self, x_source, d: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """(N_s, k) the fixed function f(x) = x F that each user's source row is released
+        through (see ``release_basis`` in the module docstring)."""
+        k = self.release_dim
+        if self.basis == "public":
+            # Fixed before any interaction is read: text neighbours (item text is public) and
+            # a seeded Gaussian random projection (Johnson-Lindenstrauss).
+            f = np.eye(len(source), dtype=np.float32)
+            if self.text_weight > 0:
+                text = item_text(self.context, "ridge_transfer")[source]
+                f += self.text_weight * text_neighbours(text, self.k).astype(np.float32)
+            if k and k < len(source):
+                rng = np.random.default_rng(0)
+                f = f @ (rng.standard_normal((len(source), k)) / np.sqrt(k)).astype(np.float32)
+            return f
+        if not k or k >= len(source):
+            return d
+        # The source side's model: D and the principal directions of its densified rows.
+        dense = np.asarray(x_source @ d, dtype=np.float64)
+        _, vectors = np.linalg.eigh(dense.T @ dense)
+        return d @ vectors[:, ::-1][:, :k].astype(np.float32)
 
     def fit_private(self, x_source, x_target, d, both: np.ndarray, source: np.ndarray) -> None:
-        """The cold map on released rows (see the module docstring); ``source``: the
-        source items' columns."""
-        dense = np.asarray(x_source @ d, dtype=np.float32)
-        if self.release_dim and self.release_dim < dense.shape[1]:
-            # The source side's principal directions of its densified rows (all its users).
-            _, vectors = np.linalg.eigh(dense.T.astype(np.float64) @ dense)
-            d = d @ vectors[:, ::-1][:, : self.release_dim].astype(np.float32)
-        users = torch.from_numpy(np.flatnonzero(both))
-        rows = torch.from_numpy(np.asarray(x_source[both] @ d, dtype=np.float32))
-        released = self.released(rows, users).double().numpy()
+        """Release every user's source row once, then fit the cold map on the released rows
+        of the users with both (see the module docstring); ``source``: the source columns."""
+        f = self.release_basis(x_source, d, source)
+        rows = torch.from_numpy(np.asarray(x_source @ f, dtype=np.float32))
+        # One release per user for the run: kept, and reused whenever the user is scored.
+        self.releases = self.release.release(rows, torch.arange(len(rows)))
+        released = self.releases[torch.from_numpy(both)].double().numpy()
         targets = x_target[both].toarray().astype(np.float64)
         shrink = self.cross_validated_shrink(released, targets)
         mu_r, mu_t, mapping = self.centred_map(released, targets)
-        mapping *= shrink
-        rows_d = np.zeros((self.context.vocab_size - 2, d.shape[1]), dtype=np.float32)
-        rows_d[source] = d
-        self.densifier_rows = self.token_rows(torch.from_numpy(rows_d))
-        self.cold_weights = torch.from_numpy(mapping.astype(np.float32))
+        self.cold_weights = torch.from_numpy((shrink * mapping).astype(np.float32))
         self.release_mean = torch.from_numpy(mu_r.astype(np.float32))
         self.target_mean = torch.from_numpy(mu_t.astype(np.float32))
+
+    def released(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch users' releases, made once at fit. A history from outside the scenario
+        (a new user, user -1) was never released: the target side has nothing of it."""
+        users = batch["user"]
+        if (users < 0).any():
+            raise ValueError(
+                "ridge_transfer under privacy scores the scenario's users only: their source "
+                "rows were released once when it was fitted, and a new source history would "
+                "need a release (and a share of the budget) of its own"
+            )
+        return self.releases[users]
 
     def centred_map(self, released: np.ndarray, targets: np.ndarray):
         """mu_R, mu_T and the ridge map M from centred released rows to centred target rows."""
@@ -235,6 +273,5 @@ class RidgeTransfer(ClosedFormStrategy):
         if self.release is None:
             cold = self.multiply(inputs, self.cold_weights)
         else:
-            released = self.released(self.multiply(inputs, self.densifier_rows), batch["user"])
-            cold = self.target_mean + (released - self.release_mean) @ self.cold_weights
+            cold = self.target_mean + (self.released(batch) - self.release_mean) @ self.cold_weights
         return torch.where(has_target, warm, cold)

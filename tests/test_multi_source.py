@@ -90,9 +90,13 @@ def test_one_source_list_is_the_one_source_scenario():
 def test_use_sources_keeps_the_split_and_drops_the_other_domains():
     full, music = multi_scenario(), multi_scenario(use_sources=["music"])
     assert full.cold.equals(music.cold) and full.warm.equals(music.warm)
+    # Strategies see the used domain only; the unused one's items are in no domain.
+    assert music.source_names == ("music",)
     source_rows = music.train[music.train["domain"] == SOURCE]
-    assert (music.item_source[source_rows["item"]] == 1).all()
-    assert music.stats["source/books/interactions"] == 0
+    assert (music.item_source[source_rows["item"]] == 0).all()
+    books = full.item_source == 0
+    assert (music.item_source[books] == -1).all() and (music.item_domain[books] == SOURCE).all()
+    assert not set(np.flatnonzero(books)) & set(source_rows["item"])
     target = full.train[full.train["domain"] == TARGET].reset_index(drop=True)
     assert target.equals(music.train[music.train["domain"] == TARGET].reset_index(drop=True))
 
@@ -173,7 +177,8 @@ def test_fixed_fusion_weights_reduce_exactly_and_a_domain_without_history_gets_n
     no_sources.load_state_dict(only_books.state_dict())
     target = no_sources.tower.interest(batch["target_hist"])
     assert torch.equal(no_sources.target_interest(batch)[~cold], target[~cold])
-    # A user whose music history is removed gives music weight 0, the rest renormalised.
+    # A user whose music history is removed gives music weight 0; a cold user's sources take
+    # all the weight.
     even = cls(context_of(scenario, tensors), mode="fixed", alpha=[0.25, 0.25])
     music_items = torch.from_numpy(scenario.catalog(SOURCE))[
         torch.from_numpy(scenario.item_source[scenario.catalog(SOURCE)]) == 1
@@ -186,7 +191,9 @@ def test_fixed_fusion_weights_reduce_exactly_and_a_domain_without_history_gets_n
     assert (weights["weight/music"] == 0).all()
     assert torch.allclose(weights["weight/books"][cold], torch.ones(int(cold.sum())))
     warm = ~cold
-    assert torch.allclose(weights["weight/books"][warm], torch.full((int(warm.sum()),), 1 / 3))
+    # A warm user's missing share goes to the target: books 0.25, target 0.75 (as a = 0.25).
+    assert torch.allclose(weights["weight/books"][warm], torch.full((int(warm.sum()),), 0.25))
+    assert torch.allclose(weights["weight/target"][warm], torch.full((int(warm.sum()),), 0.75))
     with pytest.raises(ValueError, match="alpha has 3 weights but the scenario has 2 source"):
         cls(context_of(scenario, tensors), mode="fixed", alpha=[0.2, 0.2, 0.2])
 
@@ -265,12 +272,32 @@ def test_epsilon_inf_is_exactly_no_privacy_and_a_finite_budget_releases_fixed_no
     # Warm users are scored from target items alone: EASE without any source column.
     source_rows = private.warm.weights[private.source_catalog]
     assert source_rows.abs().sum() == 0
-    # A huge budget and a clip above every row: the release is the row, nearly noise-free.
-    loose = GaussianRelease(PrivacyConfig(epsilon=1e9, clip=100.0), 0)
-    nearly = ridge(scenario, tensors, tmp_path, loose)
-    rows = nearly.multiply(batch["inputs"], nearly.densifier_rows)
-    assert loose.sigma < 1e-2 and rows.norm(dim=1).max() < 100
-    assert torch.allclose(nearly.released(rows, batch["user"]), rows, atol=0.05)
+    # A huge budget and a clip above every row: releases of two noise seeds nearly agree.
+    loose = [GaussianRelease(PrivacyConfig(epsilon=1e9, clip=100.0), seed) for seed in (0, 1)]
+    a, b = (ridge(scenario, tensors, tmp_path, r).releases for r in loose)
+    assert loose[0].sigma < 1e-2 and a.norm(dim=1).max() < 100
+    assert torch.allclose(a, b, atol=0.05) and not torch.equal(a, b)
+    # A history from outside the scenario was never released.
+    outside = {**batch, "user": torch.full_like(batch["user"], -1)}
+    with pytest.raises(ValueError, match="scores the scenario's users only"):
+        private.target_scores(outside)
+
+
+@pytest.mark.parametrize("basis", ["public", "source_model"])
+def test_release_basis_decides_what_the_release_depends_on(multi_setup, tmp_path, basis):
+    scenario, tensors = multi_setup
+    matrix = tensors.training_matrix()
+    strategy = ridge(scenario, tensors, tmp_path, GaussianRelease(PrivacyConfig(1.0), 0))
+    strategy.basis = basis
+    x = strategy.item_matrix(matrix).tocsc()
+    source = np.flatnonzero(matrix.item_domain[1:] == SOURCE)
+    x_source = x[:, source].tocsr()
+    f = strategy.release_basis(x_source, strategy.densifier(x_source, source), source)
+    assert f.shape == (len(source), 8)
+    # The public basis reads no interaction: other users' histories leave it unchanged.
+    fewer = x_source[: x_source.shape[0] // 2]
+    g = strategy.release_basis(fewer, strategy.densifier(fewer, source), source)
+    assert np.allclose(f, g) == (basis == "public")
 
 
 @pytest.mark.parametrize(
@@ -292,3 +319,26 @@ def test_bad_privacy_options_name_the_option(multi_setup, privacy, strategy, mat
     cfg = OmegaConf.create({"strategy": {"name": strategy}, "privacy": privacy, "dim": 8})
     with pytest.raises(ValueError, match=match):
         build_strategy(cfg, tensors)
+
+
+@pytest.mark.parametrize(
+    ("name", "rename"),
+    [
+        ("mapping", lambda k: k.replace("mappers.0.", "mapper.")),
+        ("bridge", lambda k: k.replace("attention.0.", "attention.").replace("meta.0.", "meta.")),
+    ],
+)
+def test_checkpoints_from_before_per_domain_maps_still_load(multi_setup, name, rename):
+    from recmig.data.scenario import ScenarioConfig as Config
+
+    data = three_domain_data()
+    one = build_scenario(data, Config(source_domains=["Books"], target_domains=["Films"]))
+    tensors = ScenarioTensors(one, MAX_LEN)
+    cls = load_strategy(name)
+    torch.manual_seed(0)
+    saved = cls(context_of(one, tensors)).state_dict()
+    old = {rename(k): v for k, v in saved.items()}
+    assert set(old) != set(saved)
+    fresh = cls(context_of(one, tensors))
+    fresh.load_state_dict(old)  # strict
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())

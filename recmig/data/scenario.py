@@ -410,7 +410,13 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
 
     items = data.items.set_index("item_id").loc[item_table["item_id"].values].reset_index()
     item_domain = np.concatenate([[-1], item_table["domain_side"].to_numpy()]).astype(np.int8)
-    item_source = np.concatenate([[-1], item_table["source_group"].to_numpy()]).astype(np.int8)
+    # Strategies know the used source domains only (use_sources): an unused domain's items
+    # stay in the catalogue, in no domain and with no interaction.
+    names = list(cfg.source_groups)
+    used = [n for n in names if cfg.use_sources is None or n in cfg.use_sources]
+    renumber = np.array([used.index(n) if n in used else -1 for n in names] + [-1])
+    groups = item_table["source_group"].to_numpy()
+    item_source = np.concatenate([[-1], renumber[groups]]).astype(np.int8)
     scenario = Scenario(
         items=items,
         item_domain=item_domain,
@@ -420,7 +426,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         cold=cold.reset_index(drop=True),
         has_source=cfg.has_source,
         user_profiles=_profiles(data, user_ids),
-        source_names=tuple(cfg.source_groups),
+        source_names=tuple(used),
         item_source=item_source,
     )
     scenario.stats = _statistics(inter, scenario, overlap, cold_group)
@@ -484,7 +490,7 @@ def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int
     if len(scenario.source_names) > 1:  # per source domain (one domain: the totals above)
         source = inter[inter["domain"] == SOURCE]
         for index, name in enumerate(scenario.source_names):
-            part = source[source["source_group"] == index]
+            part = source[scenario.item_source[source["item"].to_numpy()] == index]
             stats[f"source/{name}/users"] = int(part["user"].nunique())
             stats[f"source/{name}/items"] = int(part["item"].nunique())
             stats[f"source/{name}/interactions"] = int(len(part))
