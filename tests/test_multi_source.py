@@ -342,3 +342,44 @@ def test_checkpoints_from_before_per_domain_maps_still_load(multi_setup, name, r
     fresh = cls(context_of(one, tensors))
     fresh.load_state_dict(old)  # strict
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_amazon_categories_as_several_source_domains(tmp_path):
+    """Amazon Reviews 2023 files, one per category: Books and Movies as sources for CDs."""
+    import json
+
+    from recmig.data.datasets import load_amazon
+
+    rng = np.random.default_rng(0)
+    reviews, meta = {}, {}
+    for domain in ("books", "movies", "cds"):
+        records = [
+            {
+                "user_id": f"U{u}",
+                "parent_asin": f"{domain}{item}",
+                "rating": 5.0,
+                "timestamp": 1_600_000_000_000 + int(rng.integers(10**9)),
+            }
+            for u in range(30)
+            for item in rng.choice(12, size=5, replace=False)
+        ]
+        reviews[domain] = tmp_path / f"{domain}.jsonl"
+        reviews[domain].write_text("".join(json.dumps(r) + "\n" for r in records))
+        meta[domain] = tmp_path / f"meta_{domain}.jsonl"
+        titles = [{"parent_asin": f"{domain}{i}", "title": f"{domain} {i}"} for i in range(12)]
+        meta[domain].write_text("".join(json.dumps(r) + "\n" for r in titles))
+    data = load_amazon(
+        {k: str(v) for k, v in reviews.items()}, {k: str(v) for k, v in meta.items()}, 2023
+    )
+    cfg = ScenarioConfig(
+        domain_field=None,
+        source_domains={"books": ["books"], "movies": ["movies"]},
+        target_domains=["cds"],
+        cold_fraction=0.3,
+    )
+    s = build_scenario(data, cfg)
+    assert s.source_names == ("books", "movies")
+    assert s.stats["source/books/items"] == s.stats["source/movies/items"] == 12
+    ids = s.items["item_id"].to_numpy()
+    assert all(ids[i - 1].startswith("books") for i in np.flatnonzero(s.item_source == 0))
+    assert all(ids[i - 1].startswith("cds") for i in s.catalog(TARGET))
