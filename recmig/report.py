@@ -163,7 +163,10 @@ def _folder_runs(sweep_dir: Path) -> list[_Run]:
         run = metrics_path.parent
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
         listed = [o.lstrip("+~") for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
-        skipped = ("seed=", "strategy=", "hydra.", "paths.")
+        # The experiment names the bundle a run came from, not a setting: what differs between
+        # bundles shows in the overrides (and data.* keys) that differ, so runs of two
+        # experiments on one scenario (privacy_ml1m beside multi_source_ml1m) line up.
+        skipped = ("seed=", "strategy=", "hydra.", "paths.", "experiment=")
         overrides = dict(o.split("=", 1) for o in listed if not o.startswith(skipped))
         metrics = json.loads(metrics_path.read_text())
         for name in ANALYSES:  # `recmig stream` / `faithfulness` summaries, when computed

@@ -163,29 +163,41 @@ def plot_privacy(runs: pd.DataFrame, path: Path, metrics: tuple[str, ...]) -> bo
     from recmig.report import _pyplot
 
     plt = _pyplot()
-    finite = sorted(e for e in table.index.get_level_values("epsilon").unique() if np.isfinite(e))
-    right = (finite[-1] * 2.5) if finite else 1.0  # where epsilon = inf is drawn
+    budgets = sorted(e for e in table.index.get_level_values("epsilon").unique() if np.isfinite(e))
+    right = (budgets[-1] * 2.5) if budgets else 1.0  # where epsilon = inf is drawn
     references = _references(runs, runs[_epsilons(runs).notna()])
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for (setting, strategy), part in table.groupby(level=["setting", "strategy"]):
             eps = part.index.get_level_values("epsilon").to_numpy(dtype=float)
-            x = np.where(np.isfinite(eps), eps, right)
-            order = np.argsort(x)
+            mean = part[f"{metric} mean"].to_numpy()
+            std = part[f"{metric} std"].fillna(0).to_numpy()
             label = strategy + (f" ({setting})" if setting else "")
-            ax.errorbar(
-                x[order],
-                part[f"{metric} mean"].to_numpy()[order],
-                yerr=part[f"{metric} std"].fillna(0).to_numpy()[order],
+            finite = np.isfinite(eps)
+            order = np.argsort(eps[finite])
+            line = ax.errorbar(
+                eps[finite][order],
+                mean[finite][order],
+                yerr=std[finite][order],
                 marker="o",
                 capsize=3,
                 label=label,
             )
+            # No mechanism (epsilon = inf) is a point of its own, not the end of the curve.
+            colour = line.lines[0].get_color()
+            ax.errorbar(
+                np.full((~finite).sum(), right),
+                mean[~finite],
+                yerr=std[~finite],
+                marker="s",
+                capsize=3,
+                color=colour,
+                linestyle="none",
+            )
         for i, (strategy, part) in enumerate(references.groupby("strategy")):
             ax.axhline(part[metric].mean(), color=f"C{i + 3}", linestyle="--", label=strategy)
-        ticks = [*finite, right]
         ax.set_xscale("log")
-        ax.set_xticks(ticks, [f"{t:g}" for t in finite] + ["inf"])
+        ax.set_xticks([*budgets, right], [f"{t:g}" for t in budgets] + ["inf"])
         ax.minorticks_off()
         ax.set_xlabel("epsilon (per user, delta fixed)")
         ax.set_title(metric)
