@@ -184,12 +184,10 @@ class Fusion(TransferStrategy):
         batch, n = len(source_hist), len(histories)
         sources = self.tower.interest(torch.cat(histories), table)
         sources = sources.view(n, batch, -1).transpose(0, 1)
-        present = torch.stack([*(has_items(h, self.bos) for h in histories), target_present], 1)
-        counts = torch.cat(
-            [torch.stack([item_count(h, self.bos) for h in histories], 1), target_counts], 1
-        )
+        source_counts = torch.stack([item_count(h, self.bos) for h in histories], 1)
+        present = torch.cat([source_counts > 0, target_present.unsqueeze(1)], 1)
+        counts = torch.cat([source_counts, target_counts], 1)
         w = self.weights(sources, target, present, counts)
-        n = sources.shape[1]
         fused = (w[:, :n].unsqueeze(-1) * sources.unsqueeze(2)).sum(1)
         return fused + w[:, n].unsqueeze(-1) * target, w
 
