@@ -43,6 +43,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from recmig.atomic import write_text_atomic
 from recmig.config import compose_config
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         shown = f"{value:,.0f}" if value >= 100 else f"{value:.3f}"
         print(f"  {key:<{width}}  {shown:>12}")
     if args.json:
-        args.json.write_text(json.dumps({"overrides": args.overrides, **results}, indent=2))
+        write_text_atomic(args.json, json.dumps({"overrides": args.overrides, **results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
+from recmig.atomic import save_figure, write_csv_atomic, write_text_atomic
 from recmig.transfer_report import plot_privacy, privacy_markdown, weights_markdown
 
 BASELINE = "target_only"
@@ -568,7 +569,7 @@ def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/wa
     if len(settings) > 1:
         axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -590,7 +591,7 @@ def plot_slices(sliced: pd.DataFrame, path: Path, column: str = "ndcg@10") -> No
         ax.set_ylabel(f"mean {column} (seeds averaged)")
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -647,12 +648,12 @@ def write_report(
         sections.append(slices_markdown(sliced, slice_column))
     markdown = "\n\n".join(sections)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown + "\n")
-    runs.drop(columns=EARLIER, errors="ignore").to_csv(out / "runs.csv", index=False)
+    write_text_atomic(out / "results.md", markdown + "\n")
+    write_csv_atomic(out / "runs.csv", runs.drop(columns=EARLIER, errors="ignore"), index=False)
     _earlier_report.cache_clear()  # out may be a folder read as an earlier report
-    table.to_csv(out / "results.csv")
+    write_csv_atomic(out / "results.csv", table)
     if not sliced.empty:
-        sliced.to_csv(out / "slices.csv")
+        write_csv_atomic(out / "slices.csv", sliced)
         plot_slices(sliced, out / "slices.png", slice_column)
     # The headline panels when present (RMSE of a rating sweep, else NDCG@10), else the first
     # requested metrics.
@@ -731,7 +732,7 @@ def main(argv: list[str] | None = None) -> None:
     markdown = write_report(runs, out, metrics, tuple(args.baselines))
     if args.examples:
         markdown += "\n\n" + examples_markdown(runs, args.examples)
-        (out / "results.md").write_text(markdown + "\n")
+        write_text_atomic(out / "results.md", markdown + "\n")
     print(markdown)
     written = ", ".join(name for name in REPORT_FILES if (out / name).is_file())
     print(f"\nwritten to {out}: {written}")

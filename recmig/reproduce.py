@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from recmig.atomic import write_text_atomic
 from recmig.report import collect, report_folder, write_report
 
 SPEC = "reproduce.yaml"
@@ -134,9 +135,7 @@ def record(folder: Path, mode: str, checked: pd.DataFrame) -> None:
             lines[i] = re.sub(r"\bmean: [^,}]+", f"mean: {value:.4f}", line)
     if next(fresh, None) is not None:
         raise ValueError(f"{path}: write {mode}.expected as one '- {{...}}' entry per line")
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

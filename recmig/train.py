@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
+from recmig.atomic import write_atomic, write_json_atomic
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
@@ -136,18 +135,6 @@ def rating_baselines(scenario: Scenario, kind: str = "item", shrinkage: float = 
         offsets[totals.index.to_numpy()] = shrunk.to_numpy()
     offsets[0] = offsets[-1] = target.mean()  # padding and BOS: never scored
     return offsets
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` then rename onto ``path``, so a crash never leaves a truncated result."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def per_user_results(

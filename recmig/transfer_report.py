@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recmig.atomic import save_figure
 from recmig.privacy import as_float
 
 GROUPS = ("cold", "warm")
@@ -204,6 +205,6 @@ def plot_privacy(runs: pd.DataFrame, path: Path, metrics: tuple[str, ...]) -> bo
         ax.set_ylabel("mean over seeds ± std")
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return True

