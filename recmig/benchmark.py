@@ -51,6 +51,7 @@ from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import encode_texts_with_info, render_item_texts
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
+from recmig.tokens import vocab_size
 from recmig.train import build_run
 from recmig.users.interest import MeanInterest
 
@@ -173,7 +174,7 @@ def synthetic_matrix(items: int, users: int, per_user: int, seed: int = 0) -> Tr
     weights = 1.0 / np.arange(1, items + 1)
     picked = rng.choice(items, size=(users, per_user), p=weights / weights.sum()) + 1
     rows = np.repeat(np.arange(users), per_user)
-    shape = (users, items + 2)
+    shape = (users, vocab_size(items))
     ones = np.ones(rows.size, np.float32)
     interactions = sp.csr_matrix((ones, (rows, picked.ravel())), shape=shape)
     interactions.data[:] = 1.0
@@ -191,7 +192,7 @@ def scaling(sizes: tuple[int, ...], users: int, per_user: int) -> dict[str, floa
         matrix = synthetic_matrix(items, users, per_user)
         catalog = torch.arange(items // 2 + 1, items + 1)
         context = StrategyContext(
-            vocab_size=items + 2,
+            vocab_size=vocab_size(items),
             dim=8,
             source_catalog=torch.arange(1, items // 2 + 1),
             target_catalog=catalog,

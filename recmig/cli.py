@@ -45,17 +45,20 @@ def _user_error(err: BaseException) -> BaseException | None:
 
 
 def _train_task(cfg) -> float | None:
-    from recmig.train import train
+    from recmig.train import selection_metric, train
 
     try:
         metrics = train(cfg)
+        selected = selection_metric(cfg)
     except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's to fix
         cause = _user_error(err)
         if cause is None:
             raise
         print(f"recmig: error: {_one_line(cause)}", file=sys.stderr)
         sys.exit(2)
-    return metrics["val/ndcg@10"]  # what a Hydra sweeper (e.g. Optuna) optimises
+    # What a Hydra sweeper (e.g. Optuna) optimises: the run's selection metric, in the
+    # direction `selection.<objective>.mode` gives (hparams_search configs read it too).
+    return metrics.get(selected)
 
 
 def _check_overrides(overrides: list[str]) -> None:

@@ -27,6 +27,17 @@ def sweep_group() -> str | None:
 OmegaConf.register_new_resolver("recmig_sweep_group", sweep_group, replace=True)
 
 
+def optimisation_direction(mode: str) -> str:
+    """A selection ``mode`` (max/min) as a sweeper's direction (Optuna: maximize/minimize)."""
+    directions = {"max": "maximize", "min": "minimize"}
+    if mode not in directions:
+        raise ValueError(f"selection mode must be 'max' or 'min', got {mode!r}")
+    return directions[mode]
+
+
+OmegaConf.register_new_resolver("recmig_direction", optimisation_direction, replace=True)
+
+
 def enable_plugin_configs() -> None:
     """Make installed plugins' configs visible to Hydra.
 

@@ -30,12 +30,10 @@ Batch keys (B rows; L = max_len; -> shape):
     inputs, input_ratings (B, vocab_size) sparse [evaluation, closed-form strategies only]:
         the whole history as binary rows and its ratings (rating objective).
 
-Objectives (``objective`` in the run config, ``StrategyContext.objective``): ``ranking`` fits
-next-item cross-entropy over a catalogue; ``rating`` fits the dot product of interest and item
-vector to the rating (squared error, the matrix-factorisation view of EMCDR/PTUPCDR, protocol
-P2), on top of a fixed baseline rating per item (``StrategyContext.rating_offset``).
-Strategies that build their losses from :meth:`TransferStrategy.next_item_loss` and
-:meth:`TransferStrategy.history_loss` support both and say so in ``objectives``.
+The objective (``objective`` in the run config: ranking, rating or a plugin; see
+:mod:`recmig.objectives`) is a component of the strategy, ``self.objective``: a strategy whose
+losses come from its ``window_loss``, ``history_loss`` and ``soft_target_loss`` supports every
+objective and lists the ones it was checked with in ``objectives``.
 """
 
 from __future__ import annotations
@@ -45,11 +43,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recmig.data.loaders import STREAM_ID, is_item
 from recmig.encoders.item import ItemEncoder
+from recmig.objectives import Objective, RankingObjective
+from recmig.tokens import STREAM_ID, bos_token, is_item
 from recmig.users.interest import UserModel
 
 if TYPE_CHECKING:  # (the accounting library loads only for runs that use privacy)
@@ -68,8 +66,8 @@ class StrategyContext:
     """(N_t,) item indices of the target domain; scores are computed over these."""
     make_item_encoder: Callable[[], ItemEncoder]
     make_user_model: Callable[[], UserModel]
-    objective: str = "ranking"
-    """``ranking`` or ``rating`` (see the module docstring)."""
+    objective: Objective | None = None
+    """What the losses fit and the evaluator ranks by (None: ranking)."""
     source_names: tuple[str, ...] = ("source",)
     """The source domains' names (``Scenario.source_names``)."""
     item_source: torch.Tensor | None = None
@@ -78,21 +76,18 @@ class StrategyContext:
     release: GaussianRelease | None = None
     """The privacy mechanism a strategy sends each user's source representation through
     (``privacy`` in the run config; None or disabled: no mechanism)."""
-    rating_offset: torch.Tensor | float = 0.0
-    """Rating objective: predicted rating = offset of the item + interest . item vector. One
-    number (the mean training rating) or one per token, shape (vocab_size,) (each item's
-    baseline rating, see ``rating_baseline`` in the run config), so that vectors learn
-    deviations from it instead of the scale and item biases."""
 
     def __post_init__(self) -> None:
+        if self.objective is None:
+            self.objective = RankingObjective(bos=self.bos)
         if self.item_source is None:
             self.item_source = torch.full((self.vocab_size,), -1, dtype=torch.long)
             self.item_source[self.source_catalog] = 0
 
     @property
     def bos(self) -> int:
-        """The BOS token: the last one of the vocabulary (see recmig.data.loaders)."""
-        return self.vocab_size - 1
+        """The BOS token (see :mod:`recmig.tokens`)."""
+        return bos_token(self.vocab_size)
 
     @property
     def num_sources(self) -> int:
@@ -107,14 +102,17 @@ class Tower(nn.Module):
         self.items = context.make_item_encoder()
         self.users = context.make_user_model()
 
-    def interests(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) tokens -> (B, L, D) interest after each position."""
-        table = self.items() if table is None else table
+    def table(self, active: torch.Tensor | None) -> torch.Tensor:
+        """The item encoder's token table for a batch whose items are ``active`` (None: no
+        gradient wanted from the encoder; see :meth:`ItemEncoder.forward`)."""
+        return self.items(active)
+
+    def interests(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, L) tokens -> (B, L, D) interest after each position, over ``table``."""
         return self.users(table[tokens], tokens)
 
-    def interest(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) history tokens -> (B, D) interest after the whole history."""
-        table = self.items() if table is None else table
+    def interest(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, L) history tokens -> (B, D) interest after the whole history, over ``table``."""
         return self.users.last(table[tokens], tokens)
 
 
@@ -146,88 +144,6 @@ def combine_domains(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     weights = present.to(values.dtype)
     weights = torch.where(present.any(1, keepdim=True), weights, torch.ones_like(weights))
     return (weights.unsqueeze(-1) * values).sum(1) / weights.sum(1, keepdim=True)
-
-
-def catalog_positions(catalog: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(vocab_size,) column of each item in a catalogue's score matrix; -1 if not in it."""
-    local = torch.full((vocab_size,), -1, dtype=torch.long, device=catalog.device)
-    local[catalog] = torch.arange(len(catalog), device=catalog.device)
-    return local
-
-
-def catalog_cross_entropy(
-    interests: torch.Tensor,
-    labels: torch.Tensor,
-    item_table: torch.Tensor,
-    catalog: torch.Tensor,
-) -> torch.Tensor:
-    """Full-softmax next-item loss over one catalogue (as RecBole's SASRec with CE loss).
-
-    interests (B, L, D), labels (B, L) item indices (0 = no label), item_table (V, D),
-    catalog (C,) item indices -> scalar mean over labelled positions.
-    """
-    keep = labels != 0
-    local = catalog_positions(catalog, item_table.shape[0])
-    logits = interests[keep] @ item_table[catalog].T
-    return F.cross_entropy(logits, local[labels[keep]])
-
-
-def history_likelihood_loss(
-    scores: torch.Tensor, history: torch.Tensor, catalog: torch.Tensor, bos: int
-) -> torch.Tensor:
-    """- mean log softmax(scores)[i] over the items i of each user's history.
-
-    scores (B, C) over ``catalog``; history (B, L) tokens of the user's items in that
-    catalogue (padding and BOS are skipped). This is how a user-level prediction (a mapped or
-    distilled interest) is fit to everything the user interacted with (Mult-VAE's likelihood).
-    """
-    local = catalog_positions(catalog, bos + 1)
-    positives = is_item(history, bos)
-    picked = torch.log_softmax(scores, dim=1).gather(1, local[history].clamp_min(0))
-    return -(picked * positives).sum() / positives.sum().clamp_min(1)
-
-
-def rating_squared_error(
-    interests: torch.Tensor,
-    labels: torch.Tensor,
-    ratings: torch.Tensor,
-    item_table: torch.Tensor,
-    offset: torch.Tensor | float = 0.0,
-    scale: torch.Tensor | float = 1.0,
-) -> torch.Tensor:
-    """Mean of (offset + scale * <interest_t, item vector of label_t> - rating_t)^2 over
-    labelled positions that carry a rating. interests (B, L, D), labels and ratings (B, L),
-    item_table (V, D); offset: one number or one per token (V,)."""
-    keep = (labels != 0) & ~torch.isnan(ratings)
-    base = _offset_of(offset, labels[keep])
-    predicted = base + scale * (interests[keep] * item_table[labels[keep]]).sum(-1)
-    if predicted.numel() == 0:
-        return interests.new_zeros(())
-    return F.mse_loss(predicted, ratings[keep])
-
-
-def _offset_of(offset: torch.Tensor | float, tokens: torch.Tensor) -> torch.Tensor | float:
-    """The rating baseline of each token: ``offset`` is one number or one per token (V,)."""
-    return offset[tokens] if torch.is_tensor(offset) and offset.ndim else offset
-
-
-def history_rating_error(
-    scores: torch.Tensor,
-    history: torch.Tensor,
-    ratings: torch.Tensor,
-    catalog: torch.Tensor,
-    bos: int,
-    offset: torch.Tensor | float = 0.0,
-    scale: torch.Tensor | float = 1.0,
-) -> torch.Tensor:
-    """The rating counterpart of :func:`history_likelihood_loss`: mean squared error between a
-    user-level prediction's scores (B, C) over ``catalog`` and the ratings (B, L) the user gave
-    the items of ``history`` (B, L) in that catalogue."""
-    local = catalog_positions(catalog, bos + 1)[history]
-    keep = is_item(history, bos) & (local >= 0) & ~torch.isnan(ratings)
-    picked = _offset_of(offset, history) + scale * scores.gather(1, local.clamp_min(0))
-    squared = (picked - ratings.nan_to_num()) ** 2
-    return (squared * keep).sum() / keep.sum().clamp_min(1)
 
 
 class TransferStrategy(nn.Module):
@@ -273,24 +189,20 @@ class TransferStrategy(nn.Module):
         self.register_buffer("target_catalog", context.target_catalog, persistent=False)
         self.register_buffer("source_catalog", context.source_catalog, persistent=False)
         self.register_buffer("item_source", context.item_source, persistent=False)
-        # Per-token rating baselines (rating objective), on the model's device; rebuilt from
-        # the data like the catalogues, so not part of checkpoints.
-        offsets = torch.as_tensor(context.rating_offset, dtype=torch.float)
-        if offsets.ndim == 0:
-            offsets = offsets.expand(context.vocab_size).clone()
-        self.register_buffer("rating_offsets", offsets, persistent=False)
-        # Rating objective: predicted rating = baseline + rating_scale * (interest . item). At
-        # initialisation that dot product of two random D-d vectors is several rating points
-        # off (std ~4.6 for SASRec over text vectors at D=64); a learned scale starting at 1/D
-        # starts every model close to the baseline predictor. (Starting at exactly 0 leaves
-        # the vectors without gradient: the scale then random-walks around 0 and the model
-        # never leaves the baselines.)
-        scale = torch.tensor(1.0 / context.dim)
-        self.rating_scale = nn.Parameter(scale) if context.objective == "rating" else None
+        self.objective = context.objective
 
-    def predicted_ratings(self, scores: torch.Tensor, catalog: torch.Tensor) -> torch.Tensor:
-        """Rating objective: (B, C) dot-product scores over ``catalog`` -> predicted ratings."""
-        return self.rating_offsets[catalog] + self.rating_scale * scores
+    def upgraded_key(self, name: str) -> str | None:
+        """The current name of a parameter an earlier recmig saved under ``name`` (None:
+        unchanged), so earlier checkpoints still load. Subclasses add their own renames
+        (``super().upgraded_key(name)`` first)."""
+        return "objective.scale" if name == "rating_scale" else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = self.upgraded_key(key[len(prefix) :])
+            if new is not None:
+                state_dict[prefix + new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
@@ -305,12 +217,10 @@ class TransferStrategy(nn.Module):
         raise NotImplementedError
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, N_t) what the evaluator ranks the target catalogue by: interest . item vector,
-        or under the rating objective the predicted ratings (also scored by MAE/RMSE)."""
+        """(B, N_t) what the evaluator ranks the target catalogue by: the objective's
+        predictions from interest . item vector (under ``rating`` the predicted ratings)."""
         scores = self.target_interest(batch) @ self.target_items().T
-        if self.context.objective == "rating":
-            scores = self.predicted_ratings(scores, self.target_catalog)
-        return scores
+        return self.objective.predictions(scores, self.target_catalog)
 
     def source_histories(self, source_hist: torch.Tensor) -> list[torch.Tensor]:
         """The merged (B, L) source history split into one history per source domain, in
@@ -335,47 +245,6 @@ class TransferStrategy(nn.Module):
         keep = batch["stream"] == STREAM_ID[stream]
         return {k: v[keep] for k, v in batch.items() if v.shape[:1] == keep.shape}
 
-    def next_item_loss(
-        self,
-        interests: torch.Tensor,
-        part: dict[str, torch.Tensor],
-        table: torch.Tensor,
-        catalog: torch.Tensor,
-    ) -> torch.Tensor:
-        """The objective on windows ``part``: next-item cross-entropy over ``catalog``
-        (ranking) or squared error of the labels' ratings (rating)."""
-        if self.context.objective == "rating":
-            return rating_squared_error(
-                interests,
-                part["labels"],
-                part["label_ratings"],
-                table,
-                self.rating_offsets,
-                self.rating_scale,
-            )
-        return catalog_cross_entropy(interests, part["labels"], table, catalog)
-
-    def history_loss(
-        self,
-        scores: torch.Tensor,
-        part: dict[str, torch.Tensor],
-        history: str,
-        catalog: torch.Tensor,
-        train_scale: bool = True,
-    ) -> torch.Tensor:
-        """Fit a user-level prediction (scores over ``catalog``) to the user's ``history``
-        (e.g. ``target`` -> ``target_hist``): likelihood (ranking) or rating error (rating).
-        ``train_scale=False`` keeps the rating scale out of this loss's gradient (a strategy
-        whose other predictions are frozen must not move the scale they share)."""
-        tokens = part[f"{history}_hist"]
-        if self.context.objective == "rating":
-            ratings = part[f"{history}_hist_ratings"]
-            scale = self.rating_scale if train_scale else self.rating_scale.detach()
-            return history_rating_error(
-                scores, tokens, ratings, catalog, self.context.bos, self.rating_offsets, scale
-            )
-        return history_likelihood_loss(scores, tokens, catalog, self.context.bos)
-
     def stream_loss(
         self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor
     ) -> torch.Tensor:
@@ -383,8 +252,9 @@ class TransferStrategy(nn.Module):
         part = self.rows(batch, stream)
         if len(part["user"]) == 0:
             return batch["tokens"].new_zeros((), dtype=torch.float)
-        table = tower.items(active=part["labels"])
-        return self.next_item_loss(tower.interests(part["tokens"], table), part, table, catalog)
+        table = tower.table(part["labels"])
+        interests = tower.interests(part["tokens"], table)
+        return self.objective.window_loss(interests, part, table, catalog)
 
 
 class MappedTransfer(TransferStrategy):
@@ -404,18 +274,6 @@ class MappedTransfer(TransferStrategy):
         self.source = Tower(context)
         self.target = Tower(context)
         self.transfer_weight = transfer_weight
-
-    def upgraded_key(self, name: str) -> str | None:
-        """The current name of a parameter saved under ``name`` before strategies kept one map
-        per source domain (None: unchanged), so earlier checkpoints still load."""
-        return None
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            new = self.upgraded_key(key[len(prefix) :])
-            if new is not None:
-                state_dict[prefix + new] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
         """(B, L) history of one source domain -> (B, D) interest in the target tower's
@@ -449,8 +307,8 @@ class MappedTransfer(TransferStrategy):
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(batch["source_hist"])
-        own = self.target.interest(batch["target_hist"])
+        own = self.target.interest(batch["target_hist"], self.target.table(None))
         return torch.where(batch["is_cold"].unsqueeze(1), mapped, own)
 
     def target_items(self) -> torch.Tensor:
-        return self.target.items()[self.target_catalog]
+        return self.target.table(None)[self.target_catalog]

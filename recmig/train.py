@@ -26,6 +26,8 @@ from recmig.atomic import write_atomic, write_json_atomic
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
+from recmig.evaluation.ranking import METRICS
+from recmig.objectives import load_objective
 from recmig.privacy import GaussianRelease, PrivacyConfig
 from recmig.registry import discover, load_strategy
 from recmig.strategy import StrategyContext
@@ -69,10 +71,6 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         raise ValueError(
             f"objective={objective!r}: strategy {name!r} supports {list(cls.objectives)}"
         )
-    offsets = 0.0
-    if objective == "rating":
-        kind, shrinkage = cfg.get("rating_baseline", "item"), cfg.get("rating_shrinkage", 10.0)
-        offsets = torch.from_numpy(rating_baselines(scenario, kind, shrinkage))
     vocab = tensors.vocab_size
     item_source = torch.full((vocab,), -1, dtype=torch.long)
     item_source[: vocab - 1] = torch.from_numpy(scenario.item_source.astype(np.int64))
@@ -86,8 +84,7 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         release=GaussianRelease(privacy, seed=int(cfg.seed)) if privacy.enabled else None,
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
-        objective=objective,
-        rating_offset=offsets,
+        objective=load_objective(objective).for_run(cfg, scenario, vocab),
     )
     try:
         return cls(context, **options)
@@ -105,36 +102,6 @@ def privacy_config(options: DictConfig | None) -> PrivacyConfig:
             f"{sorted(PrivacyConfig.__dataclass_fields__)}"
         )
     return PrivacyConfig(**values)
-
-
-def rating_baselines(scenario: Scenario, kind: str = "item", shrinkage: float = 10.0) -> np.ndarray:
-    """The rating objective's baseline per token, shape (num_items + 2,): what an item is
-    predicted before any user interest is added (Koren's baseline predictor, fixed up front).
-
-    ``global``: the mean target training rating everywhere. ``item``: each item's mean training
-    rating shrunk towards its domain's mean by ``shrinkage`` pseudo-ratings, the domain's mean
-    for items without training ratings. Item vectors projected from text cannot represent a
-    free per-item bias, so without it a text model's cold users stay far from the item means.
-    """
-    if kind not in ("global", "item"):
-        raise ValueError(f"rating_baseline must be 'global' or 'item', got {kind!r}")
-    if shrinkage < 0:
-        raise ValueError(f"rating_shrinkage must be >= 0, got {shrinkage}")
-    rated = scenario.train.dropna(subset=["rating"])
-    target = rated.loc[rated["domain"] == TARGET, "rating"]
-    if target.empty:
-        raise ValueError("objective='rating' needs ratings, but the target domain has none")
-    offsets = np.full(len(scenario.item_domain) + 1, target.mean(), dtype=np.float32)
-    if kind == "global":
-        return offsets
-    for domain, part in rated.groupby("domain"):
-        mean = part["rating"].mean()
-        offsets[np.flatnonzero(scenario.item_domain == domain)] = mean
-        totals = part.groupby("item")["rating"].agg(["sum", "count"])
-        shrunk = (totals["sum"] + shrinkage * mean) / (totals["count"] + shrinkage)
-        offsets[totals.index.to_numpy()] = shrunk.to_numpy()
-    offsets[0] = offsets[-1] = target.mean()  # padding and BOS: never scored
-    return offsets
 
 
 def per_user_results(
@@ -191,22 +158,36 @@ def build_run(cfg: DictConfig) -> RunParts:
     start = time.perf_counter()
     strategy = build_strategy(cfg, tensors)
     timings["time/model_build_s"] = time.perf_counter() - start
-    rating = strategy.context.objective == "rating"
     datamodule = CrossDomainDataModule(
         tensors,
         strategy.streams,
         loader_cfg,
         schedule=strategy.streams_for_epoch,
-        ratings=rating,
+        ratings=strategy.objective.needs_ratings,
         input_matrix=strategy.fitted_once,
     )
     module = TransferModule(
-        strategy,
-        instantiate(cfg.optimizer),
-        ks=tuple(cfg.ks),
-        rating_errors=rating,
+        strategy, instantiate(cfg.optimizer), ks=tuple(cfg.ks), selection=selection_metric(cfg)
     )
     return RunParts(scenario, datamodule, module, timings)
+
+
+def selection_metric(cfg: DictConfig) -> str:
+    """The validation metric that selects the checkpoint, stops training and is what a Hydra
+    sweeper optimises: ``selection.<objective>.monitor`` (``val/...`` only: selecting on test
+    users would leak them into the choice)."""
+    objective = cfg.get("objective", "ranking")
+    rule = (cfg.get("selection") or {}).get(objective)
+    if rule is None or "monitor" not in rule or rule.get("mode") not in ("min", "max"):
+        raise ValueError(
+            f"selection.{objective}: expected {{monitor: val/<metric>, mode: min|max}} for "
+            f"objective={objective}, got {rule}"
+        )
+    if not str(rule.monitor).startswith("val/"):
+        raise ValueError(
+            f"selection.{objective}.monitor={rule.monitor!r}: must be a validation metric (val/...)"
+        )
+    return str(rule.monitor)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -260,7 +241,10 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     val = trainer.validate(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     test = trainer.test(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
-    users, beyond = per_user_results(parts.module.test_users(), parts.scenario, k=10)
+    ks = parts.module.ks  # beyond-accuracy at the list length papers report when it is there
+    users, beyond = per_user_results(
+        parts.module.test_users(), parts.scenario, k=10 if 10 in ks else max(ks)
+    )
     write_atomic(output_dir / "test_users.parquet", lambda tmp: users.to_parquet(tmp, index=False))
     metrics.update(beyond)
     strategy = parts.module.strategy
@@ -304,11 +288,16 @@ def reevaluate(run_dir: Path) -> dict[str, float]:
 
 def format_table(metrics: dict[str, float], title: str) -> str:
     """A short cold/warm table of the test metrics for the end of a run."""
-    names = [k.split("/", 2)[2] for k in metrics if k.startswith("test/warm/")]
-    groups = [g for g in ("cold", "warm") if f"test/{g}/ndcg@10" in metrics]
+    groups = [g for g in ("cold", "warm") if any(k.startswith(f"test/{g}/") for k in metrics)]
+    # The ranking metrics at every k and any error metric, where every group has them.
+    names = sorted(
+        set.intersection(
+            *({k.split("/", 2)[2] for k in metrics if k.startswith(f"test/{g}/")} for g in groups)
+        )
+    )
+    wanted = [n for n in names if n.split("@")[0] in (*METRICS, "mae", "rmse")]
     lines = [f"test metrics ({title})", "metric      " + "".join(f"{g:>10}" for g in groups)]
-    for name in names:
-        if name.endswith(("@10", "@20")) or name in ("mae", "rmse"):
-            row = "".join(f"{metrics[f'test/{g}/{name}']:>10.4f}" for g in groups)
-            lines.append(f"{name:<12}{row}")
+    for name in wanted:
+        row = "".join(f"{metrics[f'test/{g}/{name}']:>10.4f}" for g in groups)
+        lines.append(f"{name:<12}{row}")
     return "\n".join(lines)

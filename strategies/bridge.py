@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recmig.data.loaders import is_item
 from recmig.strategy import MappedTransfer, StrategyContext
+from recmig.tokens import is_item
 
 
 class Bridge(MappedTransfer):
@@ -49,11 +49,11 @@ class Bridge(MappedTransfer):
         parts = name.split(".")  # attention.<layer>.weight -> attention.0.<layer>.weight
         if parts[0] in ("attention", "meta") and len(parts) == 3:
             return ".".join([parts[0], "0", *parts[1:]])
-        return None
+        return super().upgraded_key(name)
 
     def bridges(self, domain: int, source_hist: torch.Tensor) -> torch.Tensor:
         """(B, L) history of one source domain -> (B, D, D) personal mapping matrices."""
-        items = self.source.items().detach()[source_hist]
+        items = self.source.table(None).detach()[source_hist]
         real = is_item(source_hist, self.bos)
         scores = self.attention[domain](items).squeeze(-1).masked_fill(~real, float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # no source item: c_u = 0
@@ -63,10 +63,10 @@ class Bridge(MappedTransfer):
         return eye + self.meta[domain](characteristic).view(-1, dim, dim)
 
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
-        source = self.source.interest(history).detach()
+        source = self.source.interest(history, self.source.table(None)).detach()
         return torch.bmm(source.unsqueeze(1), self.bridges(domain, history)).squeeze(1)
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(pairs["source_hist"])
-        targets = self.target.items().detach()[self.target_catalog]
-        return self.history_loss(mapped @ targets.T, pairs, "target", self.target_catalog)
+        targets = self.target.table(None).detach()[self.target_catalog]
+        return self.objective.history_loss(mapped @ targets.T, pairs, "target", self.target_catalog)

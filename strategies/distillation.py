@@ -25,19 +25,8 @@ Warm users are ranked by the teacher, cold users by the student.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from recmig.strategy import StrategyContext, Tower, TransferStrategy
-
-
-def distillation_kl(teacher: torch.Tensor, student: torch.Tensor, tau: float) -> torch.Tensor:
-    """tau^2 * KL(softmax(teacher / tau) || softmax(student / tau)), mean over rows.
-
-    teacher, student: (B, C) scores over the same C items.
-    """
-    log_p_teacher = F.log_softmax(teacher / tau, dim=-1)
-    log_p_student = F.log_softmax(student / tau, dim=-1)
-    return tau**2 * F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
 
 
 class Distillation(TransferStrategy):
@@ -86,15 +75,16 @@ class Distillation(TransferStrategy):
         with torch.no_grad():
             was_training = self.teacher.training
             self.teacher.eval()
-            table = self.teacher.items()
+            table = self.teacher.table(None)
             targets = table[self.target_catalog]
             teacher_scores = self.teacher.interest(pairs["pooled_hist"], table) @ targets.T
             self.teacher.train(was_training)
         student_scores = self.student_interest(pairs["source_hist"], table) @ targets.T
-        hard = self.history_loss(
-            student_scores, pairs, "target", self.target_catalog, train_scale=False
-        )
-        soft = self.soft_loss(teacher_scores, student_scores)
+        # The objective's own parameters (a rating scale) are frozen with the teacher, whose
+        # warm-user predictions use them too.
+        frozen = self.objective.frozen()
+        hard = frozen.history_loss(student_scores, pairs, "target", self.target_catalog)
+        soft = frozen.soft_target_loss(teacher_scores, student_scores, self.temperature)
         loss = teacher_loss + hard + self.distill_weight * soft
         return {
             "loss": loss,
@@ -103,19 +93,11 @@ class Distillation(TransferStrategy):
             "loss_distill": soft,
         }
 
-    def soft_loss(self, teacher_scores: torch.Tensor, student_scores: torch.Tensor) -> torch.Tensor:
-        """The student's fit to the teacher's scores (B, C) of the target catalogue."""
-        if self.context.objective == "rating":
-            # Both predict offset + scale * score with the same per-item offsets.
-            scale = self.rating_scale.detach()
-            return F.mse_loss(scale * student_scores, scale * teacher_scores)
-        return distillation_kl(teacher_scores, student_scores, self.temperature)
-
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        table = self.teacher.items()
+        table = self.teacher.table(None)
         warm = self.teacher.interest(batch["pooled_hist"], table)
         cold = self.student_interest(batch["source_hist"], table)
         return torch.where(batch["is_cold"].unsqueeze(1), cold, warm)
 
     def target_items(self) -> torch.Tensor:
-        return self.teacher.items()[self.target_catalog]
+        return self.teacher.table(None)[self.target_catalog]

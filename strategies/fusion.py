@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recmig.data.loaders import is_item
 from recmig.strategy import StrategyContext, Tower, TransferStrategy, has_items
+from recmig.tokens import is_item
 
 MODES = ("fixed", "learned", "gate")
 MASKED = -1e9
@@ -194,14 +194,17 @@ class Fusion(TransferStrategy):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.tower, batch, "source", self.source_catalog)
         part = self.rows(batch, "target")
-        table = self.tower.items()
+        if len(part["user"]) == 0:  # (a batch of source windows only: nothing to fuse)
+            zero = batch["tokens"].new_zeros((), dtype=torch.float)
+            return {"loss": source_loss, "loss_source": source_loss, "loss_target": zero}
+        table = self.tower.table(part["labels"])
         target = self.tower.interests(part["tokens"], table)
         # Every target window fuses at every position (a user with target training data),
         # counting the target items seen up to each position.
         seen = torch.cumsum(is_item(part["tokens"], self.bos).long(), dim=1)
         present = torch.ones_like(part["user"], dtype=torch.bool)
         fused, _ = self.fuse(part["source_hist"], table, target, present, seen)
-        target_loss = self.next_item_loss(fused, part, table, self.target_catalog)
+        target_loss = self.objective.window_loss(fused, part, table, self.target_catalog)
         return {
             "loss": source_loss + target_loss,
             "loss_source": source_loss,
@@ -210,7 +213,7 @@ class Fusion(TransferStrategy):
 
     def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) fused interests and (B, S + 1) weights of an evaluation batch."""
-        table = self.tower.items()
+        table = self.tower.table(None)
         target_hist = batch["target_hist"]
         target = self.tower.interest(target_hist, table).unsqueeze(1)
         present = has_items(target_hist, self.bos)
@@ -222,7 +225,7 @@ class Fusion(TransferStrategy):
         return self._scored(batch)[0]
 
     def target_items(self) -> torch.Tensor:
-        return self.tower.items()[self.target_catalog]
+        return self.tower.table(None)[self.target_catalog]
 
     def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         w = self._scored(batch)[1]

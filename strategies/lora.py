@@ -45,10 +45,10 @@ class LoRA(TransferStrategy):
         return {"loss": source + target, "loss_source": source, "loss_target": target}
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        table = self.tower.items()
+        table = self.tower.table(None)
         source = self.tower.interest(batch["source_hist"], table)
         target = self.tower.interest(batch["target_hist"], table)
         return torch.where(batch["is_cold"].unsqueeze(1), source, target)
 
     def target_items(self) -> torch.Tensor:
-        return self.tower.items()[self.target_catalog]
+        return self.tower.table(None)[self.target_catalog]

@@ -37,13 +37,16 @@ class Mapping(MappedTransfer):
         )
 
     def upgraded_key(self, name: str) -> str | None:
-        return "mappers.0." + name.removeprefix("mapper.") if name.startswith("mapper.") else None
+        if name.startswith("mapper."):
+            return "mappers.0." + name.removeprefix("mapper.")
+        return super().upgraded_key(name)
 
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
-        return self.mappers[domain](self.source.interest(history).detach())
+        source = self.source.interest(history, self.source.table(None))
+        return self.mappers[domain](source.detach())
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = self.map_interest(pairs["source_hist"])  # (before the target pass: same
         with torch.no_grad():  # dropout draws as ever)
-            target = self.target.interest(pairs["target_hist"])
+            target = self.target.interest(pairs["target_hist"], self.target.table(None))
         return F.mse_loss(mapped, target)

@@ -30,7 +30,7 @@ class Pooled(TransferStrategy):
         return {"loss": self.stream_loss(self.tower, batch, "pooled", self.all_items)}
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.tower.interest(batch["pooled_hist"])
+        return self.tower.interest(batch["pooled_hist"], self.tower.table(None))
 
     def target_items(self) -> torch.Tensor:
-        return self.tower.items()[self.target_catalog]
+        return self.tower.table(None)[self.target_catalog]

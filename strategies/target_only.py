@@ -27,7 +27,7 @@ class TargetOnly(TransferStrategy):
         return {"loss": self.stream_loss(self.tower, batch, "target", self.target_catalog)}
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.tower.interest(batch["target_hist"])
+        return self.tower.interest(batch["target_hist"], self.tower.table(None))
 
     def target_items(self) -> torch.Tensor:
-        return self.tower.items()[self.target_catalog]
+        return self.tower.table(None)[self.target_catalog]

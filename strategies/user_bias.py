@@ -56,7 +56,7 @@ class UserBias(ClosedFormStrategy):
         ratings = ratings.coalesce()
         rows, tokens = ratings.indices()
         source = self.is_source[tokens]
-        residual = (ratings.values() - self.rating_offsets[tokens])[source]
+        residual = (ratings.values() - self.objective.offsets[tokens])[source]
         n = ratings.shape[0]
         sums = residual.new_zeros(n).index_add_(0, rows[source], residual)
         counts = residual.new_zeros(n).index_add_(0, rows[source], torch.ones_like(residual))
@@ -64,5 +64,5 @@ class UserBias(ClosedFormStrategy):
         return torch.where(shrunk > 0, sums / shrunk.clamp_min(1e-12), 0.0)
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        items = self.rating_offsets[self.target_catalog]
+        items = self.objective.offsets[self.target_catalog]
         return items.unsqueeze(0) + self.user_bias(batch["input_ratings"]).unsqueeze(1)

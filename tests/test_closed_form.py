@@ -26,15 +26,15 @@ from recmig.data.datasets import InteractionData
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
+from recmig.objectives import load_objective
 from recmig.strategy import StrategyContext
-from recmig.train import build_strategy, rating_baselines
+from recmig.train import build_strategy
 from recmig.users.interest import MeanInterest
 
 
 def context_for(scenario, tensors: ScenarioTensors, objective: str = "ranking"):
     """What `recmig train` builds a strategy from (closed-form ones use only the catalogues
     and, under the rating objective, the per-item baseline ratings)."""
-    offsets = torch.from_numpy(rating_baselines(scenario)) if objective == "rating" else 0.0
     return StrategyContext(
         vocab_size=tensors.vocab_size,
         dim=8,
@@ -42,8 +42,7 @@ def context_for(scenario, tensors: ScenarioTensors, objective: str = "ranking"):
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, 8),
         make_user_model=partial(MeanInterest, 8),
-        objective=objective,
-        rating_offset=offsets,
+        objective=load_objective(objective).for_run({"dim": 8}, scenario, tensors.vocab_size),
     )
 
 
@@ -138,7 +137,7 @@ def test_user_bias_is_item_baseline_plus_shrunk_source_residual(setup):
     scenario, tensors, context, dm = setup
     strategy = UserBias(context, shrinkage=2.0)
     strategy.fit(tensors.training_matrix())
-    offsets = context.rating_offset.numpy()
+    offsets = context.objective.offsets.numpy()
     source = scenario.train[scenario.train["domain"] == SOURCE].dropna(subset=["rating"])
     residual = (source["rating"] - offsets[source["item"]]).groupby(source["user"])
     bias = (residual.sum() / (residual.count() + 2.0)).reindex(range(scenario.num_users))

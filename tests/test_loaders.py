@@ -2,7 +2,6 @@ import numpy as np
 import torch
 
 from recmig.data.loaders import (
-    STREAM_ID,
     CrossDomainDataModule,
     LoaderConfig,
     ScenarioTensors,
@@ -10,6 +9,7 @@ from recmig.data.loaders import (
     sequence_windows,
 )
 from recmig.data.scenario import TARGET, build_scenario
+from recmig.tokens import STREAM_ID
 
 
 def test_history_tokens_prefix_bos_only_when_it_fits():

@@ -172,10 +172,13 @@ def test_fixed_fusion_weights_reduce_exactly_and_a_domain_without_history_gets_n
     only_books = cls(context_of(scenario, tensors), mode="fixed", alpha=[1.0, 0.0])
     books_hist = only_books.source_histories(batch["source_hist"])[0]
     # Weight 1 on one domain: exactly that domain's interest, for cold and warm users.
-    assert torch.equal(only_books.target_interest(batch), only_books.tower.interest(books_hist))
+    assert torch.equal(
+        only_books.target_interest(batch),
+        only_books.tower.interest(books_hist, only_books.tower.table(None)),
+    )
     no_sources = cls(context_of(scenario, tensors), mode="fixed", alpha=[0.0, 0.0])
     no_sources.load_state_dict(only_books.state_dict())
-    target = no_sources.tower.interest(batch["target_hist"])
+    target = no_sources.tower.interest(batch["target_hist"], no_sources.tower.table(None))
     assert torch.equal(no_sources.target_interest(batch)[~cold], target[~cold])
     # A user whose music history is removed gives music weight 0; a cold user's sources take
     # all the weight.
@@ -233,8 +236,9 @@ def test_mapped_transfer_has_one_map_per_source_domain_averaged_over_present_dom
     assert len(mapping.mappers) == 2
     batch = eval_batch(tensors, mapping.streams)
     books, music = mapping.source_histories(batch["source_hist"])
-    by_books = mapping.mappers[0](mapping.source.interest(books))
-    by_music = mapping.mappers[1](mapping.source.interest(music))
+    table = mapping.source.table(None)
+    by_books = mapping.mappers[0](mapping.source.interest(books, table))
+    by_music = mapping.mappers[1](mapping.source.interest(music, table))
     assert torch.allclose(mapping.map_interest(batch["source_hist"]), (by_books + by_music) / 2)
     # Without books history, a user's transferred interest is the music map's alone.
     hist = batch["source_hist"]

@@ -10,9 +10,8 @@ from test_strategies import MAX_LEN, make_context
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import TARGET, build_scenario
+from recmig.objectives import rating_baselines, rating_squared_error
 from recmig.registry import load_strategy
-from recmig.strategy import rating_squared_error
-from recmig.train import rating_baselines
 from recmig.training.module import TransferModule
 
 
@@ -46,12 +45,12 @@ def test_module_logs_mae_and_rmse_over_held_out_ratings(data, scenario_cfg):
     )  # ranking runs carry no ratings
     # predicted rating = the item's baseline + scale * score
     # A fresh model starts close to the baselines: its scale is 1 / dim.
-    assert strategy.rating_scale.item() == pytest.approx(1 / strategy.context.dim)
+    assert strategy.objective.scale.item() == pytest.approx(1 / strategy.context.dim)
     with torch.no_grad():
-        strategy.rating_offsets.copy_(3.0 + torch.rand(len(strategy.rating_offsets)))
-        strategy.rating_scale.fill_(0.7)
-    offset = strategy.rating_offsets[strategy.target_catalog]
-    module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), rating_errors=True)
+        strategy.objective.offsets.copy_(3.0 + torch.rand(len(strategy.objective.offsets)))
+        strategy.objective.scale.fill_(0.7)
+    offset = strategy.objective.offsets[strategy.target_catalog]
+    module = TransferModule(strategy, torch.optim.Adam, ks=(5, 10), selection="val/rmse")
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
 
@@ -163,3 +162,47 @@ def test_checkpoint_selection_and_early_stopping_follow_the_objective(objective,
     for callback in ("model_checkpoint", "early_stopping"):
         assert cfg.callbacks[callback].monitor == monitor
         assert cfg.callbacks[callback].mode == mode
+
+
+@pytest.mark.parametrize(
+    ("objective", "direction"), [("ranking", "maximize"), ("rating", "minimize")]
+)
+def test_an_optuna_search_optimises_the_objectives_selection_metric(objective, direction):
+    """The sweeper's direction follows `selection.<objective>.mode` (an RMSE search that
+    maximised would pick the worst trial)."""
+    from hydra import compose, initialize_config_dir
+
+    from recmig.config import CONFIG_DIR, enable_plugin_configs
+
+    enable_plugin_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hparams_search=optuna_bridge", f"objective={objective}"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweeper.direction == direction
+
+
+def test_selection_must_be_a_logged_validation_metric(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, MAX_LEN)
+    strategy = load_strategy("target_only")(make_context(scenario, tensors))
+    # ks without 10: the default monitor is named, with what the run logs instead.
+    with pytest.raises(ValueError, match=r"'val/ndcg@10' is not a metric .*ks=\[5, 20\]"):
+        TransferModule(strategy, torch.optim.Adam, ks=(5, 20))
+    module = TransferModule(strategy, torch.optim.Adam, ks=(5, 20), selection="val/ndcg@20")
+    assert module.selection == "ndcg@20"
+    with pytest.raises(ValueError, match="'val/rmse' is not a metric"):  # ranking logs no RMSE
+        TransferModule(strategy, torch.optim.Adam, selection="val/rmse")
+
+
+def test_a_checkpoint_saved_before_the_objective_owned_its_scale_still_loads(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, MAX_LEN)
+    strategy = load_strategy("target_only")(make_context(scenario, tensors, objective="rating"))
+    state = strategy.state_dict()
+    state["rating_scale"] = torch.tensor(0.25)  # the earlier name of the parameter
+    del state["objective.scale"]
+    strategy.load_state_dict(state, strict=True)
+    assert strategy.objective.scale.item() == 0.25

@@ -16,6 +16,7 @@ from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTen
 from recmig.data.scenario import COLD_TEST, SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.evaluation.ranking import top_items
+from recmig.objectives import load_objective
 from recmig.registry import discover, load_strategy
 from recmig.serving import Recommender, RequestError, UnknownIdError
 from recmig.serving.analysis import (
@@ -26,7 +27,6 @@ from recmig.serving.analysis import (
 )
 from recmig.serving.http import BackgroundServer, create_app
 from recmig.strategy import StrategyContext
-from recmig.train import rating_baselines
 from recmig.users.interest import CausalTransformer
 
 MAX_LEN = 8
@@ -54,10 +54,7 @@ def build(setup, name: str, tmp_path, **options):
         if cls.fitted_once
         else partial(IdItemEncoder, tensors.vocab_size, 16),
         make_user_model=partial(CausalTransformer, 16, max_len=MAX_LEN),
-        objective=objective,
-        rating_offset=torch.from_numpy(rating_baselines(scenario))
-        if objective == "rating"
-        else 0.0,
+        objective=load_objective(objective).for_run({"dim": 16}, scenario, tensors.vocab_size),
     )
     torch.manual_seed(0)
     strategy = cls(context, **options)

@@ -3,17 +3,19 @@ from functools import partial
 import pytest
 import torch
 
-from recmig.data.loaders import STREAM_ID, CrossDomainDataModule, LoaderConfig, ScenarioTensors
+from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
-from recmig.registry import discover, load_strategy
-from recmig.strategy import (
-    StrategyContext,
+from recmig.objectives import (
     catalog_cross_entropy,
+    distillation_kl,
     history_rating_error,
+    load_objective,
     rating_squared_error,
 )
-from recmig.train import rating_baselines
+from recmig.registry import discover, load_strategy
+from recmig.strategy import StrategyContext
+from recmig.tokens import STREAM_ID
 from recmig.users.interest import CausalTransformer, MeanInterest
 
 MAX_LEN = 8
@@ -36,11 +38,8 @@ def make_context(
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=item_encoder or partial(IdItemEncoder, tensors.vocab_size, dim),
         make_user_model=partial(user_model, dim, max_len=MAX_LEN),
-        objective=objective,
         # A rating run starts from the per-item baseline ratings, as `recmig train` builds it.
-        rating_offset=torch.from_numpy(rating_baselines(scenario))
-        if objective == "rating"
-        else 0.0,
+        objective=load_objective(objective).for_run({"dim": dim}, scenario, tensors.vocab_size),
     )
 
 
@@ -133,18 +132,18 @@ def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
     scenario, tensors = setup
     bridge = load_strategy("bridge")(make_context(scenario, tensors, objective="rating"))
     with torch.no_grad():  # predicted rating = item baseline + scale * (interest . item)
-        bridge.rating_offsets.copy_(torch.linspace(2.0, 4.0, len(bridge.rating_offsets)))
-        bridge.rating_scale.fill_(0.8)
+        bridge.objective.offsets.copy_(torch.linspace(2.0, 4.0, len(bridge.objective.offsets)))
+        bridge.objective.scale.fill_(0.8)
     dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN), ratings=True)
     pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
     pairs = {k: v[:1] for k, v in pairs.items()}
     mapped = bridge.map_interest(pairs["source_hist"])[0]
-    table = bridge.target.items()
+    table = bridge.target.table(None)
     user = pairs["user"][0].item()
     train = scenario.train
     rows = train[(train["user"] == user) & (train["domain"] == TARGET)]
     errors = [
-        (bridge.rating_offsets[i] + 0.8 * mapped @ table[i] - r) ** 2
+        (bridge.objective.offsets[i] + 0.8 * mapped @ table[i] - r) ** 2
         for i, r in zip(rows["item"], rows["rating"], strict=True)
     ]
     expected = torch.stack(errors[-MAX_LEN:]).mean()  # the history the model sees
@@ -158,8 +157,8 @@ def test_feature_averaging_equation(setup):
     batch = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN)).eval_data[
         "test"
     ][0]
-    source = fa.tower.interest(batch["source_hist"])
-    target = fa.tower.interest(batch["target_hist"])
+    source = fa.tower.interest(batch["source_hist"], fa.tower.table(None))
+    target = fa.tower.interest(batch["target_hist"], fa.tower.table(None))
     cold = batch["is_cold"]
     mixed = fa.target_interest(batch)
     assert cold.any() and (~cold).any()
@@ -191,10 +190,16 @@ def test_fusion_reduces_exactly_to_each_side(setup, mode):
             torch.nn.init.constant_(fusion.logit, saturated)
         fused = fusion.target_interest(batch)
         side = "source_hist" if alpha == 1.0 else "target_hist"
-        assert torch.allclose(fused[warm], fusion.tower.interest(batch[side][warm]), atol=1e-6)
+        assert torch.allclose(
+            fused[warm],
+            fusion.tower.interest(batch[side][warm], fusion.tower.table(None)),
+            atol=1e-6,
+        )
     # Cold users always get the source side, whatever a is.
     cold = batch["is_cold"]
-    assert torch.allclose(fused[cold], fusion.tower.interest(batch["source_hist"][cold]))
+    assert torch.allclose(
+        fused[cold], fusion.tower.interest(batch["source_hist"][cold], fusion.tower.table(None))
+    )
 
 
 def test_fusion_gate_is_per_user_and_learned_weight_trains(setup):
@@ -225,8 +230,10 @@ def test_mapping_scores_cold_users_through_the_mapper_and_leaves_towers_alone(se
     cold = batch["is_cold"]
     assert cold.any() and (~cold).any()
     interest = mapping.target_interest(batch)
-    expected_cold = mapping.mappers[0](mapping.source.interest(batch["source_hist"][cold]))
-    expected_warm = mapping.target.interest(batch["target_hist"][~cold])
+    expected_cold = mapping.mappers[0](
+        mapping.source.interest(batch["source_hist"][cold], mapping.source.table(None))
+    )
+    expected_warm = mapping.target.interest(batch["target_hist"][~cold], mapping.target.table(None))
     assert torch.allclose(interest[cold], expected_cold)
     assert torch.allclose(interest[~cold], expected_warm)
     # The mapping loss trains the mapper only: no gradient reaches the towers through it.
@@ -245,7 +252,7 @@ def test_bridge_is_personal_starts_at_identity_and_trains_only_the_meta_network(
     batch = dm.eval_data["test"][0]
     cold = batch["is_cold"]
     # Fresh meta-network: W_u = I, so a cold user's interest is their source interest.
-    expected = bridge.source.interest(batch["source_hist"][cold])
+    expected = bridge.source.interest(batch["source_hist"][cold], bridge.source.table(None))
     assert torch.allclose(bridge.target_interest(batch)[cold], expected, atol=1e-6)
     train = dm._train_batch(list(range(len(dm.train_data["user"]))))
     pairs = bridge.rows(train, "overlap")
@@ -267,14 +274,13 @@ def test_bridge_loss_is_the_softmax_likelihood_of_the_users_target_items(setup):
     pairs = {k: v[:1] for k, v in pairs.items()}
     mapped = bridge.map_interest(pairs["source_hist"])[0]
     catalog = bridge.target_catalog.tolist()
-    log_probs = torch.log_softmax(mapped @ bridge.target.items()[catalog].T, 0)
+    log_probs = torch.log_softmax(mapped @ bridge.target.table(None)[catalog].T, 0)
     items = [i for i in pairs["target_hist"][0].tolist() if i not in (0, tensors.bos)]
     expected = -torch.stack([log_probs[catalog.index(i)] for i in items]).mean()
     assert bridge.transfer_loss(pairs).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_distillation_kl_matches_the_hand_formula():
-    from recmig_strategies.distillation import distillation_kl
 
     teacher = torch.tensor([[2.0, 0.0, -1.0]])
     student = torch.tensor([[0.5, 0.5, 0.0]])
@@ -317,14 +323,14 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup, 
     losses["loss"].backward()
     assert all(p.grad is None for p in distill.teacher.parameters())
     if objective == "rating":  # the teacher's warm predictions use the scale: frozen too
-        assert distill.rating_scale.grad is None
+        assert distill.objective.scale.grad is None
     optimizer.step()
     after = distill.teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen teacher
     assert any(p.grad is not None for p in distill.student.parameters())
     eval_batch = dm.eval_data["test"][0]
     cold = eval_batch["is_cold"]
-    table = distill.teacher.items()
+    table = distill.teacher.table(None)
     interest = distill.target_interest(eval_batch)
     assert torch.allclose(
         interest[cold], distill.student_interest(eval_batch["source_hist"][cold], table)
@@ -343,7 +349,9 @@ def test_rating_distillation_fits_the_teachers_predicted_ratings(setup):
     scenario, tensors = setup
     distill = load_strategy("distillation")(make_context(scenario, tensors, objective="rating"))
     with torch.no_grad():
-        distill.rating_scale.fill_(0.5)
+        distill.objective.scale.fill_(0.5)
     teacher, student = torch.randn(3, 5), torch.randn(3, 5)
     expected = ((0.5 * student - 0.5 * teacher) ** 2).mean()
-    assert distill.soft_loss(teacher, student).item() == pytest.approx(expected.item())
+    assert distill.objective.soft_target_loss(teacher, student, 1.0).item() == pytest.approx(
+        expected.item()
+    )

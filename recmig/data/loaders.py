@@ -1,8 +1,6 @@
 """Scenario -> padded token tensors -> Lightning DataModule.
 
-Token vocabulary shared by every encoder and user model: 0 is padding, 1..N are items (the
-scenario's item indices), N + 1 is BOS, the "no history yet" token that lets a user model
-produce an interest for a user with an empty history (a cold-start user in the target domain).
+Tokens (0 padding, 1..N items, N + 1 BOS) are defined in :mod:`recmig.tokens`.
 
 Training data are *streams* of next-item windows, chosen by the strategy:
 
@@ -32,9 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from recmig.data.scenario import COLD_TEST, COLD_VAL, SOURCE, TARGET, Scenario
-
-STREAMS = ("target", "source", "pooled", "overlap")
-STREAM_ID = {name: i for i, name in enumerate(STREAMS)}
+from recmig.tokens import STREAM_ID, STREAMS, bos_token, is_item, vocab_size
 
 
 @dataclass
@@ -56,11 +52,6 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.item_mask_prob < 1.0:
             raise ValueError(f"loader.item_mask_prob must be in [0, 1), got {self.item_mask_prob}")
-
-
-def is_item(tokens: torch.Tensor, bos: int) -> torch.Tensor:
-    """Where a token tensor holds an item (not padding, not BOS)."""
-    return (tokens != 0) & (tokens != bos)
 
 
 def history_tokens(items: list[int] | np.ndarray, max_len: int, bos: int) -> np.ndarray:
@@ -110,8 +101,8 @@ class ScenarioTensors:
     def __init__(self, scenario: Scenario, max_len: int):
         self.scenario = scenario
         self.max_len = max_len
-        self.bos = scenario.num_items + 1
-        self.vocab_size = scenario.num_items + 2
+        self.vocab_size = vocab_size(scenario.num_items)
+        self.bos = bos_token(self.vocab_size)
         n_users = scenario.num_users
         train = scenario.train
         by_user = {
@@ -406,11 +397,8 @@ __all__ = [
     "CrossDomainDataModule",
     "LoaderConfig",
     "ScenarioTensors",
-    "STREAMS",
     "TrainingMatrix",
-    "STREAM_ID",
     "history_tokens",
-    "is_item",
     "sequence_windows",
     "sparse_rows",
 ]

@@ -21,9 +21,9 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from torch import nn
 
-from recmig.data.loaders import is_item
 from recmig.encoders.item import ItemEncoder
 from recmig.encoders.text import DEFAULT_TEXT_MODEL, load_text_model, mean_pool, render_item_texts
+from recmig.tokens import bos_token, is_item
 
 METHODS = ("lora", "ia3")
 
@@ -82,7 +82,6 @@ class AdaptedTextItemEncoder(ItemEncoder):
         self.register_buffer("shift", self.cache.mean(0), persistent=False)
         self.register_buffer("scale", self.cache.std(0).clamp_min(1e-6), persistent=False)
         self.projection = nn.Linear(hidden, dim)
-        self.active: torch.Tensor | None = None
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
         """(R,) item rows (0-based) -> (R, H) mean-pooled language-model features."""
@@ -104,15 +103,10 @@ class AdaptedTextItemEncoder(ItemEncoder):
             self.cache[rows] = self.encode(rows)
         self.lm.train(was_training)
 
-    def forward(self, active: torch.Tensor | None = None) -> torch.Tensor:
-        """``active``: item tokens of the batch (any shape; 0 and BOS are ignored)."""
-        self.active = active
-        return super().forward(active)
-
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         features = self.cache
-        if self.training and self.active is not None and torch.is_grad_enabled():
-            items = self.active[is_item(self.active, self.vocab_size - 1)].unique()
+        if self.training and active is not None and torch.is_grad_enabled():
+            items = active[is_item(active, bos_token(self.vocab_size))].unique()
             rows = items[torch.randperm(len(items), device=items.device)[: self.grad_items]] - 1
             if len(rows):
                 fresh = self.encode(rows)

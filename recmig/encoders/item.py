@@ -26,8 +26,8 @@ class ItemEncoder(nn.Module):
         self.bos = nn.Parameter(torch.randn(dim) * 0.02)
         self.frozen: torch.Tensor | None = None  # see freeze(); never saved in checkpoints
 
-    def item_vectors(self) -> torch.Tensor:
-        """(vocab_size - 2, dim): vectors of items 1..N."""
+    def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
+        """(vocab_size - 2, dim): vectors of items 1..N. ``active``: see :meth:`forward`."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -36,17 +36,22 @@ class ItemEncoder(nn.Module):
         call, until :meth:`refresh` (a recommender scores one user at a time, and recomputing
         a 15k-item projection per request would dominate its latency)."""
         self.frozen = None
-        self.frozen = self()
+        self.frozen = self(None)
 
     def refresh(self) -> None:
         """The weights changed: drop the frozen table (subclasses also rebuild their caches)."""
         self.frozen = None
 
-    def forward(self, active: torch.Tensor | None = None) -> torch.Tensor:
-        """``active``: the batch's item tokens, for encoders that spend extra work on them."""
+    def forward(self, active: torch.Tensor | None) -> torch.Tensor:
+        """The (vocab_size, dim) token table. ``active``: the item tokens of the training batch
+        the table is for (any shape; padding and BOS are ignored), so that an encoder too
+        costly to run on the whole catalogue per step (the adapted language model) spends its
+        gradient-carrying work on them; None where no gradient is wanted from the encoder
+        (evaluation, a frozen teacher, a detached use). It is required so no training path
+        can forget it: a bare call once left LoRA adapters without gradient in a strategy."""
         if self.frozen is not None and not self.training:
             return self.frozen
-        items = self.item_vectors()
+        items = self.item_vectors(active)
         pad = items.new_zeros(1, self.dim)
         return torch.cat([pad, items, self.bos[None]], dim=0)
 
@@ -58,7 +63,7 @@ class IdItemEncoder(ItemEncoder):
         super().__init__(vocab_size, dim)
         self.embedding = nn.Parameter(torch.randn(vocab_size - 2, dim) * 0.02)
 
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         return self.embedding
 
 
@@ -97,5 +102,5 @@ class TextItemEncoder(ItemEncoder):
         self.register_buffer("features", features, persistent=False)
         self.projection = nn.Sequential(nn.Dropout(dropout), nn.Linear(features.shape[1], dim))
 
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         return self.projection(self.features)

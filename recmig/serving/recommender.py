@@ -115,7 +115,7 @@ class Recommender:
         self.domain_of = scenario.item_domain
         self.catalog = tensors.target_catalog.numpy()
         self.local = tensors.target_local
-        self.rating_objective = strategy.context.objective == "rating"
+        self.rating_objective = strategy.objective.needs_ratings
         self.histories: dict[str, History] = {}  # users seen or updated since loading
         self.lock = threading.RLock()
         # Training interactions as arrays with each user's row range: a history is two

@@ -2,11 +2,11 @@
 
 It owns the optimisation and the evaluation; the strategy owns the model and the loss. Each
 validation/test batch ranks the whole target catalogue for its users, and metrics are
-averaged per user group (``cold`` and ``warm``). ``val/ndcg@10`` (what checkpointing and early
-stopping watch by default) is the mean of the groups' NDCG@10, so a strategy is selected for
-cold and warm users alike, on validation users only. The test pass also keeps every user's
-metrics and top-K list (:meth:`TransferModule.test_users`), for significance tests over users,
-beyond-accuracy metrics and demographic slices.
+averaged per user group (``cold`` and ``warm``). The selection metric (``val/ndcg@10`` by
+default; the run config's ``selection``) is the mean of the groups' values, so a strategy is
+selected for cold and warm users alike, on validation users only. The test pass also keeps every
+user's metrics and top-K list (:meth:`TransferModule.test_users`), for significance tests over
+users, beyond-accuracy metrics and demographic slices.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from recmig.evaluation.ranking import METRICS, metrics_of_top, top_items
 from recmig.strategy import TransferStrategy
 
 GROUPS = ("cold", "warm")
+ERROR_METRICS = ("mae", "rmse")
+"""Errors of predictions against held-out ratings the evaluator can compute per group."""
 
 
 class TransferModule(L.LightningModule):
@@ -30,11 +32,12 @@ class TransferModule(L.LightningModule):
         strategy: TransferStrategy,
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
-        rating_errors: bool = False,
+        selection: str = "val/ndcg@10",
     ):
-        """``rating_errors``: the strategy fits the rating objective; its scores
-        (:meth:`TransferStrategy.target_scores`) are then predicted ratings, and MAE and RMSE
-        of them against the held-out items' ratings are logged."""
+        """``selection``: the validation metric checkpointing and early stopping watch (shown
+        on the progress bar); it must be one this module logs. The strategy's objective says
+        which errors of its predictions against held-out ratings are logged too
+        (``Objective.error_metrics``: MAE and RMSE under ``rating``)."""
         super().__init__()
         self.strategy = strategy
         self.make_optimizer = optimizer
@@ -47,12 +50,28 @@ class TransferModule(L.LightningModule):
         self.users_seen = {g: 0 for g in GROUPS}
         self.test_records: list[dict[str, torch.Tensor]] = []
         # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
-        self.error_names = ("mae", "rmse") if rating_errors else ()
+        self.error_names = tuple(strategy.objective.error_metrics)
+        unknown = set(self.error_names) - set(ERROR_METRICS)
+        if unknown:
+            raise ValueError(
+                f"objective {strategy.objective.name!r}: error metrics {sorted(unknown)} are "
+                f"not computed by the evaluator (it computes {list(ERROR_METRICS)})"
+            )
         self.rating_means = torch.nn.ModuleDict(
             {f"{g}_{kind}": MeanMetric() for g in GROUPS for kind in ("abs", "sq")}
-            if rating_errors
+            if self.error_names
             else {}
         )
+        metrics = (*names, *self.error_names)
+        logged = [f"val/{prefix}{n}" for prefix in ("", "cold/", "warm/") for n in metrics]
+        if selection not in logged:
+            raise ValueError(
+                f"selection monitor {selection!r} is not a metric this run logs (ks={list(ks)}, "
+                f"objective {strategy.objective.name!r}); it logs "
+                f"{[f'val/{n}' for n in metrics]} and their val/cold/, val/warm/ versions: "
+                "set selection.<objective>.monitor or ks"
+            )
+        self.selection = selection.removeprefix("val/")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave frozen weights (e.g. a pretrained language model under adapters) out of
@@ -149,8 +168,9 @@ class TransferModule(L.LightningModule):
             ]
             if per_group:  # (rating errors need ratings: none when the dataset has none)
                 logged[f"{split}/{name}"] = torch.stack(per_group).mean()
-        headline = f"{split}/ndcg@10"
-        self.log(headline, logged.pop(headline), prog_bar=True)
+        headline = f"{split}/{self.selection}"
+        if headline in logged:  # (a per-group headline is absent when that group is)
+            self.log(headline, logged.pop(headline), prog_bar=True)
         self.log_dict(logged, prog_bar=False)
         for metric in (*self.means.values(), *self.rating_means.values()):
             metric.reset()

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmig.strategy import StrategyContext, TransferStrategy, catalog_positions
+from recmig.strategy import StrategyContext, TransferStrategy
+from recmig.tokens import catalog_positions
 
 
 class LearnedPopularity(TransferStrategy):
