@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recmig.data.datasets import InteractionData
 from recmig.data.scenario import ScenarioConfig
+from recmig.data.schema import InteractionData
 
 
 def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, seed: int = 0):

@@ -22,9 +22,9 @@ from recmig_strategies.ridge_transfer import RidgeTransfer
 from recmig_strategies.text_ease import TextEASE
 from recmig_strategies.user_bias import UserBias
 
-from recmig.data.datasets import InteractionData
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
+from recmig.data.schema import InteractionData
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.objectives import load_objective
 from recmig.strategy import StrategyContext

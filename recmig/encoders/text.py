@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from recmig.atomic import write_atomic
 from recmig.paths import default_cache_dir
@@ -205,33 +206,48 @@ def cache_key(texts: Sequence[str], model: str, *, max_length: int, normalize: b
     return h.hexdigest()
 
 
+def _tensor_digest(emb: torch.Tensor) -> str:
+    """sha256 of the tensor's bytes: safetensors checks the header and the file length, not
+    the values, so a flipped byte in the data would otherwise load as a wrong embedding."""
+    return hashlib.sha256(emb.contiguous().numpy().tobytes()).hexdigest()
+
+
 def _load_cached(path: Path, n: int) -> torch.Tensor | None:
     if not path.exists():
         return None
     try:
-        tensors = load_file(str(path))
-        emb = tensors["embeddings"]
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+            emb = handle.get_tensor("embeddings")
         if emb.dim() != 2 or emb.shape[0] != n or emb.dtype != torch.float32:
             raise ValueError(f"unexpected tensor {tuple(emb.shape)} {emb.dtype}, wanted {n} rows")
+        if recorded is None:
+            raise ValueError("no sha256 recorded (written by an older recmig)")
+        if _tensor_digest(emb) != recorded:
+            raise ValueError("the embeddings do not match the sha256 recorded with them")
         if not torch.isfinite(emb).all():
             raise ValueError("non-finite values")
         return emb
-    except Exception as e:  # any unreadable file is a miss
+    except Exception as e:  # any unreadable or altered file is a miss, never trusted
+        reason = " ".join(str(e).split()) or type(e).__name__
         logger.warning(
-            "ignoring unreadable text-embedding cache file %s (%s); re-encoding", path, e
+            "ignoring unreadable or altered text-embedding cache file %s (%s); re-encoding",
+            path,
+            reason,
         )
         return None
 
 
 def _save_cached(path: Path, emb: torch.Tensor, *, model: str, max_length: int) -> None:
+    tensors = {"embeddings": emb.contiguous()}
     metadata = {
         "model": model,
         "n": str(emb.shape[0]),
         "dim": str(emb.shape[1]),
         "max_length": str(max_length),
         "pooling": POOLING,
+        "sha256": _tensor_digest(tensors["embeddings"]),
     }
-    tensors = {"embeddings": emb.contiguous()}
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
