@@ -51,6 +51,16 @@ def write_csv_atomic(path: str | Path, frame, **options) -> None:
     write_atomic(path, lambda tmp: frame.to_csv(tmp, **options))
 
 
+def pyplot():
+    """matplotlib's pyplot drawing to files only (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(figure, path: str | Path, dpi: int = 120) -> None:
     """A matplotlib figure in the format its file name says (``.png``, ``.pdf``, ...)."""
     path = Path(path)

@@ -19,29 +19,9 @@ import logging
 import os
 import sys
 
+from recmig.errors import USER_ERRORS, one_line, user_error
+
 log = logging.getLogger("recmig")
-
-# Errors a user can fix from the command line: printed as one line, never as a traceback.
-# recmig raises these for bad options, fields and files; anything else is a bug and keeps its
-# traceback.
-USER_ERRORS = (ValueError, FileNotFoundError)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def _user_error(err: BaseException) -> BaseException | None:
-    """The user-facing cause inside Hydra's InstantiationException wrappers, if any."""
-    from hydra.errors import InstantiationException
-
-    wrapped = False
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err, wrapped = err.__cause__, True
-    if isinstance(err, InstantiationException) or (wrapped and isinstance(err, TypeError)):
-        return err  # a bad key in a `_target_` config: the message names key and target
-    return err if isinstance(err, USER_ERRORS) else None
 
 
 def _train_task(cfg) -> float | None:
@@ -51,10 +31,10 @@ def _train_task(cfg) -> float | None:
         metrics = train(cfg)
         selected = selection_metric(cfg)
     except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's to fix
-        cause = _user_error(err)
+        cause = user_error(err)
         if cause is None:
             raise
-        print(f"recmig: error: {_one_line(cause)}", file=sys.stderr)
+        print(f"recmig: error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
     # What a Hydra sweeper (e.g. Optuna) optimises: the run's selection metric, in the
     # direction `selection.<objective>.mode` gives (hparams_search configs read it too).
@@ -71,7 +51,7 @@ def _check_overrides(overrides: list[str]) -> None:
     try:
         compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -100,7 +80,7 @@ def strategies_main() -> None:
             cls = entry.load()
             description = cls.description
         except Exception as err:  # noqa: BLE001 - a broken plugin must not hide the others
-            description = f"(failed to load: {_one_line(err)})"
+            description = f"(failed to load: {one_line(err)})"
         origin = entry.dist.name if entry.dist else "?"
         rows.append((name, description, f"{origin}: {entry.value}"))
     width = max((len(r[0]) for r in rows), default=4)
@@ -123,7 +103,7 @@ def evaluate_main(argv: list[str]) -> None:
         try:
             metrics = reevaluate(run_dir)
         except USER_ERRORS as err:
-            print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+            print(f"recmig: error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
         print(format_table(metrics, str(run_dir)))
 
@@ -172,7 +152,7 @@ def recommend_main(argv: list[str]) -> None:
         method = rec.explain if args.explain else rec.recommend
         table = method(user=args.user, history=history, k=args.k)
     except USER_ERRORS as err:
-        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     with pd.option_context("display.max_colwidth", 50, "display.width", 200):
         print(table.to_string(index=False))
@@ -193,7 +173,7 @@ def serve_main(argv: list[str]) -> None:
     try:
         serve(args.run_dir, args.host, args.port)
     except USER_ERRORS as err:
-        print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
-from recmig.atomic import save_figure, write_csv_atomic, write_text_atomic
+from recmig.atomic import pyplot, save_figure, write_csv_atomic, write_text_atomic
 from recmig.transfer_report import plot_privacy, privacy_markdown, weights_markdown
 
 BASELINE = "target_only"
@@ -526,15 +526,6 @@ def slices_markdown(sliced: pd.DataFrame, column: str = "ndcg@10") -> str:
     return "\n\n".join(blocks)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _grouped_bars(ax, categories: list, bars: list[tuple[str, np.ndarray, np.ndarray | None]]):
     """One group of bars per category; ``bars``: (label, heights, error bars or None)."""
     width = 0.8 / len(bars)
@@ -545,7 +536,7 @@ def _grouped_bars(ax, categories: list, bars: list[tuple[str, np.ndarray, np.nda
 
 def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/warm/ndcg@10")):
     """Grouped bars: one panel per metric, strategies on x, one colour per setting."""
-    plt = _pyplot()
+    plt = pyplot()
     settings = list(dict.fromkeys(table.index.get_level_values("setting")))
     strategies = list(dict.fromkeys(table.index.get_level_values("strategy")))
     fig, axes = plt.subplots(
@@ -576,7 +567,7 @@ def plot(table: pd.DataFrame, path: Path, metrics=("test/cold/ndcg@10", "test/wa
 def plot_slices(sliced: pd.DataFrame, path: Path, column: str = "ndcg@10") -> None:
     """One panel per (user group, attribute): the metric per attribute value, one bar per
     strategy, for the first setting (the CSV has all)."""
-    plt = _pyplot()
+    plt = pyplot()
     setting = sorted(sliced.index.get_level_values("setting").unique())[0]
     part = sliced.xs(setting, level="setting")
     panels = list(dict.fromkeys(part.index.droplevel(["strategy", "value"])))

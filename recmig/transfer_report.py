@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recmig.atomic import save_figure
+from recmig.atomic import pyplot, save_figure
 from recmig.privacy import as_float
 
 GROUPS = ("cold", "warm")
@@ -161,9 +161,7 @@ def plot_privacy(runs: pd.DataFrame, path: Path, metrics: tuple[str, ...]) -> bo
     table = privacy_table(runs, metrics)
     if table.empty:
         return False
-    from recmig.report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     budgets = sorted(e for e in table.index.get_level_values("epsilon").unique() if np.isfinite(e))
     right = (budgets[-1] * 2.5) if budgets else 1.0  # where epsilon = inf is drawn
     references = _references(runs, runs[_epsilons(runs).notna()])

@@ -275,7 +275,7 @@ def main(command: str, argv: list[str]) -> None:
     import sys
 
     from recmig.atomic import write_atomic, write_json_atomic
-    from recmig.cli import USER_ERRORS, _one_line
+    from recmig.errors import USER_ERRORS, one_line
 
     streaming = command == "stream"
     parser = argparse.ArgumentParser(
@@ -307,7 +307,7 @@ def main(command: str, argv: list[str]) -> None:
         try:
             rec = Recommender.from_run(run_dir)
         except USER_ERRORS as err:
-            print(f"recmig: error: {_one_line(err)}", file=sys.stderr)
+            print(f"recmig: error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
         if streaming:
             table = streaming_evaluation(

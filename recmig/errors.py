@@ -1,0 +1,28 @@
+"""How a user-fixable error reaches the terminal: one line, ``recmig: error: ...``, exit 2.
+
+Errors a user can fix (a misspelled option, a missing file, a bad value) are ``ValueError`` or
+``FileNotFoundError`` naming the option, field or file; everything else is a bug and keeps its
+traceback. Every command (``recmig train``, ``analyse``, ``stream``, ...) reports them alike.
+"""
+
+from __future__ import annotations
+
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (Hydra and pandas messages span several)."""
+    text = str(err).strip() or type(err).__name__
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user-facing cause inside Hydra's InstantiationException wrappers, if any."""
+    from hydra.errors import InstantiationException
+
+    wrapped = False
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err, wrapped = err.__cause__, True
+    if isinstance(err, InstantiationException) or (wrapped and isinstance(err, TypeError)):
+        return err  # a bad key in a `_target_` config: the message names key and target
+    return err if isinstance(err, USER_ERRORS) else None
