@@ -254,6 +254,16 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     return metrics
 
 
+MOVED_TARGETS = {
+    "recmig.data.datasets.load_movielens": "recmig.data.movielens.load_movielens",
+    "recmig.data.datasets.load_movielens_pair": "recmig.data.movielens.load_movielens_pair",
+    "recmig.data.datasets.load_table_dataset": "recmig.data.tables.load_table_dataset",
+    "recmig.data.datasets.load_amazon": "recmig.data.amazon.load_amazon",
+}
+"""Dataset loaders an earlier recmig named in run configs (``recmig.data.datasets`` was split
+by source family), so runs made before the split still evaluate and serve."""
+
+
 def load_finished_run(run_dir: Path) -> tuple[DictConfig, Path]:
     """A finished run's composed config (``output_dir`` pointed at ``run_dir``) and the path of
     its best checkpoint; FileNotFoundError naming what is missing."""
@@ -265,6 +275,9 @@ def load_finished_run(run_dir: Path) -> tuple[DictConfig, Path]:
     if not best:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt (unfinished run?)")
     cfg = OmegaConf.load(config_path)
+    dataset = cfg.get("data", {}).get("dataset", {})
+    if dataset.get("_target_") in MOVED_TARGETS:
+        dataset["_target_"] = MOVED_TARGETS[dataset["_target_"]]
     cfg.paths.output_dir = str(run_dir)
     return cfg, best[-1]
 

@@ -111,3 +111,23 @@ def test_a_batch_missing_a_stream_gives_a_finite_loss(setup, name):
         losses = strategy.training_loss(batch)
         for key, value in losses.items():
             assert torch.isfinite(value), f"{name}: {key} is {value} on a batch of {stream} rows"
+
+
+def test_run_folders_made_before_the_data_split_still_load(tmp_path):
+    """An earlier run config names recmig.data.datasets.<loader>; evaluating or serving it
+    must find the loader where it lives now."""
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    from recmig.train import MOVED_TARGETS, load_finished_run
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best-epoch=1.ckpt").write_bytes(b"")
+    for old, new in MOVED_TARGETS.items():
+        config = {"data": {"dataset": {"_target_": old}}, "paths": {"output_dir": "elsewhere"}}
+        OmegaConf.save(config, tmp_path / ".hydra" / "config.yaml")
+        cfg, best = load_finished_run(tmp_path)
+        assert cfg.data.dataset._target_ == new and best.name == "best-epoch=1.ckpt"
+        assert callable(get_method(new))
+        assert cfg.paths.output_dir == str(tmp_path)
