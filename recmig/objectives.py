@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmig.plugins import load_registered, registered
 from recmig.tokens import catalog_positions, is_item
 
 if TYPE_CHECKING:
@@ -296,18 +296,9 @@ def rating_baselines(scenario: Scenario, kind: str = "item", shrinkage: float = 
 
 
 def objective_names() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    return sorted(registered(GROUP))
 
 
 def load_objective(name: str) -> type[Objective]:
-    """The objective class registered as ``name`` (ValueError naming the installed ones)."""
-    found = {ep.name: ep for ep in entry_points(group=GROUP)}
-    if name not in found:
-        raise ValueError(
-            f"objective={name!r} is not installed; installed objectives: {sorted(found)} "
-            f"(entry-point group {GROUP!r})"
-        )
-    cls = found[name].load()
-    if not (isinstance(cls, type) and issubclass(cls, Objective)):
-        raise TypeError(f"entry point {found[name].value!r} is not an Objective subclass")
-    return cls
+    """The objective class registered as ``name``."""
+    return load_registered(GROUP, name, Objective, "objective")

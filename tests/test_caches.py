@@ -135,13 +135,10 @@ TEXTS = ["A space opera with starships.", "Easy pasta recipes.", "Jazz"]
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory):
     cache = tmp_path_factory.mktemp("embeddings")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the shipped model: no hub lookups
+        for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            mp.setenv(variable, "1")
         result = T.encode_texts_with_info(TEXTS, cache_dir=cache, progress=False)
-    finally:
-        mp.undo()
     return result.cache_path, result.embeddings
 
 
