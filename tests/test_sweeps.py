@@ -1,14 +1,18 @@
 """Sweeps beyond the basic launcher: joblib in parallel, an Optuna search, W&B grouping of a
-sweep's runs and the report logged as a W&B artifact, and the SLURM launcher's config."""
+sweep's runs and the report logged as a W&B artifact, and the job array the SLURM launcher
+submits."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from submitit.core.utils import FailedJobError
 from test_cli import recmig
 from wandb.proto import wandb_internal_pb2
 
@@ -83,19 +87,51 @@ def test_optuna_search_in_parallel_grouped_in_wandb_and_reported(tmp_path):
     assert {"results.md", "results.csv", "results.png"} <= logged
 
 
-def test_slurm_launcher_config_composes():
-    # No cluster here: check the config a cluster user gets (submitit's own launcher class).
+def _stand_in(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+def test_slurm_launcher_submits_the_job_array_a_cluster_user_expects(tmp_path, monkeypatch):
+    # No cluster here: stand-ins for SLURM's commands (srun is only looked for; sbatch keeps
+    # the script it is given and refuses it), so the real launcher and submitit build and
+    # submit the sbatch script from our config, and the test reads what SLURM would get.
+    bin_dir, record = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    _stand_in(bin_dir, "srun", "exit 0")
+    _stand_in(bin_dir, "sbatch", f'cp "$1" {record}; echo "sbatch: no cluster" >&2; exit 1')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     enable_plugin_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.account=proj42",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            ],
             return_hydra_config=True,
         )
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert (launcher.partition, launcher.gpus_per_node, launcher.array_parallelism) == (
-        "gpu",
-        1,
-        64,
-    )
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    launcher.setup(hydra_context=None, task_function=lambda _: None, config=cfg)
+    with pytest.raises(FailedJobError, match="sbatch: no cluster"):
+        launcher.launch([["seed=0"], ["seed=1"], ["seed=2"]], initial_job_idx=0)
+    directives = {
+        line.removeprefix("#SBATCH ")
+        for line in record.read_text().splitlines()
+        if line.startswith("#SBATCH ")
+    }
+    assert {
+        "--array=0-2%3",  # one array of the sweep's three jobs, at most 64 at once
+        "--partition=gpu",
+        "--account=proj42",
+        "--gpus-per-node=1",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--time=120",
+    } <= directives
+    assert f"--output={tmp_path / 'sweep'}/.submitit/%A_%a/%A_%a_0_log.out" in directives
