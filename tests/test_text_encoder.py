@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -303,6 +303,14 @@ def test_interrupted_write_leaves_nothing_trusted(encoded, tmp_path, monkeypatch
     assert _encode(TEXTS, tmp_path).cache_hit
 
 
-def test_items_per_second(encoded):
-    _, res = encoded
-    assert res.seconds > 0 and math.isfinite(res.items_per_second)
+def test_reported_time_is_of_this_call_and_rate_is_texts_over_it(encoded):
+    cache, res = encoded
+    # The encoding's rate is the texts it encoded over the time it reports, not a constant.
+    assert res.items_per_second == pytest.approx(len(TEXTS) / res.seconds)
+    # A call reports its own duration: within the wall-clock time around it (a hit of the
+    # module's cache here, so no model is loaded), never an earlier call's.
+    start = time.perf_counter()
+    again = _encode(TEXTS, cache)
+    elapsed = time.perf_counter() - start
+    assert again.cache_hit and 0 < again.seconds <= elapsed
+    assert again.items_per_second == pytest.approx(len(TEXTS) / again.seconds)
