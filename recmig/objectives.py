@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recmig.plugins import load_registered, registered
-from recmig.tokens import catalog_positions, is_item
+from recmig.tokens import bos_token, catalog_positions, is_item
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -156,7 +156,7 @@ class Objective(nn.Module):
     def for_run(cls, cfg: DictConfig | Mapping, scenario: Scenario, vocab_size: int) -> Objective:
         """The objective of one run (``cfg``: the run config, or any mapping of its top-level
         options: ``dim``, ``rating_baseline``, ``rating_shrinkage``)."""
-        return cls(bos=vocab_size - 1)
+        return cls(bos=bos_token(vocab_size))
 
     def window_loss(
         self,
@@ -232,7 +232,7 @@ class RatingObjective(Objective):
     def for_run(cls, cfg, scenario, vocab_size):
         kind, shrinkage = cfg.get("rating_baseline", "item"), cfg.get("rating_shrinkage", 10.0)
         offsets = torch.from_numpy(rating_baselines(scenario, kind, shrinkage))
-        return cls(bos=vocab_size - 1, offsets=offsets, dim=int(cfg["dim"]))
+        return cls(bos=bos_token(vocab_size), offsets=offsets, dim=int(cfg["dim"]))
 
     def _scale(self) -> torch.Tensor:
         return self.scale if self.scale_trains else self.scale.detach()
