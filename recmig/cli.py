@@ -35,10 +35,21 @@ def _train_task(cfg) -> float | None:
         if cause is None:
             raise
         print(f"recmig: error: {one_line(cause)}", file=sys.stderr)
+        if _in_multirun():
+            # Exiting would end the whole sweep; raising lets Hydra mark this job failed,
+            # finish the others, and fail the sweep at its end (`recmig report` names it).
+            raise
         sys.exit(2)
     # What a Hydra sweeper (e.g. Optuna) optimises: the run's selection metric, in the
     # direction `selection.<objective>.mode` gives (hparams_search configs read it too).
     return metrics.get(selected)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _check_overrides(overrides: list[str]) -> None:

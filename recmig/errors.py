@@ -1,13 +1,23 @@
 """How a user-fixable error reaches the terminal: one line, ``recmig: error: ...``, exit 2.
 
-Errors a user can fix (a misspelled option, a missing file, a bad value) are ``ValueError`` or
-``FileNotFoundError`` naming the option, field or file; everything else is a bug and keeps its
-traceback. Every command (``recmig train``, ``analyse``, ``stream``, ...) reports them alike.
+Errors a user can fix (a misspelled option, a missing file, a bad value, no network) are
+``ValueError`` or ``FileNotFoundError`` naming the option, field or file, or a ``DownloadError``
+naming the URL; everything else is a bug and keeps its traceback. Every command (``recmig
+train``, ``analyse``, ``stream``, ...) reports them alike.
 """
 
 from __future__ import annotations
 
-USER_ERRORS = (ValueError, FileNotFoundError)
+
+class DownloadError(OSError):
+    """A download that failed or timed out; the message names what was fetched and from where.
+
+    An OSError, so code that falls back on network trouble (GroupLens -> PyPI) still catches it,
+    but only this kind of OSError is the user's to fix (a network, a proxy): a disk error from
+    elsewhere keeps its traceback."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, DownloadError)
 
 
 def one_line(err: BaseException) -> str:

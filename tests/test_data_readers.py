@@ -36,6 +36,7 @@ from recmig.data.readers import (
 )
 from recmig.data.schema import InteractionData
 from recmig.data.tables import load_table_dataset
+from recmig.errors import DownloadError, user_error
 from recmig.paths import default_cache_dir
 
 
@@ -726,9 +727,10 @@ def test_grouplens_download_fails_in_one_line(
     monkeypatch.setattr(ml, "DOWNLOAD_TOTAL_TIMEOUT_S", 0.5)
     cache = tmp_path / "cache"
     start = time.monotonic()
-    with pytest.raises(OSError) as info:
+    with pytest.raises(DownloadError) as info:
         load_movielens("ml-100k", cache_dir=cache, source="grouplens")
     assert time.monotonic() - start < 5
+    assert user_error(info.value) is info.value  # the CLI prints it as one line, exit 2
     message = str(info.value)
     assert "\n" not in message and reason in message
     assert "the MovieLens ml-100k archive from GroupLens" in message
@@ -771,8 +773,9 @@ def test_pip_download_fails_in_one_line(
         ml, "_pip_download_command", lambda requirement, folder: [sys.executable, "-c", script]
     )
     cache = tmp_path / "cache"
-    with pytest.raises(OSError) as info:
+    with pytest.raises(DownloadError) as info:
         load_movielens("ml-100k", cache_dir=cache, source="pypi")
+    assert user_error(info.value) is info.value  # the CLI prints it as one line, exit 2
     message = str(info.value)
     assert "\n" not in message and expected in message
     assert "pip download of recbole==1.2.1 from PyPI (the MovieLens ml-100k data)" in message

@@ -44,6 +44,7 @@ from recmig.data.schema import (
     number_text,
     string_column,
 )
+from recmig.errors import DownloadError
 from recmig.paths import default_cache_dir
 
 __all__ = [
@@ -251,7 +252,7 @@ def _fetch(url: str, out: Path, what: str) -> None:
                 if time.monotonic() > deadline:
                     raise OSError(f"not complete after {DOWNLOAD_TOTAL_TIMEOUT_S} s")
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, cut transfers
-        raise OSError(f"download of {what} ({url}) failed: {_network_reason(exc)}") from exc
+        raise DownloadError(f"download of {what} ({url}) failed: {_network_reason(exc)}") from exc
 
 
 def _download_grouplens(version: str, downloads: Path) -> Path:
@@ -312,10 +313,12 @@ def _download_wheel(version: str, downloads: Path) -> Path:
                 timeout=PIP_DOWNLOAD_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            raise OSError(f"{what} did not finish within {PIP_DOWNLOAD_TIMEOUT_S} s") from None
+            raise DownloadError(
+                f"{what} did not finish within {PIP_DOWNLOAD_TIMEOUT_S} s"
+            ) from None
         fetched = Path(tmpdir) / wheel.filename
         if result.returncode != 0 or not fetched.is_file():
-            raise OSError(
+            raise DownloadError(
                 f"{what} failed (exit {result.returncode}): {_pip_failure(result.stderr)}"
             )
         _verify(fetched, "sha256", wheel.sha256)
