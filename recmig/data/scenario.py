@@ -183,10 +183,10 @@ class Scenario:
         train: training interactions (user, item, timestamp, rating, domain), sorted by user and
             time; never contains a cold user's target interaction or a warm user's held-out
             items. ``rating`` is NaN where the dataset has none.
-        warm: held-out target interactions of warm users: ``user``, ``item``, ``rating``, ``split``
-            (``val`` or ``test``); one of each per user under leave-one-out.
-        cold: held-out target interactions of cold users: ``user``, ``item``, ``rating``,
-            ``group``.
+        warm: held-out target interactions of warm users: ``user``, ``item``, ``timestamp``,
+            ``rating``, ``split`` (``val`` or ``test``); one of each per user under leave-one-out.
+        cold: held-out target interactions of cold users: ``user``, ``item``, ``timestamp``,
+            ``rating``, ``group``.
         stats: counts logged with every run.
         user_profiles: ``None`` or one row per user index (``user_id`` plus ``gender``,
             ``age``, ... as the dataset provides them), for metrics sliced by user group.
@@ -390,13 +390,14 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     )
 
     is_cold_target = (inter["domain"] == TARGET) & inter["user"].isin(cold_users)
-    cold = inter.loc[is_cold_target, ["user", "item", "rating"]].assign(
+    cold = inter.loc[is_cold_target, ["user", "item", "timestamp", "rating"]].assign(
         group=lambda df: cold_group.loc[df["user"].values].values
     )
 
     warm_target = inter[(inter["domain"] == TARGET) & ~is_cold_target]
     split = _warm_split(warm_target, cfg, rng)
-    warm = warm_target.loc[split.index, ["user", "item", "rating"]].assign(split=split.to_numpy())
+    held = ["user", "item", "timestamp", "rating"]
+    warm = warm_target.loc[split.index, held].assign(split=split.to_numpy())
     held_out = is_cold_target.copy()
     held_out.loc[warm.index] = True
     if cfg.use_sources is not None:  # unused source domains leave after the draw
