@@ -5,10 +5,12 @@
 
 Measures, for the composed config: data preparation from scratch (download from PyPI or
 GroupLens + conversion to Parquet, in a fresh temporary cache) and from the Parquet cache;
-language-model item encoding throughput without and with the embedding cache (text encoder
-only); seconds per training epoch (median over ``--epochs`` epochs); evaluation users/s; peak
-resident memory of the process. A closed-form strategy (``-- strategy=ease``) is fitted once
-instead: its fit seconds and the peak memory its fit allocates replace the epoch figures.
+language-model item encoding (text encoder only): seconds, items/s and useful GFLOP/s in fp32
+and in the precision ``auto`` picks, each against this machine's matmul peak in that precision,
+their smallest cosine, and the cached read; seconds per training epoch (median over
+``--epochs`` epochs); evaluation users/s; peak resident memory of the process. A closed-form
+strategy (``-- strategy=ease``) is fitted once instead: its fit seconds and the peak memory its
+fit allocates replace the epoch figures.
 
     recmig benchmark --scaling                fit time and memory of ItemKNN and EASE on
                                               synthetic catalogues up to 100k items
@@ -48,7 +50,8 @@ from recmig.config import compose_config
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
-from recmig.encoders.text import encode_texts_with_info, render_item_texts
+from recmig.encoders.text import render_item_texts
+from recmig.encoders.throughput import encoding_figures
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
 from recmig.tokens import vocab_size
@@ -80,6 +83,12 @@ def _peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _device(cfg) -> torch.device:
+    """The device the run trains on (``trainer.accelerator``): GPU figures where there is one."""
+    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
 def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     cfg = _compose(overrides)
     results: dict[str, float] = {}
@@ -97,17 +106,16 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     if "TextItemEncoder" in cfg.encoder._target_:
         texts = render_item_texts(scenario.items, cfg.encoder.template)
         with tempfile.TemporaryDirectory(prefix="recmig-bench-emb-") as fresh:
-            for label in ("without cache", "cached"):
-                info = encode_texts_with_info(
+            results.update(
+                encoding_figures(
                     texts,
                     cfg.encoder.model,
-                    cache_dir=fresh,
                     batch_size=cfg.encoder.batch_size,
                     max_length=cfg.encoder.max_length,
-                    progress=False,
+                    device=_device(cfg),
+                    cache_dir=fresh,
                 )
-                results[f"item encoding {label} (items/s)"] = len(texts) / info.seconds
-                results[f"item encoding {label} (s)"] = info.seconds
+            )
 
     L.seed_everything(cfg.seed)
     scenario, datamodule, module, _ = build_run(cfg)
@@ -342,7 +350,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nrecmig benchmark: {title}")
     width = max(len(k) for k in results)
     for key, value in results.items():
-        shown = f"{value:,.0f}" if value >= 100 else f"{value:.3f}"
+        if isinstance(value, str):
+            shown = value
+        else:
+            shown = f"{value:,.0f}" if value >= 100 else f"{value:.3f}"
         print(f"  {key:<{width}}  {shown:>12}")
     if args.json:
         write_text_atomic(args.json, json.dumps({"overrides": args.overrides, **results}, indent=2))

