@@ -44,8 +44,13 @@ def enable_plugin_configs() -> None:
     Hydra finds ``hydra_plugins.recmig_searchpath`` by scanning the ``hydra_plugins`` namespace
     package, which works for regular installs but not through setuptools' editable-install
     finder; registering the class directly covers both (Hydra ignores a second registration).
+    The same holds for ``hydra_plugins.recmig_launcher``, whose import also stores its
+    ``hydra/launcher=recmig_parallel`` config.
     """
+    from hydra_plugins.recmig_launcher import ParallelLauncher
+
     Plugins.instance().register(RecmigSearchPathPlugin)
+    Plugins.instance().register(ParallelLauncher)
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:

@@ -223,6 +223,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt = (selecting[0].best_model_path or None) if selecting else None
     timings["time/fit_s"] = time.perf_counter() - start
     timings["epochs"] = trainer.current_epoch
+    # Float order, and so the last digits of every number, depends on the thread count.
+    timings["time/torch_threads"] = torch.get_num_threads()
     metrics = evaluate(trainer, parts, ckpt, output_dir)
     if module.strategy.fitted_once:  # the fitted model, for `recmig evaluate` like any run
         trainer.save_checkpoint(output_dir / "checkpoints" / FITTED_CHECKPOINT)

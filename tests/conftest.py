@@ -33,6 +33,22 @@ def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, see
     return InteractionData(interactions=inter, items=items, users=None, name="synthetic")
 
 
+def custom_table_overrides(folder, data: InteractionData) -> list[str]:
+    """Write ``data`` as the files `data=custom_files` reads (interactions with a domain column
+    from each item's first genre, an item CSV); the overrides that select them."""
+    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
+    inter["domain"] = inter.pop("genre").str.split(",").str[0]
+    inter.to_parquet(folder / "inter.parquet")
+    data.items.to_csv(folder / "items.csv", index=False)
+    return [
+        "data=custom_files",
+        f"data.dataset.interactions={folder / 'inter.parquet'}",
+        f"data.dataset.items={folder / 'items.csv'}",
+        "data.scenario.source_domains=[Books]",
+        "data.scenario.target_domains=[Films]",
+    ]
+
+
 @pytest.fixture
 def make_data():
     return synthetic_data

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import custom_table_overrides
 
 from recmig.config import compose_config
 from recmig.data.loaders import ScenarioTensors
@@ -135,22 +136,8 @@ def test_export_refuses_ids_a_recbole_file_cannot_hold(tmp_path, data, scenario_
     assert not (tmp_path / "out").exists()
 
 
-def _custom_overrides(tmp_path: Path, data) -> list[str]:
-    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
-    inter["domain"] = inter.pop("genre").str.split(",").str[0]
-    inter.to_parquet(tmp_path / "inter.parquet")
-    data.items.to_csv(tmp_path / "items.csv", index=False)
-    return [
-        "data=custom_files",
-        f"data.dataset.interactions={tmp_path / 'inter.parquet'}",
-        f"data.dataset.items={tmp_path / 'items.csv'}",
-        "data.scenario.source_domains=[Books]",
-        "data.scenario.target_domains=[Films]",
-    ]
-
-
 def test_cli_exports_and_never_overwrites_a_folder_it_did_not_write(tmp_path, data, capsys):
-    overrides = _custom_overrides(tmp_path, data)
+    overrides = custom_table_overrides(tmp_path, data)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

@@ -135,3 +135,69 @@ def test_slurm_launcher_submits_the_job_array_a_cluster_user_expects(tmp_path, m
         "--time=120",
     } <= directives
     assert f"--output={tmp_path / 'sweep'}/.submitit/%A_%a/%A_%a_0_log.out" in directives
+
+
+def test_parallel_jobs_split_the_cores_between_them():
+    from hydra_plugins.recmig_launcher import threads_per_job
+
+    assert threads_per_job(n_jobs=2, jobs=6, cores=16) == 8
+    assert threads_per_job(n_jobs=8, jobs=2, cores=16) == 8  # fewer jobs than slots: no idle core
+    assert threads_per_job(n_jobs=-1, jobs=4, cores=16) == 4  # -1: as many at once as cores
+    assert threads_per_job(n_jobs=-1, jobs=40, cores=16) == 1
+    assert threads_per_job(n_jobs=3, jobs=3, cores=2) == 1  # never zero
+    assert threads_per_job(n_jobs=2, jobs=6, cores=16, chosen=3) == 3
+    with pytest.raises(ValueError, match="threads_per_job"):
+        threads_per_job(n_jobs=2, jobs=6, cores=16, chosen=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "exported", "expected"),
+    [
+        ([], None, "auto"),  # one job, four slots: it gets every core (joblib alone: 1/4)
+        (["hydra.launcher.threads_per_job=1"], "2", 1),  # the launcher option wins
+        ([], "1", 1),  # else what the user exported
+    ],
+    ids=["split", "option", "exported"],
+)
+def test_parallel_sweep_jobs_run_with_their_share_of_threads(
+    tmp_path, data, options, exported, expected
+):
+    """A real joblib multirun: the job's PyTorch reports the thread count it ran with (PyTorch
+    caps it at the cores, so the cases differ even on a two-core machine)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import custom_table_overrides
+
+    from hydra_plugins.recmig_launcher import available_cores
+
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["WANDB_MODE"] = "offline"
+    if exported is not None:
+        env["OMP_NUM_THREADS"] = exported
+    command = [sys.executable, "-m", "recmig.cli", "train", "-m"]
+    result = subprocess.run(
+        [
+            *command,
+            "hydra/launcher=local_parallel",
+            "hydra.launcher.n_jobs=4",
+            "strategy=popularity",
+            "seed=0",
+            "logger=none",
+            *custom_table_overrides(tmp_path, data),
+            *options,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert len(runs) == 1
+    want = available_cores() if expected == "auto" else expected
+    assert runs[0]["time/torch_threads"] == want
