@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recmig import report
+from recmig import report, report_collect
 from recmig.report import collect, slices, summarize, to_markdown, write_report
 
 USERS = [f"u{i}" for i in range(40)]
@@ -38,7 +38,7 @@ def make_run(
             "group": "cold",
             column: per_user,
             "gender": ["F", "M"] * 20,
-            "age": ["1", "25"] * 20,
+            "age": ["1", "25", "25", "1"] * 10,  # either age in either gender
         }
     )
     users.to_parquet(run / "test_users.parquet")
@@ -102,21 +102,123 @@ def test_slices_by_gender_and_binned_age(sweep):
     assert women["users"] == 20
 
 
-def test_report_writes_tables_and_plot(sweep, tmp_path_factory):
+def metrics_of(sweep: Path, prefix: str, metric: str = "test/cold/ndcg@10") -> np.ndarray:
+    """The metric of the run folders named ``<prefix><seed>``, read from their metrics.json."""
+    paths = sorted(sweep.glob(f"{prefix}[0-9]/metrics.json"))
+    return np.array([json.loads(p.read_text())[metric] for p in paths])
+
+
+def users_of(sweep: Path, prefix: str) -> pd.DataFrame:
+    return pd.concat(pd.read_parquet(p) for p in sorted(sweep.glob(f"{prefix}[0-9]/*.parquet")))
+
+
+def row_of(markdown: str, *first_cells: str) -> list[str]:
+    """The cells of the one table row that starts with ``first_cells``."""
+    start = "| " + " | ".join(first_cells) + " |"
+    rows = [line for line in markdown.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, (start, rows)
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_report_files_hold_the_numbers_of_the_runs(sweep, tmp_path_factory):
+    rng = np.random.default_rng(3)
+    for seed in range(3):  # the classical baselines: popularity below target_only, ease above
+        make_run(sweep, f"p{seed}", "popularity", seed, [], rng.uniform(0.05, 0.2, len(USERS)))
+        make_run(sweep, f"e{seed}", "ease", seed, [], rng.uniform(0.3, 0.6, len(USERS)))
     out = tmp_path_factory.mktemp("report")
     markdown = write_report(collect(sweep), out, ("test/cold/ndcg@10", "time/fit_s"))
-    assert "| (default) | bridge | 3 |" in markdown and "p=" in markdown
-    assert "by gender" in markdown and "by age" in markdown
-    for name in (
-        "results.md",
-        "results.csv",
-        "runs.csv",
-        "slices.csv",
-        "results.png",
-        "slices.png",
-    ):
-        assert (out / name).stat().st_size > 0
-    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "results.md").read_text() == markdown + "\n"
+    base, ours, ease = (metrics_of(sweep, p) for p in ("t", "b", "e"))
+    users = {p: users_of(sweep, p).groupby("user_id")["ndcg@10"].mean() for p in "tbe"}
+    wilcoxon = stats.wilcoxon(users["b"], users["t"]).pvalue
+    assert wilcoxon < 0.001  # bridge is +0.05 for every user: printed as p<0.001
+    # Main table: mean ± std over the seeds' metrics.json, the gain over target_only and its
+    # paired test; the seconds of time/fit_s (10 + seed) without either.
+    main = markdown.split("\n\n")[0]
+    cells = row_of(main, "(default)", "bridge")
+    gain = 100 * (ours.mean() / base.mean() - 1)
+    assert cells[2:] == [
+        "3",
+        f"{ours.mean():.4f} ± {ours.std(ddof=1):.4f} ({gain:+.1f}%, p<0.001)",
+        "11 ± 1",
+    ]
+    lora = metrics_of(sweep, "l")
+    lora_p = stats.wilcoxon(users_of(sweep, "l").groupby("user_id")["ndcg@10"].mean(), users["t"])
+    lora_gain = 100 * (lora.mean() / base.mean() - 1)
+    assert row_of(main, "(default)", "lora [encoder=text]")[3] == (
+        f"{lora.mean():.4f} ± {lora.std(ddof=1):.4f} ({lora_gain:+.1f}%, p={lora_p.pvalue:.2g})"
+    )
+    assert row_of(main, "(default)", "target_only")[3] == (
+        f"{base.mean():.4f} ± {base.std(ddof=1):.4f}"  # the baseline has no gain of its own
+    )
+    # Every classical baseline has its row; the strongest (ease, best mean) is the reference of
+    # the second table, with each other strategy's gain over it and the paired test.
+    for strategy in ("popularity", "ease"):
+        assert row_of(main, "(default)", strategy)[2] == "3"
+    against = markdown.split("Against the strongest classical baseline")[1].split("\n\n")[1]
+    strongest = stats.wilcoxon(users["b"], users["e"]).pvalue
+    printed = "p<0.001" if strongest < 0.001 else f"p={strongest:.2g}"
+    assert row_of(against, "(default)", "ease", "bridge")[3] == (
+        f"{100 * (ours.mean() / ease.mean() - 1):+.1f}%, {printed}"
+    )
+    assert sorted(line.split(" | ")[2] for line in against.splitlines()[2:]) == [
+        "bridge",
+        "lora [encoder=text]",
+        "popularity",
+        "target_only",
+    ]
+    # results.csv: the same numbers with every column, the p-values unrounded.
+    table = pd.read_csv(out / "results.csv").set_index("strategy")
+    assert table.loc["bridge", "test/cold/ndcg@10 mean"] == pytest.approx(ours.mean())
+    assert table.loc["bridge", "test/cold/ndcg@10 std"] == pytest.approx(ours.std(ddof=1))
+    assert table.loc["bridge", "test/cold/ndcg@10 p"] == pytest.approx(wilcoxon)
+    assert table.loc["bridge", "test/cold/ndcg@10 test"] == "users"
+    assert table.loc["bridge", "test/cold/ndcg@10 vs strongest p"] == pytest.approx(strongest)
+    assert table.loc["target_only", "strongest"] == "ease"
+    # Slices: each gender's and age group's mean per-user NDCG@10 over the seeds' rows, in
+    # results.md and slices.csv.
+    rows = users_of(sweep, "b")
+    by_gender = rows.groupby("gender")["ndcg@10"].mean()
+    by_age = rows.groupby("age")["ndcg@10"].mean()
+    gender_table = markdown.split("cold test users, ndcg@10 by gender:")[1].split("\n\n")[1]
+    age_table = markdown.split("cold test users, ndcg@10 by age:")[1].split("\n\n")[1]
+    assert gender_table.splitlines()[0] == "| setting | strategy | F (n=20) | M (n=20) |"
+    assert age_table.splitlines()[0] == "| setting | strategy | <18 (n=20) | 25-34 (n=20) |"
+    assert row_of(gender_table, "(default)", "bridge")[2:] == [
+        f"{by_gender['F']:.4f}",
+        f"{by_gender['M']:.4f}",
+    ]
+    assert row_of(age_table, "(default)", "bridge")[2:] == [
+        f"{by_age['1']:.4f}",
+        f"{by_age['25']:.4f}",
+    ]
+    sliced = pd.read_csv(out / "slices.csv")
+    sliced = sliced.set_index(["strategy", "attribute", "value"])
+    assert sliced.loc[("bridge", "gender", "F"), "mean"] == pytest.approx(by_gender["F"])
+    assert sliced.loc[("bridge", "age", "25-34"), "mean"] == pytest.approx(by_age["25"])
+    assert sliced.loc[("bridge", "age", "25-34"), "users"] == 20
+    for name in ("results.png", "slices.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_jobs_without_metrics_are_named_and_the_others_reported(sweep, capsys):
+    failed = sweep / "b1"  # as Hydra leaves a job that raised: its config, no metrics
+    (failed / "metrics.json").unlink()
+    (failed / "test_users.parquet").unlink()
+    out = sweep / "report"
+    report.main([str(sweep), "--out", str(out), "--metrics", "test/cold/ndcg@10"])
+    printed = capsys.readouterr().out
+    markdown = (out / "results.md").read_text()
+    named = f"- {failed}: strategy=bridge seed=1"
+    assert named in printed and named in markdown
+    assert markdown.startswith("Not in these tables: 1 job(s) without metrics.json")
+    main = markdown.split("\n\n")[2]  # after the list of unfinished jobs
+    assert row_of(main, "(default)", "bridge")[2] == "2"  # seeds 0 and 2
+    assert row_of(main, "(default)", "target_only")[2] == "3"
+    for path in sweep.rglob("metrics.json"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"no finished run; jobs without metrics.json: .*b0"):
+        collect(sweep)
 
 
 def test_settings_are_data_overrides_each_with_its_own_baseline(tmp_path):
@@ -214,7 +316,7 @@ def test_cells_whose_run_folders_are_gone_keep_their_per_user_test_and_slices(
     earlier_slices = pd.read_csv(folder / "slices.csv")
     # The run folders are gone; the baseline is rerun (per-user rows again), bridge is not.
     shutil.rmtree(old)
-    report._test_users.cache_clear()
+    report_collect.user_rows.cache_clear()
     for seed in range(2):
         shift = 0.01 * seed if baseline_rerun == "identical" else 0.02 * seed
         make_run(new, f"t{seed}", "target_only", seed, [], base + shift)
