@@ -53,16 +53,37 @@ def _in_multirun() -> bool:
 
 
 def _check_overrides(overrides: list[str]) -> None:
-    """Compose once so a misspelled option fails in one line before anything runs."""
+    """Compose once so a misspelled option fails in one line before anything runs.
+
+    A key the config node lacks (``trainer.max_epoch=2``) is named with the node's close valid
+    keys: Hydra's own message suggests appending it with ``+``, which would only move the
+    typo to a failure later (or, for an optional key, silently ignore it)."""
+    import difflib
+
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     from recmig.config import compose_config
 
     try:
         compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
+        message = one_line(err)
+        cause = err.__cause__ if isinstance(err, HydraException) else err
+        node = getattr(cause, "parent_node", None)
+        missing_key = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+        if missing_key and isinstance(node, DictConfig) and cause.key:
+            full_key = str(cause.full_key or cause.key)
+            parent = full_key.rpartition(".")[0]
+            keys = [str(k) for k in node.keys()]
+            close = difflib.get_close_matches(str(cause.key), keys, n=3, cutoff=0.6)
+            shown = [f"{parent}.{k}" if parent else k for k in (close or keys)]
+            message = (
+                f"unknown config key {full_key!r}: {parent or 'the config'} has no key "
+                f"{str(cause.key)!r}; {'close' if close else 'its'} valid keys: {', '.join(shown)}"
+            )
+        print(f"recmig: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
