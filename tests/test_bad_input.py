@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -81,13 +82,17 @@ def _snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, 
 
 def _train(args: list[str]) -> int | None:
     """``recmig train <args>`` in this process; the exit code, None when it returned."""
-    argv = sys.argv
+    argv, root = sys.argv, logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         cli.main(["train", *args])
     except SystemExit as stop:
         return stop.code
     finally:
         sys.argv = argv  # Hydra reads the overrides from sys.argv
+        # Hydra points the root logger at this test's captured stdout; later tests log too
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return None
 
 
@@ -192,7 +197,11 @@ CASES = {
     ),
     "unknown-strategy": (
         _options("strategy=no_such_strategy"),
-        ["strategy/no_such_strategy", "target_only"],
+        ["unknown option strategy=no_such_strategy", "valid options: strategy=bridge"],
+    ),
+    "misspelled-strategy": (
+        _options("strategy=mappin"),
+        ["unknown option strategy=mappin", "close valid options: strategy=mapping"],
     ),
     "misspelled-key": (
         _options("trainer.max_epoch=2"),
