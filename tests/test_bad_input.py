@@ -111,12 +111,10 @@ def earlier(tmp_path_factory):
     assert "test/cold/ndcg@10" in metrics and metrics["scenario/overlap/users"] == 60
     cache = _snapshot(root / "cache")
     assert any(name.startswith("embeddings") for name in cache)  # the text encoder's cache
-    return {
-        "root": root,
-        "good": good,
-        "cache": cache,
-        "run": _snapshot(root / "run", skip=HYDRA_OWN),
-    }
+    run = _snapshot(root / "run", skip=HYDRA_OWN)
+    assert {"metrics.json", "scenario.json", "test_users.parquet"} <= set(run)
+    assert any(name.startswith("checkpoints/best-") for name in run)
+    return {"root": root, "good": good, "cache": cache, "run": run}
 
 
 # ------------------------------------------------------------------------------------------
