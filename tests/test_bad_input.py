@@ -228,26 +228,38 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_fails_in_one_line_and_touches_nothing(case, earlier, tmp_path, capsys):
+def _bad_run(case: str, earlier, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The case's `recmig train` arguments (its bad files under tmp_path) and the fragments
+    its error line must hold."""
     write_bad, expected = CASES[case]
     folder = tmp_path / "files"
     _write(folder, *(pd.read_csv(earlier["good"] / n, dtype=str) for n in _FILES))
     extra = write_bad(folder)
-    root = earlier["root"]
-    capsys.readouterr()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECMIG_CACHE_DIR", str(root / "cache"))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        code = _train([*_overrides(folder, root / "run"), *extra])
-    err = capsys.readouterr().err
+    return [*_overrides(folder, earlier["root"] / "run"), *extra], expected
+
+
+def _check_failure(code: int | None, err: str, expected: list[str], earlier) -> None:
+    """Exit 2, stderr exactly one error line holding every fragment, nothing written."""
     assert code == 2, err[-3000:]
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("recmig: error: "), err[-3000:]
+    assert len(lines) == 1 and err.endswith("\n"), err[-3000:]
+    assert lines[0].startswith("recmig: error: "), lines[0]
     for fragment in expected:
         assert fragment in lines[0], (fragment, lines[0])
+    root = earlier["root"]
     assert _snapshot(root / "cache") == earlier["cache"]
     assert _snapshot(root / "run", skip=HYDRA_OWN) == earlier["run"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_in_one_line_and_touches_nothing(case, earlier, tmp_path, capsys):
+    args, expected = _bad_run(case, earlier, tmp_path)
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECMIG_CACHE_DIR", str(earlier["root"] / "cache"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        code = _train(args)
+    _check_failure(code, capsys.readouterr().err, expected, earlier)
 
 
 @pytest.mark.parametrize(
@@ -256,25 +268,22 @@ def test_bad_input_fails_in_one_line_and_touches_nothing(case, earlier, tmp_path
 def test_the_real_command_prints_only_the_error_line(case, earlier, tmp_path):
     """The installed `recmig` in its own process: there, libraries' log handlers write to the
     real stderr too (in-process captures miss them), which must still hold the one line."""
-    write_bad, expected = CASES[case]
-    folder = tmp_path / "files"
-    _write(folder, *(pd.read_csv(earlier["good"] / n, dtype=str) for n in _FILES))
-    extra = write_bad(folder)
-    root = earlier["root"]
-    env = {**os.environ, "RECMIG_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1"}
+    args, expected = _bad_run(case, earlier, tmp_path)
+    env = {
+        **os.environ,
+        "RECMIG_CACHE_DIR": str(earlier["root"] / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "recmig.cli", "train", *_overrides(folder, root / "run"), *extra],
+        [sys.executable, "-m", "recmig.cli", "train", *args],
         cwd=tmp_path,
-        env={**env, "WANDB_MODE": "offline"},
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("recmig: error: ")
-    assert all(fragment in result.stderr for fragment in expected), result.stderr
-    assert _snapshot(root / "cache") == earlier["cache"]
-    assert _snapshot(root / "run", skip=HYDRA_OWN) == earlier["run"]
+    _check_failure(result.returncode, result.stderr, expected, earlier)
 
 
 # ------------------------------------------------------------------------------------------
