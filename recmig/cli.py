@@ -54,16 +54,46 @@ def _in_multirun() -> bool:
 
 
 def _check_overrides(overrides: list[str]) -> None:
-    """Compose once so a misspelled option fails in one line before anything runs."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    """Compose once so a misspelled option fails in one line before anything runs.
+
+    A key the config node lacks (``trainer.max_epoch=2``) or an option its group lacks
+    (``strategy=mappin``) is named with the close valid ones: Hydra's own messages suggest
+    appending the key with ``+`` (which only moves the typo to a later failure) or list every
+    option followed by Hydra's search path."""
+    import difflib
+
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     from recmig.config import compose_config
 
     try:
         compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
+        message = one_line(err)
+        cause = err.__cause__ if isinstance(err, HydraException) else err
+        node = getattr(cause, "parent_node", None)
+        valid: list[str] = []
+        missing = str(getattr(err, "missing_cfg_file", ""))
+        if isinstance(err, MissingConfigException) and err.options and "/" in missing:
+            parent, _, name = missing.rpartition("/")
+            head, valid, join = f"unknown option {parent}={name}", list(err.options), "="
+            kind = "options"
+        elif (
+            isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+            and isinstance(node, DictConfig)
+            and cause.key
+        ):
+            full_key, name = str(cause.full_key or cause.key), str(cause.key)
+            parent = full_key.rpartition(".")[0]
+            head = f"unknown config key {full_key!r}: {parent or 'the config'} has no key {name!r}"
+            valid, join, kind = [str(k) for k in node.keys()], ".", "keys"
+        if valid:
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+            shown = [f"{parent}{join}{v}" if parent else v for v in (close or valid)]
+            message = f"{head}; {'close ' if close else ''}valid {kind}: {', '.join(shown)}"
+        print(f"recmig: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

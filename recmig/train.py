@@ -194,7 +194,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one configuration end to end; returns the flat metrics written to metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)
+    # quiet: Lightning prints "Seed set" on stderr, where a run that fails on its input must
+    # print only its one error line (the seed is recorded in .hydra/config.yaml)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg)
     scenario, datamodule, module, timings = parts
     write_json_atomic(output_dir / "scenario.json", scenario.stats)

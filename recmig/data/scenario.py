@@ -319,12 +319,19 @@ def _domain_side(
         values = inter["item_id"].map(per_item).fillna("")
     present = set(values.unique())
     sources = cfg.source_values
-    target = set(cfg.target_domains) or present - set(sources)
-    unknown = (set(cfg.target_domains) | set(sources)) - present
+    target_names = list(cfg.target_domains)
+    target = set(target_names) or present - set(sources)
+    unknown = (set(target_names) | set(sources)) - present
     if unknown:
+        options = [
+            option
+            for option, named in (("source_domains", sources), ("target_domains", target_names))
+            if unknown & set(named)
+        ]
         raise ValueError(
-            f"scenario: domain values {sorted(unknown)} do not occur in field "
-            f"{cfg.domain_field or 'domain'!r} of {data.name!r}; values found: {sorted(present)}"
+            f"scenario.{' and scenario.'.join(options)}: domain values {sorted(unknown)} do "
+            f"not occur in field {cfg.domain_field or 'domain'!r} of {data.name!r}; expected "
+            f"values found there: {sorted(present)}"
         )
     side = np.full(len(values), -1, dtype=np.int8)
     side[values.isin(list(target)).to_numpy()] = TARGET
@@ -374,10 +381,11 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     overlap = np.intersect1d(inter.loc[inter["domain"] == SOURCE, "user"].unique(), target_users)
     if cfg.has_source and len(overlap) == 0 and cfg.cold_fraction > 0:
         raise ValueError(
-            f"scenario: no user of {data.name!r} has interactions in both the source domains "
-            f"{cfg.source_domains} and the target domains, so there are no cold-start users "
-            "to draw (scenario.cold_fraction > 0); set cold_fraction to 0 for transfer "
-            "through items only"
+            f"scenario.source_domains and scenario.target_domains: no user of {data.name!r} "
+            f"has interactions in both the source domains {cfg.source_domains} and the target "
+            f"domains {list(cfg.target_domains) or '(every other value)'}, so there are no "
+            "cold-start users to draw (scenario.cold_fraction > 0); expected shared users, or "
+            "cold_fraction 0 for transfer through items only"
         )
     rng = np.random.default_rng(cfg.seed)
     n_cold = int(round(cfg.cold_fraction * len(overlap))) if cfg.has_source else 0

@@ -129,9 +129,12 @@ def _numbers(frame: pd.DataFrame, column: str, origin: str) -> pd.Series:
     bad = values.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
+        value = frame[column].iloc[row]
+        # an empty cell arrives as NaN, whose repr (nan, np.float64(nan)) says nothing useful
+        holds = "an empty cell" if pd.isna(value) else repr(value)
         raise ValueError(
             f"{origin}: field {column}: {int(bad.sum())} row(s) without a number, e.g. row "
-            f"{row + 1} holds {frame[column].iloc[row]!r}; expected a number in every row "
+            f"{row + 1} holds {holds}; expected a number in every row "
             f"(leave the {column} column out when the data has none)"
         )
     return values

@@ -58,12 +58,15 @@ def load_table_dataset(
     Interactions need ``user_id``/``item_id``; ``rating``, ``timestamp`` and ``domain`` are
     optional (absent rating -> NaN, absent timestamp -> 0, so chronological splits fall back
     to file order) but, when present, hold a number in every row. Items need ``item_id``, each
-    once; every other column is kept as text. User ids of the optional user table must be
-    those of the interactions.
+    once (a row repeated identically counts once); every other column is kept as text. User
+    ids of the optional user table must be those of the interactions.
     """
     raw = _read_any(interactions, ("user_id", "item_id"))
     inter = canonical_interactions(raw, interactions)
+    # An item written twice with the same row (a concatenated export) is one item; rows that
+    # disagree are ambiguous and left to `validate`, which rejects the repeated id.
     item_table = canonical_strings(_read_any(items, ("item_id",)).fillna(""))
+    item_table = item_table.drop_duplicates().reset_index(drop=True)
     user_table = None
     if users is not None:
         user_raw = _read_any(users, ("user_id",))
