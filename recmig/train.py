@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
 import time
 import warnings
 from functools import partial
@@ -190,8 +192,28 @@ def selection_metric(cfg: DictConfig) -> str:
     return str(rule.monitor)
 
 
+def load_plain_checkpoint(path: str | Path, what: str) -> dict:
+    """A checkpoint read as tensors and plain containers only (``weights_only=True``), so a
+    checkpoint someone handed over never runs code; ValueError naming ``what`` otherwise.
+    Lightning loads checkpoints again itself, with whatever default the installed torch has:
+    every path to it goes through here first."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{what}={path}: the checkpoint holds pickled objects besides tensors and plain "
+            f"containers, which recmig does not load ({str(err).splitlines()[0]})"
+        ) from err
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one configuration end to end; returns the flat metrics written to metrics.json."""
+    """Run one configuration end to end; returns the flat metrics written to metrics.json.
+
+    W&B is offline unless ``WANDB_MODE`` says otherwise, as under ``recmig train``, so a run
+    started from Python never waits on a network either."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if cfg.get("resume"):
+        load_plain_checkpoint(cfg.resume, "resume")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -238,6 +260,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: Path) -> dict:
     """Validation and test metrics of a checkpoint (None: the module as it is), the
     beyond-accuracy metrics, and every test user's row in ``test_users.parquet``."""
+    if ckpt is not None:
+        load_plain_checkpoint(ckpt, "checkpoint")
     val = trainer.validate(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     test = trainer.test(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
