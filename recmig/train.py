@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import time
 import warnings
 from functools import partial
@@ -206,14 +207,49 @@ def load_plain_checkpoint(path: str | Path, what: str) -> dict:
         ) from err
 
 
+def resume_checkpoint(path: str, trainer: L.Trainer, output_dir: Path) -> str:
+    """The checkpoint to resume from (read as plain tensors first).
+
+    Resumed into another folder than its own (what rerunning ``recmig train ...
+    resume=<old run>/checkpoints/last.ckpt`` does), Lightning would forget the best epoch's
+    score and select among the resumed epochs only. So the checkpoints it tracks are copied into
+    this run's folder, and a copy of the checkpoint that points at them is returned instead
+    (``output_dir/resume.ckpt``; ``train`` deletes it once the fit has read it)."""
+    checkpoint = load_plain_checkpoint(path, "resume")
+    moved = False
+    for callback in trainer.checkpoint_callbacks:
+        state = checkpoint.get("callbacks", {}).get(callback.state_key)
+        if not state or state.get("dirpath") in (None, callback.dirpath) or not callback.dirpath:
+            continue
+        folder = Path(callback.dirpath)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def here(old: str, folder: Path = folder) -> str:
+            if not old:
+                return old
+            new = folder / Path(old).name
+            if Path(old).is_file() and not new.exists():
+                shutil.copy2(old, new)
+            return str(new)
+
+        state["best_k_models"] = {here(p): v for p, v in state.get("best_k_models", {}).items()}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            state[key] = here(state.get(key, ""))
+        state["dirpath"] = callback.dirpath
+        moved = True
+    if not moved:
+        return str(path)
+    copy = output_dir / "resume.ckpt"
+    write_atomic(copy, lambda tmp: torch.save(checkpoint, tmp))
+    return str(copy)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one configuration end to end; returns the flat metrics written to metrics.json.
 
     W&B is offline unless ``WANDB_MODE`` says otherwise, as under ``recmig train``, so a run
     started from Python never waits on a network either."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    if cfg.get("resume"):
-        load_plain_checkpoint(cfg.resume, "resume")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -239,7 +275,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.strategy.fit(datamodule.tensors.training_matrix())
         ckpt = None
     else:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+        given = cfg.get("resume")
+        resume = resume_checkpoint(given, trainer, output_dir) if given else None
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        finally:
+            if resume is not None and resume != str(given):
+                Path(resume).unlink(missing_ok=True)
         # The checkpoint that watches a metric holds the best model (the other one, `last`).
         selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
         ckpt = (selecting[0].best_model_path or None) if selecting else None

@@ -237,7 +237,7 @@ def test_a_checkpoint_that_needs_unpickling_is_refused_everywhere(text_runs, tmp
 
 WANDB_SCRIPT = """
 import sys
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from recmig.config import compose_config
 from recmig.train import train
 cfg = compose_config(sys.argv[2:])
