@@ -104,6 +104,7 @@ def _kill_inside_a_later_epoch(out: Path, *overrides: str) -> Path:
     return last
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp_path, data):
     """SIGKILL inside epoch 2 of 4, then ``resume=<last.ckpt>`` into the same run folder: the
     same metrics as the run that was never stopped. Needs the batch order, dropout, the optimizer,
