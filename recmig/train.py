@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
+import shutil
 import time
 import warnings
 from functools import partial
@@ -190,8 +193,63 @@ def selection_metric(cfg: DictConfig) -> str:
     return str(rule.monitor)
 
 
+def load_plain_checkpoint(path: str | Path, what: str) -> dict:
+    """A checkpoint read as tensors and plain containers only (``weights_only=True``), so a
+    checkpoint someone handed over never runs code; ValueError naming ``what`` otherwise.
+    Lightning loads checkpoints again itself, with whatever default the installed torch has:
+    every path to it goes through here first."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{what}={path}: the checkpoint holds pickled objects besides tensors and plain "
+            f"containers, which recmig does not load ({str(err).splitlines()[0]})"
+        ) from err
+
+
+def resume_checkpoint(path: str, trainer: L.Trainer, output_dir: Path) -> str:
+    """The checkpoint to resume from (read as plain tensors first).
+
+    Resumed into another folder than its own (what rerunning ``recmig train ...
+    resume=<old run>/checkpoints/last.ckpt`` does), Lightning would forget the best epoch's
+    score and select among the resumed epochs only. So the checkpoints it tracks are copied into
+    this run's folder, and a copy of the checkpoint that points at them is returned instead
+    (``output_dir/resume.ckpt``; ``train`` deletes it once the fit has read it)."""
+    checkpoint = load_plain_checkpoint(path, "resume")
+    moved = False
+    for callback in trainer.checkpoint_callbacks:
+        state = checkpoint.get("callbacks", {}).get(callback.state_key)
+        if not state or state.get("dirpath") in (None, callback.dirpath) or not callback.dirpath:
+            continue
+        folder = Path(callback.dirpath)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def here(old: str, folder: Path = folder) -> str:
+            if not old:
+                return old
+            new = folder / Path(old).name
+            if Path(old).is_file() and not new.exists():
+                shutil.copy2(old, new)
+            return str(new)
+
+        state["best_k_models"] = {here(p): v for p, v in state.get("best_k_models", {}).items()}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            state[key] = here(state.get(key, ""))
+        state["dirpath"] = callback.dirpath
+        moved = True
+    if not moved:
+        return str(path)
+    copy = output_dir / "resume.ckpt"
+    write_atomic(copy, lambda tmp: torch.save(checkpoint, tmp))
+    return str(copy)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one configuration end to end; returns the flat metrics written to metrics.json."""
+    """Run one configuration end to end; returns the flat metrics written to metrics.json.
+
+    W&B is offline unless ``WANDB_MODE`` says otherwise, as under ``recmig train``, so a run
+    started from Python never waits on a network either."""
+    os.environ.setdefault("WANDB_MODE", "offline")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # quiet: Lightning prints "Seed set" on stderr, where a run that fails on its input must
@@ -219,7 +277,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.strategy.fit(datamodule.tensors.training_matrix())
         ckpt = None
     else:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+        given = cfg.get("resume")
+        resume = resume_checkpoint(given, trainer, output_dir) if given else None
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        finally:
+            if resume is not None and resume != str(given):
+                Path(resume).unlink(missing_ok=True)
         # The checkpoint that watches a metric holds the best model (the other one, `last`).
         selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
         ckpt = (selecting[0].best_model_path or None) if selecting else None
@@ -242,6 +306,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: Path) -> dict:
     """Validation and test metrics of a checkpoint (None: the module as it is), the
     beyond-accuracy metrics, and every test user's row in ``test_users.parquet``."""
+    if ckpt is not None:
+        load_plain_checkpoint(ckpt, "checkpoint")
     val = trainer.validate(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     test = trainer.test(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, verbose=False)
     metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}

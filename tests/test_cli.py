@@ -203,14 +203,24 @@ def test_custom_files_train_end_to_end_and_reproducibly(tmp_path, data):
     assert scores == {k: again[k] for k in scores}  # same config + seed: same numbers
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path, data):
-    first = _train_custom(tmp_path, data, tmp_path / "a", "trainer.max_epochs=1")
-    assert first["epochs"] == 1
+@pytest.mark.slow
+def test_resume_in_a_new_folder_ends_as_the_uninterrupted_run(tmp_path, data):
+    """The last checkpoint of epoch 2 resumed to 4 epochs in a new run folder (what rerunning the
+    command with resume= does): the metrics of the run never stopped, whose best epoch, here the
+    second, came before the resume, and the new folder holds that best checkpoint."""
+    run = ("trainer.max_epochs=4", "loader.batch_size=1")
+    whole = _train_custom(tmp_path, data, tmp_path / "whole", *run)
+    _train_custom(tmp_path, data, tmp_path / "a", *run, "trainer.max_epochs=2")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    resumed = _train_custom(
-        tmp_path, data, tmp_path / "b", "trainer.max_epochs=3", f"resume={last}"
+    resumed = _train_custom(tmp_path, data, tmp_path / "b", *run, f"resume={last}")
+    assert resumed["epochs"] == whole["epochs"] == 4
+    scores = [k for k in whole if k.startswith(("val/", "test/"))]
+    assert scores and {k: resumed[k] for k in scores} == pytest.approx(
+        {k: whole[k] for k in scores}, abs=1e-6
     )
-    assert resumed["epochs"] == 3
+    best = [p.name for p in (tmp_path / "b" / "checkpoints").glob("best-*.ckpt")]
+    assert best == [p.name for p in (tmp_path / "whole" / "checkpoints").glob("best-*.ckpt")]
+    assert not (tmp_path / "b" / "resume.ckpt").exists()
 
 
 def test_strategies_command_lists_builtins(tmp_path):

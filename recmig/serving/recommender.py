@@ -139,7 +139,7 @@ class Recommender:
     def from_run(cls, run_dir: str | Path) -> Recommender:
         """Load a finished run (``recmig train``'s output folder): its config, its scenario
         (rebuilt from the dataset cache with the run's split seed) and its best checkpoint."""
-        from recmig.train import build_strategy, load_finished_run
+        from recmig.train import build_strategy, load_finished_run, load_plain_checkpoint
         from recmig.training.module import TransferModule
 
         cfg, best = load_finished_run(Path(run_dir))
@@ -147,7 +147,7 @@ class Recommender:
         tensors = ScenarioTensors(scenario, instantiate(cfg.loader).max_len)
         module = TransferModule(build_strategy(cfg, tensors), optimizer=None, ks=tuple(cfg.ks))
         # Tensors and plain containers only: a checkpoint is never unpickled as code.
-        checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+        checkpoint = load_plain_checkpoint(best, "checkpoint")
         module.on_load_checkpoint(checkpoint)  # frozen language-model weights come from the build
         module.load_state_dict(checkpoint["state_dict"])
         return cls(module.strategy, tensors, name=str(cfg.strategy.name))

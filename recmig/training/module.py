@@ -16,10 +16,12 @@ from collections.abc import Callable
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
 from recmig.evaluation.ranking import METRICS, metrics_of_top, top_items
 from recmig.strategy import TransferStrategy
+from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
 
 GROUPS = ("cold", "warm")
 ERROR_METRICS = ("mae", "rmse")
@@ -75,10 +77,13 @@ class TransferModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave frozen weights (e.g. a pretrained language model under adapters) out of
-        checkpoints: they are rebuilt from their source when the module is built."""
+        checkpoints: they are rebuilt from their source when the module is built. Keep the
+        random number generators' states, so a resumed run draws the batch order and dropout
+        the uninterrupted run would have drawn (Lightning saves neither)."""
         frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
         for name in frozen:
             checkpoint["state_dict"].pop(name, None)
+        checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Put the frozen weights back from this instance, so loading stays strict otherwise.
@@ -86,6 +91,10 @@ class TransferModule(L.LightningModule):
         for name, p in self.named_parameters():
             if not p.requires_grad and name not in state:
                 state[name] = p.detach().clone()
+        # Only a resumed fit continues the random streams; evaluating a checkpoint draws none.
+        resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if resuming and RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])
 
     def configure_optimizers(self):
         return self.make_optimizer(params=[p for p in self.parameters() if p.requires_grad])
