@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 
 from recmig.atomic import write_text_atomic
 from recmig.report import collect, report_folder, write_report
+from recmig.report_collect import unfinished_jobs
 
 SPEC = "reproduce.yaml"
 
@@ -176,17 +177,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sweep_dir = report_folder(sweep_dirs, args.out)
         runs = collect(sweep_dirs)
+        unfinished = unfinished_jobs(sweep_dirs)  # named in the report, not silently missing
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"recmig reproduce: error: {err}") from None
     if not section["expected"]:
-        write_report(runs, sweep_dir)
+        write_report(runs, sweep_dir, unfinished=unfinished)
         print(
             f"\n{folder.name} ({mode}): NOTHING CHECKED - no numbers are recorded for this "
             f"version yet; the sweep's report is in {sweep_dir}"
         )
         return
     metrics = dict.fromkeys(r["metric"] for r in section["expected"] if r["metric"] in runs)
-    write_report(runs, sweep_dir, tuple(metrics))
+    write_report(runs, sweep_dir, tuple(metrics), unfinished=unfinished)
     checked = compare(section["expected"], runs)
     print(f"\n{folder.name} ({mode}): recorded vs fresh, sweep in {sweep_dir}")
     print(checked.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
