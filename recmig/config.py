@@ -53,8 +53,11 @@ def enable_plugin_configs() -> None:
     Plugins.instance().register(ParallelLauncher)
 
 
-def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """The config `recmig train <overrides>` would run (without Hydra's runtime fields)."""
+def compose_config(
+    overrides: list[str], config_name: str = "train", *, with_hydra: bool = False
+) -> DictConfig:
+    """The config `recmig train <overrides>` would run (without Hydra's runtime fields);
+    ``with_hydra`` keeps the ``hydra`` node too (launcher, sweeper), for checking it."""
     enable_plugin_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
