@@ -259,7 +259,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     scenario, datamodule, module, timings = parts
     write_json_atomic(output_dir / "scenario.json", scenario.stats)
 
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    # `callbacks.<name>=null` removes one (a debug config, a user's override)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(
         cfg.trainer,
