@@ -44,6 +44,7 @@ objective and lists the ones it was checked with in ``objectives``.
 from __future__ import annotations
 
 import abc
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, final
@@ -214,24 +215,31 @@ class TransferStrategy(nn.Module, abc.ABC):
         return (Phase(self.streams),)
 
     @final
-    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
-        """The streams one epoch trains on (0-based ``epoch``), read from :attr:`phases`: what
-        the DataModule serves that epoch."""
-        start = 0
+    def phase_starts(self) -> list[int]:
+        """The first (0-based) epoch of each of :attr:`phases`."""
+        starts = [0]
         for phase in self.phases[:-1]:
-            start += phase.epochs
-            if epoch < start:
-                return phase.streams
-        return self.phases[-1].streams
+            if not isinstance(phase.epochs, int) or phase.epochs < 1:
+                raise TypeError(
+                    f"{type(self).__name__}.phases: {phase} is not the last phase, so it needs "
+                    "a number of epochs >= 1"
+                )
+            starts.append(starts[-1] + phase.epochs)
+        return starts
+
+    @final
+    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
+        """The streams one epoch trains on, read from :attr:`phases`: what the DataModule
+        serves that epoch."""
+        return self.phases[bisect.bisect_right(self.phase_starts(), epoch) - 1].streams
 
     @final
     @property
     def min_epochs(self) -> int:
         """Epochs before early stopping may end training, from :attr:`phases`: the last phase
-        must start and train one epoch (without phases, no minimum)."""
-        if len(self.phases) == 1:
-            return 0
-        return sum(phase.epochs for phase in self.phases[:-1]) + 1
+        must start and train one epoch (with a single phase, no minimum)."""
+        starts = self.phase_starts()
+        return starts[-1] + 1 if len(starts) > 1 else 0
 
     def refresh(self) -> None:
         """Called before each evaluation and at the start of training: recompute caches that

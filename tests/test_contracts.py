@@ -253,3 +253,16 @@ def test_the_phase_schedule_decides_each_epochs_streams_and_the_minimum_epochs(s
     single = load_strategy("target_only")(make)
     assert single.phases == (Phase(single.streams),) and single.min_epochs == 0
     assert [single.streams_for_epoch(e) for e in range(3)] == [single.streams] * 3
+
+
+class EndlessFirstPhase(ThreePhases):
+    @property
+    def phases(self):
+        return (Phase(("source",)), Phase(("target",)))
+
+
+def test_only_the_last_phase_may_run_until_training_ends(setup):
+    _, tensors = setup
+    strategy = EndlessFirstPhase(context(setup, partial(IdItemEncoder, tensors.vocab_size, 8)))
+    with pytest.raises(TypeError, match=r"EndlessFirstPhase.phases: .*source.* epochs >= 1"):
+        strategy.streams_for_epoch(0)
