@@ -14,10 +14,15 @@ fills in two methods:
 
 ``recmig train`` calls ``fit`` once instead of ``Trainer.fit``, then validates and tests with
 the same module, metrics, ``metrics.json`` and ``test_users.parquet`` as every other strategy.
+
+Both are abstract here: a closed-form strategy that lacks one fails when it is built. It needs
+none of the trained side's methods (``training_loss``, ``target_interest``, ``target_items``),
+which refuse to run.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import numpy as np
@@ -52,12 +57,23 @@ class ClosedFormStrategy(TransferStrategy):
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @abc.abstractmethod
     def fit(self, matrix: TrainingMatrix) -> None:
         """Learn from the training interactions; fill the fitted buffers."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N_t) scores of the target catalogue from each user's sparse ``batch["inputs"]``
+        row (under ``rating`` the predicted ratings)."""
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} is fitted in closed form (fit), not trained")
+
+    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} scores users directly (target_scores)")
+
+    def target_items(self) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} scores users directly (target_scores)")
 
     def item_matrix(self, matrix: TrainingMatrix) -> sp.csr_matrix:
         """(num_users, N) binary interactions over the item tokens 1..N of both domains

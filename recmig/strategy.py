@@ -3,11 +3,16 @@
 A strategy decides three things; the training loop, data and evaluation are shared:
 
 1. ``streams``: which training windows it learns from (``target``, ``source``, ``pooled``,
-   ``overlap``; see :mod:`recmig.data.loaders`);
+   ``overlap``; see :mod:`recmig.data.loaders`), and, for a strategy that trains in phases,
+   ``phases``: which of them each stretch of epochs uses (:class:`Phase`);
 2. :meth:`TransferStrategy.training_loss`: the loss on a batch of those windows;
 3. :meth:`TransferStrategy.target_interest` and :meth:`TransferStrategy.target_items`: a user
    vector and the target catalogue's item vectors, whose dot product ranks the catalogue
    (:meth:`TransferStrategy.target_scores`, what the evaluator calls).
+
+The methods of 2 and 3 are abstract: a subclass that lacks one fails when it is built, with
+Python's ``TypeError`` naming the class and the method. Everything else is a hook with a
+default, whose docstring says when to override it.
 
 A closed-form strategy (popularity, ItemKNN, EASE, ...) has no training loop: it subclasses
 :class:`recmig.closed_form.ClosedFormStrategy`, is fitted once from the training interactions
@@ -38,17 +43,19 @@ objective and lists the ones it was checked with in ``objectives``.
 
 from __future__ import annotations
 
+import abc
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, final
 
 import torch
 from torch import nn
 
-from recmig.encoders.item import ItemEncoder
+from recmig.encoders.item import SupportsTokenTable
 from recmig.objectives import Objective, RankingObjective
 from recmig.tokens import STREAM_ID, bos_token, is_item
-from recmig.users.interest import UserModel
+from recmig.users.interest import SupportsInterest
 
 if TYPE_CHECKING:  # (the accounting library loads only for runs that use privacy)
     from recmig.privacy import GaussianRelease
@@ -64,8 +71,8 @@ class StrategyContext:
     """(N_s,) item indices of the source domain (empty in a single-domain scenario)."""
     target_catalog: torch.Tensor
     """(N_t,) item indices of the target domain; scores are computed over these."""
-    make_item_encoder: Callable[[], ItemEncoder]
-    make_user_model: Callable[[], UserModel]
+    make_item_encoder: Callable[[], SupportsTokenTable]
+    make_user_model: Callable[[], SupportsInterest]
     objective: Objective | None = None
     """What the losses fit and the evaluator ranks by (None: ranking)."""
     source_names: tuple[str, ...] = ("source",)
@@ -93,14 +100,47 @@ class StrategyContext:
     def num_sources(self) -> int:
         return len(self.source_names)
 
+    def item_encoder(self) -> SupportsTokenTable:
+        """A new item encoder from ``make_item_encoder``, checked against the contract."""
+        return conforming(self.make_item_encoder(), SupportsTokenTable, "encoder")
+
+    def user_model(self) -> SupportsInterest:
+        """A new user model from ``make_user_model``, checked against the contract."""
+        return conforming(self.make_user_model(), SupportsInterest, "user_model")
+
+
+def conforming(component: object, protocol: type, option: str):
+    """``component`` itself when it has every method of ``protocol`` (inheriting the base class
+    is optional); a TypeError naming its class and the missing methods otherwise, when the
+    strategy is built rather than at its first batch."""
+    methods = [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    missing = [
+        name for name in ["__call__", *methods] if not callable(getattr(component, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{option}: {type(component).__name__} lacks {', '.join(missing)} "
+            f"(the {protocol.__name__} contract, {protocol.__module__})"
+        )
+    return component
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training epochs that learns from some of a strategy's streams."""
+
+    streams: tuple[str, ...]
+    epochs: int | None = None
+    """How many epochs it lasts; None for the last phase, which runs until training ends."""
+
 
 class Tower(nn.Module):
     """An item encoder and a user model that together score items for users."""
 
     def __init__(self, context: StrategyContext):
         super().__init__()
-        self.items = context.make_item_encoder()
-        self.users = context.make_user_model()
+        self.items = context.item_encoder()
+        self.users = context.user_model()
 
     def table(self, active: torch.Tensor | None) -> torch.Tensor:
         """The item encoder's token table for a batch whose items are ``active`` (None: no
@@ -146,8 +186,9 @@ def combine_domains(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return (weights.unsqueeze(-1) * values).sum(1) / weights.sum(1, keepdim=True)
 
 
-class TransferStrategy(nn.Module):
-    """Base class of every transfer strategy. Subclasses set the class variables and methods."""
+class TransferStrategy(nn.Module, abc.ABC):
+    """Base class of every transfer strategy: subclasses set the class variables and must fill
+    in the abstract methods; the other methods are hooks with defaults."""
 
     description: ClassVar[str] = ""
     """One line shown by ``recmig strategies``."""
@@ -166,19 +207,45 @@ class TransferStrategy(nn.Module):
     """True for closed-form strategies (:class:`recmig.closed_form.ClosedFormStrategy`): fitted
     once from the training matrix instead of trained for epochs."""
 
-    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
-        """The streams one epoch trains on; phased strategies override this (default: all)."""
-        return self.streams
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """The training schedule, in order; every phase but the last lasts ``epochs``. Override
+        in a strategy that trains in phases (its option of how long a phase lasts is known
+        only once it is built); default: one phase on every stream."""
+        return (Phase(self.streams),)
 
+    @final
+    def phase_starts(self) -> list[int]:
+        """The first (0-based) epoch of each of :attr:`phases`."""
+        starts = [0]
+        for phase in self.phases[:-1]:
+            if not isinstance(phase.epochs, int) or phase.epochs < 1:
+                raise TypeError(
+                    f"{type(self).__name__}.phases: {phase} is not the last phase, so it needs "
+                    "a number of epochs >= 1"
+                )
+            starts.append(starts[-1] + phase.epochs)
+        return starts
+
+    @final
+    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
+        """The streams one epoch trains on, read from :attr:`phases`: what the DataModule
+        serves that epoch."""
+        return self.phases[bisect.bisect_right(self.phase_starts(), epoch) - 1].streams
+
+    @final
     @property
     def min_epochs(self) -> int:
-        """Epochs before early stopping may end training (phased strategies: their warm-up)."""
-        return 0
+        """Epochs before early stopping may end training, from :attr:`phases`: the last phase
+        must start and train one epoch (with a single phase, no minimum)."""
+        starts = self.phase_starts()
+        return starts[-1] + 1 if len(starts) > 1 else 0
 
     def refresh(self) -> None:
         """Called before each evaluation and at the start of training: recompute caches that
         depend on the weights (e.g. item vectors of a fine-tuned language model) in every
-        component that has such a cache."""
+        component that has such a cache. Override only for a cache of the strategy itself
+        (``super().refresh()`` first)."""
         for module in self.modules():
             if module is not self and callable(getattr(module, "refresh", None)):
                 module.refresh()
@@ -204,21 +271,22 @@ class TransferStrategy(nn.Module):
                 state_dict[prefix + new] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @abc.abstractmethod
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user vectors for the target domain, cold users included."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def target_items(self) -> torch.Tensor:
         """(N_t, D) vectors of the target catalogue, in ``target_catalog`` order."""
-        raise NotImplementedError
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N_t) what the evaluator ranks the target catalogue by: the objective's
-        predictions from interest . item vector (under ``rating`` the predicted ratings)."""
+        predictions from interest . item vector (under ``rating`` the predicted ratings).
+        Override only to score other than by that dot product (closed-form strategies)."""
         scores = self.target_interest(batch) @ self.target_items().T
         return self.objective.predictions(scores, self.target_catalog)
 
@@ -232,11 +300,13 @@ class TransferStrategy(nn.Module):
 
     def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-user weights the strategy gave each domain when scoring ``batch`` (name ->
-        (B,)), recorded per test user and summarised in ``metrics.json``; none by default."""
+        (B,)), recorded per test user and summarised in ``metrics.json``; none by default.
+        Override in a strategy that weighs source domains per user."""
         return {}
 
     def transfer_summary(self) -> dict[str, float]:
-        """Strategy-level numbers for ``metrics.json`` (e.g. learned global domain weights)."""
+        """Strategy-level numbers for ``metrics.json`` (e.g. learned global domain weights);
+        none by default. Override when the strategy learns such numbers."""
         return {}
 
     @staticmethod
@@ -275,22 +345,23 @@ class MappedTransfer(TransferStrategy):
         self.target = Tower(context)
         self.transfer_weight = transfer_weight
 
+    @abc.abstractmethod
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
         """(B, L) history of one source domain -> (B, D) interest in the target tower's
         space, by that domain's map."""
-        raise NotImplementedError
 
     def map_interest(self, source_hist: torch.Tensor) -> torch.Tensor:
         """(B, L) merged source history -> (B, D): each source domain's history through its
-        own map, averaged over the domains the user has history in."""
+        own map, averaged over the domains the user has history in. Override to combine the
+        domains otherwise (e.g. with learned weights)."""
         histories = self.source_histories(source_hist)
         mapped = torch.stack([self.map_domain(d, h) for d, h in enumerate(histories)], 1)
         present = torch.stack([has_items(h, self.context.bos) for h in histories], 1)
         return combine_domains(mapped, present)
 
+    @abc.abstractmethod
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Loss that fits the map on overlap rows (users with both histories)."""
-        raise NotImplementedError
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.source, batch, "source", self.source_catalog)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import Phase, StrategyContext, Tower, TransferStrategy
 
 
 class Distillation(TransferStrategy):
@@ -50,19 +50,16 @@ class Distillation(TransferStrategy):
         self.temperature = temperature
         self.distill_weight = distill_weight
         self.teacher = Tower(context)
-        self.student = context.make_user_model()
+        self.student = context.user_model()
         self.register_buffer(
             "all_items",
             torch.cat([context.source_catalog, context.target_catalog]),
             persistent=False,
         )
 
-    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
-        return ("pooled",) if epoch < self.teacher_epochs else ("overlap",)
-
     @property
-    def min_epochs(self) -> int:
-        return self.teacher_epochs + 1
+    def phases(self) -> tuple[Phase, ...]:
+        return (Phase(("pooled",), self.teacher_epochs), Phase(("overlap",)))
 
     def student_interest(self, source_hist: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.student.last(table[source_hist], source_hist)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import Phase, StrategyContext, Tower, TransferStrategy
 
 
 class LoRA(TransferStrategy):
@@ -32,12 +32,9 @@ class LoRA(TransferStrategy):
         self.source_epochs = source_epochs
         self.tower = Tower(context)
 
-    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
-        return ("source",) if epoch < self.source_epochs else ("target",)
-
     @property
-    def min_epochs(self) -> int:
-        return self.source_epochs + 1
+    def phases(self) -> tuple[Phase, ...]:
+        return (Phase(("source",), self.source_epochs), Phase(("target",)))
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source = self.stream_loss(self.tower, batch, "source", self.source_catalog)

@@ -3,11 +3,17 @@
 An item encoder returns the whole token table at once, shape ``(vocab_size, dim)``: row 0 is
 padding (zeros), rows ``1..N`` are items, row ``N + 1`` is BOS (see :mod:`recmig.data.loaders`).
 Returning the table lets one matrix product score a user against a domain's full catalogue.
+
+What a strategy needs of an item encoder is :class:`SupportsTokenTable`; :class:`ItemEncoder`
+is the base class that fills in the padding and BOS rows and the serving cache, and leaves one
+abstract method, :meth:`ItemEncoder.item_vectors`.
 """
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -16,8 +22,18 @@ from torch import nn
 from recmig.encoders.text import DEFAULT_TEXT_MODEL, encode_texts, render_item_texts
 
 
-class ItemEncoder(nn.Module):
-    """Base: subclasses fill :meth:`item_vectors`; padding and BOS rows are handled here."""
+@runtime_checkable
+class SupportsTokenTable(Protocol):
+    """What a strategy calls on an item encoder (``encoder._target_`` may name any class that
+    has it, an :class:`ItemEncoder` or not). A ``refresh()`` method, when present, is called
+    whenever the weights changed (:meth:`recmig.strategy.TransferStrategy.refresh`)."""
+
+    def __call__(self, active: torch.Tensor | None) -> torch.Tensor:
+        """The (vocab_size, dim) token table; see :meth:`ItemEncoder.forward`."""
+
+
+class ItemEncoder(nn.Module, abc.ABC):
+    """Base: subclasses must fill :meth:`item_vectors`; padding and BOS rows are handled here."""
 
     def __init__(self, vocab_size: int, dim: int):
         super().__init__()
@@ -26,9 +42,9 @@ class ItemEncoder(nn.Module):
         self.bos = nn.Parameter(torch.randn(dim) * 0.02)
         self.frozen: torch.Tensor | None = None  # see freeze(); never saved in checkpoints
 
+    @abc.abstractmethod
     def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         """(vocab_size - 2, dim): vectors of items 1..N. ``active``: see :meth:`forward`."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -39,7 +55,8 @@ class ItemEncoder(nn.Module):
         self.frozen = self(None)
 
     def refresh(self) -> None:
-        """The weights changed: drop the frozen table (subclasses also rebuild their caches)."""
+        """The weights changed: drop the frozen table. Override in an encoder that caches
+        anything computed from its weights (``super().refresh()`` first)."""
         self.frozen = None
 
     def forward(self, active: torch.Tensor | None) -> torch.Tensor:

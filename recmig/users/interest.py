@@ -5,20 +5,42 @@ a window trains every next-item prediction in it. Inputs are right-padded (token
 position never attends to padding and no key mask is needed.
 
 Shapes: ``items`` (B, L, D) item vectors, ``tokens`` (B, L) token ids -> (B, L, D).
+
+What a strategy needs of a user model is :class:`SupportsInterest`; :class:`UserModel` is the
+base class that derives ``last`` from the abstract ``forward``.
 """
 
 from __future__ import annotations
+
+import abc
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 
-class UserModel(nn.Module):
-    def forward(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+@runtime_checkable
+class SupportsInterest(Protocol):
+    """What a strategy calls on a user model (``user_model._target_`` may name any class that
+    has both, a :class:`UserModel` or not)."""
+
+    def __call__(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) item vectors, (B, L) tokens -> (B, L, D) interest after each position."""
 
     def last(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, D): the interest after the whole history (last non-padding position)."""
+        """(B, D): the interest after the whole history."""
+
+
+class UserModel(nn.Module, abc.ABC):
+    """Base: subclasses must fill :meth:`forward`, causally (see the module docstring)."""
+
+    @abc.abstractmethod
+    def forward(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) item vectors, (B, L) tokens -> (B, L, D) interest after each position."""
+
+    def last(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, D): the interest after the whole history (last non-padding position). Override
+        when the model has a cheaper way than running :meth:`forward` over every position."""
         out = self(items, tokens)
         last = (tokens != 0).sum(1).clamp_min(1) - 1
         return out[torch.arange(len(out), device=out.device), last]
