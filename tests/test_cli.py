@@ -45,6 +45,17 @@ def test_train_end_to_end_on_real_movielens_with_wandb(tmp_path):
                 for k in (5, 10, 20):
                     value = metrics[f"{split}/{group}/{name}@{k}"]
                     assert 0.0 <= value <= 1.0
+            at = {
+                (name, k): metrics[f"{split}/{group}/{name}@{k}"]
+                for name in ("recall", "ndcg", "hit", "mrr")
+                for k in (5, 10, 20)
+            }
+            for name in ("recall", "hit", "mrr"):  # a longer list finds at least as much
+                assert at[(name, 5)] <= at[(name, 10)] <= at[(name, 20)]
+            for k in (5, 10, 20):  # a user counted in recall, MRR or NDCG has a hit
+                assert max(at[("recall", k)], at[("mrr", k)], at[("ndcg", k)]) <= at[("hit", k)]
+                if group == "warm":  # one held-out item each: recall is the hit rate
+                    assert at[("recall", k)] == pytest.approx(at[("hit", k)])
     # Learned something: far above a random ranking of ~1000 target items (NDCG@10 ~ 0.005).
     assert metrics["test/warm/hit@20"] > 0.05 and metrics["test/cold/ndcg@10"] > 0.05
     scenario = json.loads((out / "scenario.json").read_text())
@@ -223,12 +234,23 @@ def test_resume_in_a_new_folder_ends_as_the_uninterrupted_run(tmp_path, data):
     assert not (tmp_path / "b" / "resume.ckpt").exists()
 
 
-def test_strategies_command_lists_builtins(tmp_path):
+def test_strategies_command_lists_every_registered_strategy(tmp_path):
+    """Every entry point of the `recmig.strategies` group, each with its description and the
+    class it loads from (read from the package metadata, not a list kept in this test)."""
+    from importlib.metadata import entry_points
+
+    from recmig.registry import load_strategy
+
     result = recmig("strategies", cwd=tmp_path)
-    assert result.returncode == 0
-    for name in ("target_only", "pooled", "feature_averaging", "mapping"):
-        assert name in result.stdout
-    assert "recmig_strategies" in result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    builtins = [e for e in entry_points(group="recmig.strategies") if e.value.startswith("recmig_")]
+    assert len(builtins) >= 14
+    lines = result.stdout.splitlines()
+    for entry in builtins:
+        (row,) = [i for i, line in enumerate(lines) if line.split()[:1] == [entry.name]]
+        assert load_strategy(entry.name).description in lines[row]
+        assert lines[row + 1].strip() == f"from recmig: {entry.value}"
+    assert "failed to load" not in result.stdout
 
 
 def _free_port() -> int:
