@@ -11,7 +11,8 @@ built once per run and shared by every loss of the strategy):
 - ``needs_ratings`` (the loaders add the ratings batch keys) and ``error_metrics`` (the
   evaluator also logs the predictions' errors against held-out ratings).
 
-``ranking`` fits next-item cross-entropy over a catalogue (the RecBole SASRec loss).
+``ranking`` fits next-item cross-entropy over a catalogue (the RecBole SASRec loss), or, with
+``sampled_negatives=N``, a logQ-corrected sampled softmax for catalogues too large for it.
 ``rating`` fits offset + scale * (interest . item vector) to the rating by squared error, the
 matrix-factorisation view of EMCDR/PTUPCDR (protocol P2), on a fixed baseline rating per item.
 
@@ -23,6 +24,7 @@ validation metric selects the checkpoint (and what a Hydra sweeper optimises).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -60,6 +62,35 @@ def catalog_cross_entropy(
     local = catalog_positions(catalog, item_table.shape[0])
     logits = interests[keep] @ item_table[catalog].T
     return F.cross_entropy(logits, local[labels[keep]])
+
+
+def sampled_catalog_cross_entropy(
+    interests: torch.Tensor,
+    labels: torch.Tensor,
+    item_table: torch.Tensor,
+    catalog: torch.Tensor,
+    log_q: torch.Tensor,
+    negatives: int,
+) -> torch.Tensor:
+    """Sampled softmax over one catalogue with the logQ correction (Bengio & Senecal 2008;
+    Yi et al. 2019): the cost of :func:`catalog_cross_entropy` without its C-wide logits.
+
+    ``negatives`` items are drawn with replacement from the catalogue with probabilities
+    ``exp(log_q)`` (C,), shared by every labelled position of the batch. Each position's true
+    item and the draws form its candidates; every candidate's logit is lowered by the log of
+    its expected count in the draw (log negatives + log q), so the sampled loss estimates the
+    full softmax's gradient instead of one biased towards popular negatives. A draw that is
+    the position's own label is masked out (an accidental hit)."""
+    keep = labels != 0
+    local = catalog_positions(catalog, item_table.shape[0])[labels[keep]]
+    drawn = torch.multinomial(log_q.exp(), negatives, replacement=True)
+    user = interests[keep]
+    correction = math.log(negatives) + log_q
+    positive = (user * item_table[catalog[local]]).sum(-1) - correction[local]
+    sampled = user @ item_table[catalog[drawn]].T - correction[drawn]
+    sampled = sampled.masked_fill(drawn[None, :] == local[:, None], float("-inf"))
+    logits = torch.cat([positive[:, None], sampled], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(local))
 
 
 def history_likelihood_loss(
@@ -199,8 +230,37 @@ class Objective(nn.Module):
 class RankingObjective(Objective):
     name = "ranking"
 
+    def __init__(
+        self, bos: int, negatives: int | None = None, popularity: torch.Tensor | None = None
+    ):
+        """``negatives``: None trains on the full softmax over the catalogue (exact, the
+        default); N trains next-item windows on a sampled softmax with N negatives per batch,
+        drawn in proportion to ``popularity`` (V,) training counts plus one, so the cost of a
+        step no longer grows with the catalogue. History and distillation losses stay full:
+        they score one row per user, not one per position."""
+        super().__init__(bos)
+        if negatives is not None and negatives < 1:
+            raise ValueError(f"sampled_negatives: must be >= 1 or null, got {negatives}")
+        self.negatives = negatives
+        if negatives is not None:
+            counts = torch.as_tensor(popularity, dtype=torch.float) + 1.0
+            self.register_buffer("log_counts", counts.log(), persistent=False)
+
+    @classmethod
+    def for_run(cls, cfg, scenario, vocab_size):
+        negatives = cfg.get("sampled_negatives")
+        if negatives is None:
+            return cls(bos=bos_token(vocab_size))
+        counts = np.bincount(scenario.train["item"].to_numpy(), minlength=vocab_size)
+        return cls(bos_token(vocab_size), int(negatives), torch.from_numpy(counts[:vocab_size]))
+
     def window_loss(self, interests, part, table, catalog):
-        return catalog_cross_entropy(interests, part["labels"], table, catalog)
+        if self.negatives is None:
+            return catalog_cross_entropy(interests, part["labels"], table, catalog)
+        log_q = torch.log_softmax(self.log_counts[catalog], dim=0)
+        return sampled_catalog_cross_entropy(
+            interests, part["labels"], table, catalog, log_q, self.negatives
+        )
 
     def history_loss(self, scores, part, history, catalog):
         return history_likelihood_loss(scores, part[f"{history}_hist"], catalog, self.bos)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from recmig.config import CONFIG_DIR, compose_config
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import ScenarioConfig, build_scenario
-from recmig.objectives import RatingObjective, objective_names
+from recmig.objectives import RankingObjective, RatingObjective, objective_names
 from recmig.privacy import PrivacyConfig
 from recmig.registry import discover, load_strategy
 from recmig.train import build_run, build_strategy, privacy_config, selection_metric, train
@@ -45,6 +45,7 @@ ROOT_CONSUMERS = {
     "objective": build_strategy,
     "selection": selection_metric,
     "rating_baseline": RatingObjective.for_run,
+    "sampled_negatives": RankingObjective.for_run,
     "rating_shrinkage": RatingObjective.for_run,
     "tuned": None,  # read by strategy configs (${oc.select:tuned.<strategy>.<key>,...})
     "privacy": build_strategy,
