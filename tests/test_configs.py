@@ -31,7 +31,7 @@ from recmig.objectives import RankingObjective, RatingObjective, objective_names
 from recmig.privacy import PrivacyConfig
 from recmig.registry import discover, load_strategy
 from recmig.train import build_run, build_strategy, privacy_config, selection_metric, train
-from tests.conftest import synthetic_data
+from tests.conftest import custom_table_overrides, synthetic_data
 
 CONFIGS = Path(CONFIG_DIR)
 YAMLS = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
@@ -451,17 +451,10 @@ def test_one_batch_of_every_encoder_and_user_model_trains(
 def recmig_train(tmp_path: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
     """`recmig train` on the synthetic two-domain data, written as your own files."""
     data = synthetic_data(n_users=60, n_items=40, per_user=16)
-    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
-    inter["domain"] = inter.pop("genre").str.split(",").str[0]
-    inter.to_parquet(tmp_path / "inter.parquet")
-    data.items.to_csv(tmp_path / "items.csv", index=False)
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
-        *("train", "data=custom_files", "encoder=id"),
-        f"data.dataset.interactions={tmp_path / 'inter.parquet'}",
-        f"data.dataset.items={tmp_path / 'items.csv'}",
-        "data.scenario.source_domains=[Books]",
-        "data.scenario.target_domains=[Films]",
+        *("train", "encoder=id"),
+        *custom_table_overrides(tmp_path, data),
         f"hydra.run.dir={out}",
         *overrides,
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_data
+from conftest import custom_table_overrides, synthetic_data
 from omegaconf import OmegaConf, open_dict
 
 from recmig.config import compose_config
@@ -39,19 +39,8 @@ def _env(**changes: str | None) -> dict[str, str]:
 
 
 def _data_overrides(tmp_path: Path, data) -> list[str]:
-    """The synthetic data as your own files (Books source, Films target)."""
-    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
-    inter["domain"] = inter.pop("genre").str.split(",").str[0]
-    inter.to_parquet(tmp_path / "inter.parquet")
-    data.items.to_csv(tmp_path / "items.csv", index=False)
-    return [
-        "data=custom_files",
-        f"data.dataset.interactions={tmp_path / 'inter.parquet'}",
-        f"data.dataset.items={tmp_path / 'items.csv'}",
-        "data.scenario.source_domains=[Books]",
-        "data.scenario.target_domains=[Films]",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+    """The synthetic data as your own files (Books source, Films target), own cache."""
+    return [*custom_table_overrides(tmp_path, data), f"paths.cache_dir={tmp_path / 'cache'}"]
 
 
 def _command(out: Path, *overrides: str) -> list[str]:
