@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from recmig.errors import USER_ERRORS, one_line, user_error
+from recmig.errors import USER_ERRORS, exit_with_error, one_line, user_error
 
 log = logging.getLogger("recmig")
 
@@ -145,8 +145,7 @@ def evaluate_main(argv: list[str]) -> None:
         try:
             metrics = reevaluate(run_dir)
         except USER_ERRORS as err:
-            print(f"recmig: error: {one_line(err)}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(err)
         print(format_table(metrics, str(run_dir)))
 
 
@@ -194,8 +193,7 @@ def recommend_main(argv: list[str]) -> None:
         method = rec.explain if args.explain else rec.recommend
         table = method(user=args.user, history=history, k=args.k)
     except USER_ERRORS as err:
-        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(err)
     with pd.option_context("display.max_colwidth", 50, "display.width", 200):
         print(table.to_string(index=False))
 
@@ -215,8 +213,7 @@ def serve_main(argv: list[str]) -> None:
     try:
         serve(args.run_dir, args.host, args.port)
     except USER_ERRORS as err:
-        print(f"recmig: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(err)
 
 
 def main(argv: list[str] | None = None) -> None:

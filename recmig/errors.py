@@ -8,6 +8,8 @@ train``, ``analyse``, ``stream``, ...) reports them alike.
 
 from __future__ import annotations
 
+import sys
+
 
 class DownloadError(OSError):
     """A download that failed or timed out; the message names what was fetched and from where.
@@ -24,6 +26,12 @@ def one_line(err: BaseException) -> str:
     """The error's message on one line (Hydra and pandas messages span several)."""
     text = str(err).strip() or type(err).__name__
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def exit_with_error(err: BaseException) -> None:
+    """End a command the way every user error ends: one ``recmig: error:`` line, exit 2."""
+    print(f"recmig: error: {one_line(err)}", file=sys.stderr)
+    sys.exit(2)
 
 
 def user_error(err: BaseException) -> BaseException | None:

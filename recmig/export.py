@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -233,13 +232,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _fail(err: BaseException) -> None:
-    from recmig.errors import one_line
-
-    print(f"recmig: error: {one_line(err)}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str]) -> None:
     from hydra.errors import HydraException
     from hydra.utils import instantiate
@@ -247,7 +239,7 @@ def main(argv: list[str]) -> None:
 
     from recmig.config import compose_config
     from recmig.data.scenario import build_scenario
-    from recmig.errors import user_error
+    from recmig.errors import exit_with_error, user_error
 
     parser = argparse.ArgumentParser(
         prog="recmig export",
@@ -265,11 +257,11 @@ def main(argv: list[str]) -> None:
         scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
         manifest = export_recbole(scenario, args.out, args.name, args.overrides)
     except (HydraException, OmegaConfBaseException) as err:  # a misspelled override
-        _fail(err)
+        exit_with_error(err)
     except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's to fix
         cause = user_error(err)
         if cause is None:
             raise
-        _fail(cause)
+        exit_with_error(cause)
     print(json.dumps(manifest["rows"], indent=2))
     print(f"wrote {args.out}")

@@ -272,10 +272,9 @@ def main(command: str, argv: list[str]) -> None:
     summary (``streaming.json`` / ``faithfulness.json``, per-event or per-user rows as Parquet
     beside it), and print the mean and std over seeds per strategy."""
     import argparse
-    import sys
 
     from recmig.atomic import write_atomic, write_json_atomic
-    from recmig.errors import USER_ERRORS, one_line
+    from recmig.errors import USER_ERRORS, exit_with_error
 
     streaming = command == "stream"
     parser = argparse.ArgumentParser(
@@ -307,8 +306,7 @@ def main(command: str, argv: list[str]) -> None:
         try:
             rec = Recommender.from_run(run_dir)
         except USER_ERRORS as err:
-            print(f"recmig: error: {one_line(err)}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(err)
         if streaming:
             table = streaming_evaluation(
                 rec, max_events=args.max_events, max_users=args.max_users, seed=args.seed
