@@ -93,8 +93,7 @@ def _check_overrides(overrides: list[str]) -> None:
             close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
             shown = [f"{parent}{join}{v}" if parent else v for v in (close or valid)]
             message = f"{head}; {'close ' if close else ''}valid {kind}: {', '.join(shown)}"
-        print(f"recmig: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(message)
 
 
 def train_main(argv: list[str]) -> None:

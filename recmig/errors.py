@@ -28,9 +28,10 @@ def one_line(err: BaseException) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def exit_with_error(err: BaseException) -> None:
-    """End a command the way every user error ends: one ``recmig: error:`` line, exit 2."""
-    print(f"recmig: error: {one_line(err)}", file=sys.stderr)
+def exit_with_error(err: BaseException | str) -> None:
+    """End a command the way every user error ends: one ``recmig: error:`` line, exit 2
+    (``err``: the error, or a message already composed from one)."""
+    print(f"recmig: error: {err if isinstance(err, str) else one_line(err)}", file=sys.stderr)
     sys.exit(2)
 
 
