@@ -52,6 +52,7 @@ from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import render_item_texts
 from recmig.encoders.throughput import encoding_figures
+from recmig.evaluation.ranking import metrics_of_top, top_items
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
 from recmig.tokens import vocab_size
@@ -125,6 +126,8 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
         results["closed-form fit, peak allocated (MiB)"] = peak
     else:
         results.update(time_epochs(cfg, datamodule, module, epochs))
+        results.update(training_stages(module, datamodule))
+    results.update(evaluation_stages(module, datamodule))
     n_users = sum(len(b["user"]) for b in datamodule.eval_data["val"])
     evaluator = L.Trainer(
         logger=False,
@@ -161,6 +164,76 @@ def time_epochs(cfg, datamodule, module, epochs: int) -> dict[str, float]:
         "training epoch, median (s)": statistics.median(timer.seconds),
         "training windows per epoch": len(datamodule.train_data["user"]),
     }
+
+
+def _stage_lines(stages: dict[str, list[float]], label: str) -> dict[str, float]:
+    """Per stage: milliseconds per step (median) and its share of the stages' sum."""
+    medians = {name: statistics.median(seconds) for name, seconds in stages.items()}
+    total = sum(medians.values())
+    lines = {f"{label}: {name} (ms)": 1000 * value for name, value in medians.items()}
+    lines.update({f"{label}: {name} (share)": value / total for name, value in medians.items()})
+    return lines
+
+
+def training_stages(module, datamodule, steps: int = 12) -> dict[str, float]:
+    """Where a training step's time goes: batch assembly, forward pass with the loss, backward
+    pass, optimiser step (median over ``steps`` steps after two warm-up steps; the Lightning
+    loop around them adds little), then the operators that cost the most (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    strategy = module.strategy.train()
+    strategy.refresh()
+    optimizer = module.configure_optimizers()
+    stages: dict[str, list[float]] = {
+        "batch": [],
+        "forward + loss": [],
+        "backward": [],
+        "optimizer step": [],
+    }
+    batches = iter(datamodule.train_dataloader())
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for step in range(steps + 2):
+            marks = [time.perf_counter()]
+            batch = next(batches)
+            marks.append(time.perf_counter())
+            loss = strategy.training_loss(batch)["loss"]
+            marks.append(time.perf_counter())
+            optimizer.zero_grad()
+            loss.backward()
+            marks.append(time.perf_counter())
+            optimizer.step()
+            marks.append(time.perf_counter())
+            if step >= 2:
+                for name, start, end in zip(stages, marks, marks[1:], strict=False):
+                    stages[name].append(end - start)
+    results = _stage_lines(stages, "training step")
+    operators = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    for event in operators[:5]:  # (profiled steps include the two warm-up steps)
+        results[f"training step: operator {event.key} (ms)"] = (
+            event.self_cpu_time_total / 1000 / (steps + 2)
+        )
+    return results
+
+
+@torch.no_grad()
+def evaluation_stages(module, datamodule) -> dict[str, float]:
+    """Where evaluating the validation users goes, per batch of users: scoring the whole
+    target catalogue, the top-K ranking, the metrics."""
+    strategy = module.strategy.eval()
+    strategy.refresh()
+    stages: dict[str, list[float]] = {"scores": [], "top-k": [], "metrics": []}
+    for batch in datamodule.eval_data["val"]:
+        start = time.perf_counter()
+        scores = strategy.target_scores(batch)
+        ranked = time.perf_counter()
+        top = top_items(scores, batch["excluded"], max(module.ks))
+        measured = time.perf_counter()
+        metrics_of_top(top, batch["relevant"], module.ks)
+        for name, seconds in zip(
+            stages, (ranked - start, measured - ranked, time.perf_counter() - measured), strict=True
+        ):
+            stages[name].append(seconds)
+    return _stage_lines(stages, "evaluation batch")
 
 
 def timed_fit(strategy, matrix: TrainingMatrix) -> tuple[float, float]:

@@ -63,7 +63,8 @@ class Bridge(MappedTransfer):
         return eye + self.meta[domain](characteristic).view(-1, dim, dim)
 
     def map_domain(self, domain: int, history: torch.Tensor) -> torch.Tensor:
-        source = self.source.interest(history, self.source.table(None)).detach()
+        with torch.no_grad():  # the source tower is frozen here: no graph to build and drop
+            source = self.source.interest(history, self.source.table(None))
         return torch.bmm(source.unsqueeze(1), self.bridges(domain, history)).squeeze(1)
 
     def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -22,8 +22,16 @@ from peft import IA3Config, LoraConfig, get_peft_model
 from torch import nn
 
 from recmig.encoders.item import ItemEncoder
-from recmig.encoders.text import DEFAULT_TEXT_MODEL, load_text_model, mean_pool, render_item_texts
+from recmig.encoders.text import (
+    AUTOCAST_DTYPES,
+    DEFAULT_TEXT_MODEL,
+    load_text_model,
+    mean_pool,
+    render_item_texts,
+    resolve_precision,
+)
 from recmig.tokens import bos_token, is_item
+from recmig.training.dropout import use_fast_dropout
 
 METHODS = ("lora", "ia3")
 
@@ -58,9 +66,14 @@ class AdaptedTextItemEncoder(ItemEncoder):
         target_modules: tuple[str, ...] = ("query", "value"),
         grad_items: int = 64,
         batch_size: int = 256,
+        precision: str = "fp32",
     ):
+        """``precision``: what the language model's matrix products run in, in training and
+        when the catalogue is re-encoded (autocast: weights, adapters and their gradients stay
+        fp32); as :class:`~recmig.encoders.item.TextItemEncoder`'s option."""
         super().__init__(vocab_size, dim)
         tokenizer, base = load_text_model(model, torch.device("cpu"))
+        self.precision = resolve_precision(precision, torch.device("cpu"))
         tokens = tokenizer(
             render_item_texts(items, template),
             padding="longest",
@@ -70,8 +83,8 @@ class AdaptedTextItemEncoder(ItemEncoder):
         )
         self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
-        self.lm = get_peft_model(
-            base, adapter_config(method, rank, alpha, dropout, list(target_modules))
+        self.lm = use_fast_dropout(
+            get_peft_model(base, adapter_config(method, rank, alpha, dropout, list(target_modules)))
         )
         self.grad_items = grad_items
         self.batch_size = batch_size
@@ -87,8 +100,11 @@ class AdaptedTextItemEncoder(ItemEncoder):
         """(R,) item rows (0-based) -> (R, H) mean-pooled language-model features."""
         mask = self.attention_mask[rows]
         width = int(mask.sum(1).max())  # drop all-padding columns: shorter sequences, less work
-        out = self.lm(input_ids=self.input_ids[rows, :width], attention_mask=mask[:, :width])
-        return mean_pool(out.last_hidden_state, mask[:, :width])
+        device = self.input_ids.device.type
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+            out = self.lm(input_ids=self.input_ids[rows, :width], attention_mask=mask[:, :width])
+        return mean_pool(out.last_hidden_state.float(), mask[:, :width])
 
     @torch.no_grad()
     def refresh(self) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from recmig.encoders.text import DEFAULT_TEXT_MODEL, encode_texts, render_item_texts
+from recmig.training.dropout import FastDropout
 
 
 @runtime_checkable
@@ -123,7 +124,7 @@ class TextItemEncoder(ItemEncoder):
         features = (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
         # Not saved in checkpoints: rebuilt (from the on-disk cache) when the module is built.
         self.register_buffer("features", features, persistent=False)
-        self.projection = nn.Sequential(nn.Dropout(dropout), nn.Linear(features.shape[1], dim))
+        self.projection = nn.Sequential(FastDropout(dropout), nn.Linear(features.shape[1], dim))
 
     def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         return self.projection(self.features)

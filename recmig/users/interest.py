@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from recmig.training.dropout import FastDropout, use_fast_dropout
+
 
 @runtime_checkable
 class SupportsInterest(Protocol):
@@ -51,7 +53,7 @@ class MeanInterest(UserModel):
 
     def __init__(self, dim: int, max_len: int = 50, dropout: float = 0.0):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -59,6 +61,41 @@ class MeanInterest(UserModel):
         running = torch.cumsum(self.dropout(items) * mask, dim=1)
         count = torch.cumsum(mask, dim=1).clamp_min(1.0)
         return self.out(running / count)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` (batch first, same parameters) whose training forward pass
+    computes the attention itself, so that the attention probabilities' dropout is a
+    :class:`~recmig.training.dropout.FastDropout` on a CPU: inside
+    ``scaled_dot_product_attention`` it is PyTorch's per-element Bernoulli draw. Evaluation and
+    other devices use ``scaled_dot_product_attention``. Self-attention only (query = key =
+    value), as ``nn.TransformerEncoderLayer`` calls it."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__(dim, num_heads, dropout=dropout, batch_first=True)
+        self.attention_dropout = FastDropout(dropout)
+
+    def forward(self, query, key, value, attn_mask=None, need_weights=False, **unused):
+        batch, length, dim = query.shape
+        heads = self.num_heads
+        qkv = torch.nn.functional.linear(query, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:  # True: may not attend
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(
+                attn_mask, float("-inf")
+            )
+        if self.training and query.device.type == "cpu":
+            scores = q @ k.transpose(-1, -2) * (dim // heads) ** -0.5
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            out = self.attention_dropout(scores.softmax(-1)) @ v
+        else:
+            p = self.dropout if self.training else 0.0
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=p
+            )
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+        return out, None
 
 
 class CausalTransformer(UserModel):
@@ -81,7 +118,7 @@ class CausalTransformer(UserModel):
         self.positions = nn.Embedding(max_len, dim)
         nn.init.normal_(self.positions.weight, std=0.02)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         layer = nn.TransformerEncoderLayer(
             dim,
             num_heads,
@@ -91,7 +128,10 @@ class CausalTransformer(UserModel):
             batch_first=True,
             layer_norm_eps=1e-12,
         )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        # Same parameters (and checkpoint keys) as torch's; only the dropouts draw cheaper masks.
+        layer.self_attn = SelfAttention(dim, num_heads, dropout)
+        encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.encoder = use_fast_dropout(encoder)
         self.register_buffer(
             "causal",
             torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), 1),
