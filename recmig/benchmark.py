@@ -18,6 +18,9 @@ fit allocates replace the epoch figures.
                                               of update + top-10 recommend and of explain for
                                               one user, then an HTTP load test on localhost
     recmig benchmark --serving -- data=synthetic_large encoder=id    the same at 15k target items
+    recmig benchmark --catalogue-curve        seconds per epoch and test NDCG@10 against the
+                                              catalogue's size (ML-1M, synthetic 15k and 200k
+                                              items), full softmax vs sampled (--negatives)
 
 ``--serving`` builds the composed run (fitted when closed-form; a neural model keeps its
 initial weights, which cost the same to evaluate as trained ones) and serves its scenario's
@@ -140,6 +143,11 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     results["evaluation (users/s)"] = n_users / (time.perf_counter() - start)
     results["evaluation users"] = n_users
+    start = time.perf_counter()
+    evaluator.test(module, datamodule=datamodule, verbose=False)
+    results["evaluation of every test user, full ranking (s)"] = time.perf_counter() - start
+    results["test users"] = sum(len(b["user"]) for b in datamodule.eval_data["test"])
+    results["target items"] = len(datamodule.tensors.target_catalog)
     results["peak resident memory (MiB)"] = _peak_memory_mib()
     results["torch threads"] = torch.get_num_threads()
     return results
@@ -291,6 +299,70 @@ def scaling(sizes: tuple[int, ...], users: int, per_user: int) -> dict[str, floa
     return results
 
 
+CURVE_CATALOGUES = {
+    # label -> overrides; the synthetic ones have latent taste clusters, so accuracy on them
+    # means something (recmig.data.synthetic), and id items (text of synthetic titles says
+    # nothing). Users x interactions are sized so a full-softmax epoch at 200k items stays
+    # within minutes on a CPU.
+    "ML-1M (default scenario)": [],
+    "synthetic, 15k target items": [
+        "data=synthetic_large",
+        "encoder=id",
+        "data.dataset.clusters=100",
+    ],
+    "synthetic, 200k target items": [
+        "data=synthetic_large",
+        "encoder=id",
+        "data.dataset.clusters=100",
+        "data.dataset.users=10000",
+        "data.dataset.target_items=200000",
+        "data.dataset.per_user=10",
+    ],
+}
+
+
+def catalogue_curve(
+    catalogues: dict[str, list[str]], overrides: list[str], epochs: int, negatives: int
+) -> dict[str, float]:
+    """Seconds per training epoch and test NDCG@10 after ``epochs`` epochs against the target
+    catalogue's size, with the full softmax and with a sampled softmax of ``negatives``
+    logQ-corrected negatives (``sampled_negatives``), each catalogue built from its overrides
+    plus ``overrides``. No early stopping or validation: both losses get the same epochs."""
+    results: dict[str, float] = {}
+    for label, extra in catalogues.items():
+        for loss, setting in (("full", "null"), (f"sampled {negatives}", str(negatives))):
+            cfg = _compose([*extra, *overrides, f"sampled_negatives={setting}"])
+            L.seed_everything(cfg.seed)
+            _, datamodule, module, _ = build_run(cfg)
+            if module.strategy.fitted_once:
+                raise ValueError(
+                    "--catalogue-curve times training epochs: choose a trained strategy"
+                )
+            results[f"{label}: target items"] = len(datamodule.tensors.target_catalog)
+            results[f"{label}: training windows per epoch"] = len(datamodule.train_data["user"])
+            timer = EpochTimer()
+            trainer = L.Trainer(
+                max_epochs=epochs,
+                logger=False,
+                enable_checkpointing=False,
+                limit_val_batches=0,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[timer],
+                accelerator=cfg.trainer.accelerator,
+                devices=1,
+            )
+            trainer.fit(module, datamodule=datamodule)
+            tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+            results[f"{label}, {loss}: training epoch, median (s)"] = statistics.median(
+                timer.seconds
+            )
+            for name in ("test/ndcg@10", "test/cold/ndcg@10", "test/warm/ndcg@10"):
+                if name in tested:
+                    results[f"{label}, {loss}: {name} after {epochs} epochs"] = tested[name]
+    return results
+
+
 def _percentiles(seconds: list[float], label: str) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000
     return {
@@ -409,11 +481,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=500, help="--serving: timed requests")
     parser.add_argument("--load-requests", type=int, default=1000, help="--serving: HTTP ones")
     parser.add_argument("--clients", type=int, default=2, help="--serving: HTTP connections")
+    parser.add_argument(
+        "--catalogue-curve",
+        action="store_true",
+        help="instead: seconds per epoch and test NDCG@10 against catalogue size, full vs "
+        "sampled softmax (ML-1M, synthetic 15k and 200k target items; overrides apply to all)",
+    )
+    parser.add_argument(
+        "--negatives", type=int, default=1024, help="--catalogue-curve: sampled negatives"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args(argv)
     if args.serving:
         results = serving(args.overrides, args.requests, args.load_requests, args.clients)
         title = "serving, " + (" ".join(args.overrides) or "default run")
+    elif args.catalogue_curve:
+        results = catalogue_curve(CURVE_CATALOGUES, args.overrides, args.epochs, args.negatives)
+        title = "catalogue curve, " + (" ".join(args.overrides) or "default run")
     elif args.scaling:
         results = scaling(tuple(args.sizes), args.users, args.per_user)
         title = f"closed-form scaling, {args.users:,} users x {args.per_user} items (synthetic)"

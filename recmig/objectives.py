@@ -60,7 +60,7 @@ def catalog_cross_entropy(
     """
     keep = labels != 0
     local = catalog_positions(catalog, item_table.shape[0])
-    logits = interests[keep] @ item_table[catalog].T
+    logits = interests[keep] @ item_table.index_select(0, catalog).T  # (backward: index_add)
     return F.cross_entropy(logits, local[labels[keep]])
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, final
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recmig.encoders.item import SupportsTokenTable
@@ -149,11 +150,18 @@ class Tower(nn.Module):
 
     def interests(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, L, D) interest after each position, over ``table``."""
-        return self.users(table[tokens], tokens)
+        return self.users(lookup(table, tokens), tokens)
 
     def interest(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(B, L) history tokens -> (B, D) interest after the whole history, over ``table``."""
-        return self.users.last(table[tokens], tokens)
+        return self.users.last(lookup(table, tokens), tokens)
+
+
+def lookup(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``table[tokens]`` as an embedding lookup: the same values, but its backward pass adds
+    rows (``index_add``) instead of indexing's accumulating ``index_put``, several times
+    slower on a CPU."""
+    return F.embedding(tokens, table)
 
 
 def has_items(history: torch.Tensor, bos: int) -> torch.Tensor:

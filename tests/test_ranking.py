@@ -78,3 +78,26 @@ def test_ties_break_by_catalogue_order_whatever_the_batch():
     first = scores[0]
     expected = sorted(range(1000), key=lambda i: (-first[i].item(), i))[:10]
     assert together[0].tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_items_equals_a_stable_descending_sort(seed):
+    """top_items picks the first k without sorting the catalogue; whatever the ties (few score
+    levels, excluded items at -inf, k beyond the catalogue, NaN) it must return exactly what a
+    stable descending sort returns."""
+    from recmig.evaluation.ranking import top_items
+
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(100):
+        rows, items = (int(torch.randint(1, 30, (), generator=generator)) for _ in range(2))
+        levels = int(torch.randint(1, 6, (), generator=generator))
+        scores = torch.randint(0, levels, (rows, items), generator=generator).float()
+        if seed == 3:  # continuous scores with a NaN
+            scores = torch.randn(rows, items, generator=generator)
+            scores[0, int(torch.randint(0, items, (), generator=generator))] = float("nan")
+        excluded = torch.rand(rows, items, generator=generator) < 0.3
+        k = int(torch.randint(1, 40, (), generator=generator))
+        for mask in (excluded, None):
+            masked = scores if mask is None else scores.masked_fill(mask, float("-inf"))
+            expected = masked.sort(dim=1, descending=True, stable=True).indices[:, :k]
+            assert torch.equal(top_items(scores, mask, k), expected)

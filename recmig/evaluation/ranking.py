@@ -24,8 +24,18 @@ def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> to
     """(B, N) scores -> (B, min(k, N)) catalogue positions of the best items, best first."""
     if excluded is not None:
         scores = scores.masked_fill(excluded, float("-inf"))
-    order = scores.sort(dim=1, descending=True, stable=True).indices
-    return order[:, : min(k, scores.shape[1])]
+    k = min(k, scores.shape[1])
+    # The first k of a stable descending sort, without sorting the catalogue: topk's items are
+    # the same set wherever no other item ties the k-th best score ...
+    values, picked = scores.topk(k, dim=1)
+    if k == 0 or torch.isnan(values).any():  # (topk ranks NaN first: keep the sort's order)
+        return scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    picked = picked.sort(dim=1).values  # ... ranked by score, ties in catalogue order
+    top = picked.gather(1, scores.gather(1, picked).sort(dim=1, descending=True, stable=True)[1])
+    crowded = (scores >= values[:, -1:]).sum(1) > k  # more items tie the k-th than fit
+    if crowded.any():
+        top[crowded] = scores[crowded].sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return top
 
 
 def ranking_metrics(

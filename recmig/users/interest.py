@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from recmig.training.dropout import FastDropout, use_fast_dropout
+from recmig.users.packing import Packing
 
 
 @runtime_checkable
@@ -103,6 +104,11 @@ class CausalTransformer(UserModel):
 
     Defaults follow RecBole's SASRec: 2 layers, 2 heads, inner size 256, dropout 0.5,
     learned positions, post-layer-norm blocks with GELU.
+
+    ``pack``: run a batch's windows packed several to a row (:mod:`recmig.users.packing`):
+    the same outputs at every real position without the padding work (on the default scenario
+    0.57 of a training batch's positions are real; a cold user's target history is one). The
+    outputs at padding positions are zeros then. False runs the padded rows as they are.
     """
 
     def __init__(
@@ -113,8 +119,10 @@ class CausalTransformer(UserModel):
         num_heads: int = 2,
         inner_dim: int = 256,
         dropout: float = 0.5,
+        pack: bool = True,
     ):
         super().__init__()
+        self.pack = pack
         self.positions = nn.Embedding(max_len, dim)
         nn.init.normal_(self.positions.weight, std=0.02)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
@@ -139,7 +147,23 @@ class CausalTransformer(UserModel):
         )
 
     def forward(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        length = tokens.shape[1]
-        x = items + self.positions.weight[:length]
+        packing = Packing.of(tokens) if self.pack else None
+        if packing is None:
+            length = tokens.shape[1]
+            x = items + self.positions.weight[:length]
+            return self.blocks(x, self.causal[:length, :length])
+        x = packing.pack(items) + self.positions(packing.positions)
+        return packing.unpack(self.blocks(x, packing.blocked))
+
+    def blocks(self, x: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        """Embedding norm and dropout, then the transformer blocks, each computed as torch's
+        post-norm ``TransformerEncoderLayer`` computes it (same modules), with ``blocked``
+        (True: may not attend) as an additive mask made once for every layer."""
         x = self.dropout(self.norm(x))
-        return self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
+        mask = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
+        mask = mask.masked_fill(blocked, float("-inf"))
+        for layer in self.encoder.layers:
+            x = layer.norm1(x + layer.dropout1(layer.self_attn(x, x, x, attn_mask=mask)[0]))
+            inner = layer.dropout(layer.activation(layer.linear1(x)))
+            x = layer.norm2(x + layer.dropout2(layer.linear2(inner)))
+        return x
