@@ -250,6 +250,45 @@ def test_synthetic_dataset_has_the_asked_catalogues_and_errors_name_options():
     assert scenario.stats["cold/test_users"] > 0
     with pytest.raises(ValueError, match="data.dataset.target_items must be a positive integer"):
         synthetic_interactions(target_items=0)
+    with pytest.raises(ValueError, match=r"data.dataset.clusters must be in \[0, 40\]"):
+        synthetic_interactions(users=10, source_items=40, target_items=150, clusters=41)
+    with pytest.raises(ValueError, match="data.dataset.affinity must be in"):
+        synthetic_interactions(users=10, clusters=5, affinity=1.5)
+
+
+@pytest.mark.parametrize("affinity", [0.3, 0.8])
+def test_synthetic_taste_clusters_tie_a_users_domains_together(affinity):
+    """With clusters, a user's most frequent cluster is the same in both domains, and about
+    affinity + (1 - affinity) / clusters of their items come from it (popular picks land in
+    it by chance too); without clusters, only popularity links the domains."""
+    from recmig.data.synthetic import synthetic_interactions
+
+    def own_cluster_share(data, clusters):
+        rows = data.interactions.assign(item=data.interactions["item_id"].astype(int))
+        rows["target"] = rows["item"] >= 100
+        rows["cluster"] = (rows["item"] - 100 * rows["target"]) % clusters
+        top = rows.groupby(["user_id", "target"])["cluster"].agg(lambda c: c.mode().iloc[0])
+        share = rows.groupby("user_id")["cluster"].agg(lambda c: c.value_counts().iloc[0] / len(c))
+        same = (top.unstack()[False] == top.unstack()[True]).mean()
+        return share.mean(), same
+
+    clusters = 10
+    data = synthetic_interactions(
+        users=400,
+        source_items=100,
+        target_items=300,
+        per_user=40,
+        clusters=clusters,
+        affinity=affinity,
+        exponent=0.5,
+    )
+    share, same = own_cluster_share(data, clusters)
+    assert share == pytest.approx(affinity + (1 - affinity) / clusters, abs=0.06)
+    assert same > 0.9
+    plain = synthetic_interactions(
+        users=400, source_items=100, target_items=300, per_user=40, exponent=0.5
+    )
+    assert own_cluster_share(plain, clusters)[1] < 0.5  # (popular items share cluster 0)
 
 
 def test_non_finite_ratings_and_timestamps_are_refused_before_anything_changes(setup, tmp_path):
