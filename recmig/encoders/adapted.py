@@ -54,8 +54,9 @@ def store_frozen_linears_in(model: nn.Module, dtype: torch.dtype | None) -> None
     """Keep the frozen linear layers of ``model`` in the autocast ``dtype`` (None: leave them).
     Autocast casts a weight to that dtype at every call, and caches the cast only for weights
     that train: the language model's frozen weights were cast anew in every step, forward and
-    backward (a sixth of a LoRA step on the reference machine). Stored cast they give the same
-    products; trained adapters stay fp32, and frozen weights are never checkpointed."""
+    backward (a sixth of the language model's step on the reference machine). Stored cast
+    they give the same products; trained adapters stay fp32, and frozen weights are never
+    checkpointed."""
     if dtype is None:
         return
     for module in model.modules():
