@@ -64,6 +64,12 @@ class MeanInterest(UserModel):
         return self.out(running / count)
 
 
+def additive_mask(blocked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask (True: may not attend) as the additive one attention scores
+    take: 0 where attending is allowed, -inf where it is not."""
+    return torch.zeros_like(blocked, dtype=dtype).masked_fill(blocked, float("-inf"))
+
+
 class SelfAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` (batch first, same parameters) whose training forward pass
     computes the attention itself, so that the attention probabilities' dropout is a
@@ -81,10 +87,8 @@ class SelfAttention(nn.MultiheadAttention):
         heads = self.num_heads
         qkv = torch.nn.functional.linear(query, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-        if attn_mask is not None and attn_mask.dtype == torch.bool:  # True: may not attend
-            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(
-                attn_mask, float("-inf")
-            )
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = additive_mask(attn_mask, q.dtype)
         if self.training and query.device.type == "cpu":
             scores = q @ k.transpose(-1, -2) * (dim // heads) ** -0.5
             if attn_mask is not None:
@@ -160,8 +164,7 @@ class CausalTransformer(UserModel):
         post-norm ``TransformerEncoderLayer`` computes it (same modules), with ``blocked``
         (True: may not attend) as an additive mask made once for every layer."""
         x = self.dropout(self.norm(x))
-        mask = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
-        mask = mask.masked_fill(blocked, float("-inf"))
+        mask = additive_mask(blocked, x.dtype)
         for layer in self.encoder.layers:
             x = layer.norm1(x + layer.dropout1(layer.self_attn(x, x, x, attn_mask=mask)[0]))
             inner = layer.dropout(layer.activation(layer.linear1(x)))
