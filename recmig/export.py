@@ -175,7 +175,7 @@ def recbole_configs(out: Path, name: str, ratings: bool, has_source: bool) -> di
     evaluation = {
         "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
         "repeatable": False,
-        "metrics": ["NDCG", "Recall", "Hit", "MRR"],
+        "metrics": ["NDCG", "Recall", "Hit", "MRR", "Precision"],
         "topk": [10, 20],
         "valid_metric": "NDCG@10",
     }

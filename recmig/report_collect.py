@@ -97,6 +97,14 @@ def collect(sources: list[Path] | Path) -> pd.DataFrame:
     return runs[~np.array(superseded, dtype=bool)].reset_index(drop=True)
 
 
+SPLIT_SEED = "data.scenario.seed"
+SPLIT_STRIDE = 1000
+"""A run on another split of the same scenario (``data.scenario.seed`` = s) is another
+replicate of its cell, not another setting: its seed reads as ``seed + 1000 s``, so a cell's
+mean ± std spans splits and initialisations alike, and each user's metric is averaged over the
+runs where they were evaluated before the paired test (both sides ran the same splits)."""
+
+
 def _folder_runs(sweep_dir: Path) -> list[_Run]:
     found = []
     for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
@@ -106,14 +114,16 @@ def _folder_runs(sweep_dir: Path) -> list[_Run]:
         # The experiment names the bundle a run came from, not a setting: what differs between
         # bundles shows in the overrides (and data.* keys) that differ, so runs of two
         # experiments on one scenario (privacy_ml1m beside multi_source_ml1m) line up.
-        skipped = ("seed=", "strategy=", "hydra.", "paths.", "experiment=")
+        skipped = ("seed=", "strategy=", "hydra.", "paths.", "experiment=", SPLIT_SEED + "=")
         overrides = dict(o.split("=", 1) for o in listed if not o.startswith(skipped))
         metrics = json.loads(metrics_path.read_text())
         for name in ANALYSES:  # `recmig stream` / `faithfulness` summaries, when computed
             if (run / f"{name}.json").is_file():
                 analysed = json.loads((run / f"{name}.json").read_text())
                 metrics.update({f"{name}/{k}": v for k, v in analysed.items()})
-        row = {"strategy": cfg.strategy.name, "seed": cfg.seed, "run": str(run), **metrics}
+        split = int(OmegaConf.select(cfg, SPLIT_SEED, default=0) or 0)
+        seed = int(cfg.seed) + SPLIT_STRIDE * split
+        row = {"strategy": cfg.strategy.name, "seed": seed, "run": str(run), **metrics}
         found.append(_Run(row, overrides, cfg))
     return found
 

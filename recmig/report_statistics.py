@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recmig.evaluation.ranking import NEW_ITEMS
 from recmig.report_collect import from_one_earlier_report, user_rows
 
 BASELINE = "target_only"
@@ -47,9 +48,12 @@ def _per_user(runs: pd.DataFrame, group: str, column: str) -> pd.Series | None:
     """A metric per test user of ``group``, averaged over the runs (seeds); None if a run
     has no per-user rows or the metric is not per user (coverage is one number per run)."""
     tables = [user_rows(r) for r in runs["run"]]
+    if group == NEW_ITEMS:  # (its users are cold and warm ones: columns new_items/<metric>)
+        column = f"{NEW_ITEMS}/{column}"
     if any(t is None or column not in t.columns for t in tables):
         return None
-    stacked = pd.concat([t[t["group"] == group] for t in tables])
+    rows = [t if group == NEW_ITEMS else t[t["group"] == group] for t in tables]
+    stacked = pd.concat(rows)
     return stacked.groupby("user_id")[column].mean()
 
 

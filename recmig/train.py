@@ -380,8 +380,10 @@ def format_table(metrics: dict[str, float], title: str) -> str:
         )
     )
     wanted = [n for n in names if n.split("@")[0] in (*METRICS, "mae", "rmse")]
-    lines = [f"test metrics ({title})", "metric      " + "".join(f"{g:>10}" for g in groups)]
+    width = max([12, *(len(n) + 2 for n in wanted)])  # the longest name and a gap
+    header = f"{'metric':<{width}}" + "".join(f"{g:>10}" for g in groups)
+    lines = [f"test metrics ({title})", header]
     for name in wanted:
         row = "".join(f"{metrics[f'test/{g}/{name}']:>10.4f}" for g in groups)
-        lines.append(f"{name:<12}{row}")
+        lines.append(f"{name:<{width}}{row}")
     return "\n".join(lines)

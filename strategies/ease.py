@@ -39,12 +39,9 @@ def gram_matrix(x: sp.csr_matrix) -> np.ndarray:
     return gram
 
 
-def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarray:
-    """Columns ``columns`` of EASE's B from the Gram matrix X^T X, shape (N, len(columns)).
-
-    ``gram`` is overwritten: the Cholesky factor and then the inverse are computed in place
-    (LAPACK potrf/potri), so the peak is one N x N matrix.
-    """
+def inverse_lower(gram: np.ndarray, lam: float) -> np.ndarray:
+    """(X^T X + lambda I)^-1 in place of ``gram``, lower triangle only (LAPACK potrf/potri):
+    P[i, j] = result[max(i, j), min(i, j)]."""
     gram[np.diag_indices_from(gram)] += lam
     # LAPACK works in Fortran order; the transpose of the symmetric C-ordered Gram matrix is
     # the same matrix in Fortran order, so no copy is made.
@@ -53,6 +50,35 @@ def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarra
     inverse, info = potri(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverting X^T X + lambda I failed (LAPACK info {info})")
+    return inverse
+
+
+def ease_weights(
+    gram: np.ndarray, lam: float, columns: np.ndarray, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Columns ``columns`` of EASE's B from the Gram matrix X^T X, shape (N, len(columns)).
+
+    ``gram`` is overwritten: the Cholesky factor and then the inverse are computed in place
+    (LAPACK potrf/potri), so the peak is one N x N matrix (two with a ``prior``).
+
+    ``prior`` (N, len(columns)): regularise toward B0 instead of toward zero,
+    argmin ||X - X B||^2 + lambda ||B - B0||^2 s.t. diag(B) = 0, whose columns are (Lagrange,
+    as EASE's own derivation, with P = (X^T X + lambda I)^-1)
+
+        B[:, j] = B_ease[:, j] + lambda ((P B0)[:, j] - P[:, j] (P B0)[j, j] / P[j, j])
+
+    An item with many interactions follows them. An item with none (a zero Gram column) has no
+    data term at all: its zero column is unobserved, not evidence against it (the formula
+    would shrink B0 by lambda P as if every user had declined it), so its column is B0's.
+    """
+    unseen = np.diagonal(gram)[columns] == 0 if prior is not None else None
+    inverse = inverse_lower(gram, lam)
+    smoothed = None
+    if prior is not None:
+        full = np.tril(inverse)
+        full += np.tril(inverse, -1).T
+        smoothed = full @ prior.astype(full.dtype)  # P B0
+        del full
     # potri fills the lower triangle: P[i, j] = inverse[max(i, j), min(i, j)]. Columns are
     # read in blocks, so the peak stays one N x N matrix plus the (N, C) result.
     n = len(inverse)
@@ -63,6 +89,14 @@ def ease_weights(gram: np.ndarray, lam: float, columns: np.ndarray) -> np.ndarra
         cols = columns[start : start + block]
         p = np.where(rows >= cols[None, :], inverse[:, cols], inverse[cols, :].T)
         weights[:, start : start + block] = -p / np.diagonal(inverse)[cols]
+        if smoothed is not None:
+            part = smoothed[:, start : start + block]
+            own = part[cols, np.arange(len(cols))]  # (P B0)[j, j]
+            weights[:, start : start + block] += lam * (
+                part - p * (own / np.diagonal(inverse)[cols])
+            )
+    if unseen is not None:
+        weights[:, unseen] = prior[:, unseen]
     weights[columns, np.arange(len(columns))] = 0.0
     return weights
 
@@ -92,8 +126,9 @@ class EASE(ClosedFormStrategy):
         side information (:mod:`.text_ease`)."""
         return gram_matrix(self.item_matrix(matrix))
 
-    def fit(self, matrix: TrainingMatrix) -> None:
-        weights = ease_weights(self.gram(matrix), self.lam, self.target_columns())
+    def fit(self, matrix: TrainingMatrix, prior: np.ndarray | None = None) -> None:
+        """``prior``: (N, N_t) B0 to regularise the target columns toward (see ease_weights)."""
+        weights = ease_weights(self.gram(matrix), self.lam, self.target_columns(), prior)
         self.weights = self.token_rows(torch.from_numpy(weights))
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,10 @@
-"""Closed-form cold-start transfer: a ridge map fit on the cold-start task itself, EASE for warm.
+"""An item-space linear map with a source-side densifier (cold users), EASE for warm users.
+
+What it is: EMCDR's linear mapping (Man et al., IJCAI 2017) fit between item spaces instead of
+latent factors, i.e. a ridge regression from a user's source row to their target row, with the
+source row first densified by source-side EASE (Steck, WWW 2019) and, optionally, the language
+model's text neighbours. :mod:`.ridge_map` is the same map without the densifier and the text
+(the baseline that shows what they add); :mod:`.text_prior` regularises the map toward text.
 
 EASE (:mod:`.ease`) learns the source -> target weights of B as what a source item adds to a
 target item *given all the user's other items*, target items included. A cold user has no
@@ -82,7 +88,7 @@ def text_neighbours(text: np.ndarray, k: int) -> np.ndarray:
 
 class RidgeTransfer(ClosedFormStrategy):
     description = (
-        "closed form: ridge map from densified source history to target (cold), EASE (warm)"
+        "closed form: item-space ridge map from the densified source row (cold), EASE (warm)"
     )
     needs_source = True
     releases_source = True
@@ -142,27 +148,50 @@ class RidgeTransfer(ClosedFormStrategy):
             d += self.text_weight * text_neighbours(text, self.k).astype(np.float32)
         return d
 
+    def warm_prior(self, matrix: TrainingMatrix) -> np.ndarray | None:
+        """(N, N_t) weights B0 from every item to the target items that the warm EASE is
+        regularised toward instead of toward zero; None here (a subclass with side
+        information provides one, :mod:`.text_prior`)."""
+        return None
+
+    def cold_prior(
+        self, matrix: TrainingMatrix, source: np.ndarray, fitted: np.ndarray, seen: np.ndarray
+    ) -> np.ndarray | None:
+        """(N_s, N_t) map M0 that the cold map is regularised toward (None: toward zero), from
+        the map ``fitted`` without one and the target items ``seen`` in its fitting data."""
+        return None
+
     def fit(self, matrix: TrainingMatrix) -> None:
-        self.warm.fit(self.target_side(matrix) if self.release is not None else matrix)
+        private = self.release is not None
+        warm_prior = None if private else self.warm_prior(matrix)
+        self.warm.fit(self.target_side(matrix) if private else matrix, warm_prior)
         x = self.item_matrix(matrix).tocsc()
         domain = matrix.item_domain[1:]
         source, target = np.flatnonzero(domain == SOURCE), np.flatnonzero(domain == TARGET)
         x_source, x_target = x[:, source].tocsr(), x[:, self.target_columns()].tocsr()
         d = self.densifier(x_source, source)
         both = (x_source.getnnz(axis=1) > 0) & (x_target.getnnz(axis=1) > 0)
-        if not both.any():
+        if not both.any() and warm_prior is None:
             raise ValueError(
                 "strategy=ridge_transfer fits its cold-start map on users with both source and "
                 "target training interactions; the scenario has none"
             )
-        if self.release is not None:
+        if private:
             self.fit_private(x_source, x_target, d, both, source)
             return
         xs, xt = x_source[both], x_target[both]
         gram = d.T @ gram_matrix(xs) @ d
         gram[np.diag_indices_from(gram)] += self.map_lam
+        factor = scipy.linalg.cho_factor(gram, check_finite=False)
         cross = d.T @ (xs.T @ xt).toarray()
-        mapping = scipy.linalg.solve(gram, cross, assume_a="pos", check_finite=False)
+        mapping = scipy.linalg.cho_solve(factor, cross, check_finite=False)
+        seen = xt.getnnz(axis=0) > 0
+        prior = None if private else self.cold_prior(matrix, source, d @ mapping, seen)
+        if prior is not None:  # argmin ||X_T - X_S D M||^2 + mu ||M - M0||^2
+            mapping = scipy.linalg.cho_solve(factor, cross + self.map_lam * prior)
+            # A target item no fitting user has has no data term: its zero column is
+            # unobserved, not evidence against it, so its map is the prior's.
+            mapping[:, ~seen] = prior[:, ~seen]
         weights = np.zeros((x.shape[1], len(target)), dtype=np.float32)
         weights[source] = d @ mapping
         self.cold_weights = self.token_rows(torch.from_numpy(weights))

@@ -41,21 +41,25 @@ def test_train_end_to_end_on_real_movielens_with_wandb(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
         for group in ("cold", "warm"):
-            for name in ("recall", "ndcg", "hit", "mrr"):
+            for name in ("recall", "ndcg", "hit", "mrr", "precision", "f1"):
                 for k in (5, 10, 20):
                     value = metrics[f"{split}/{group}/{name}@{k}"]
                     assert 0.0 <= value <= 1.0
             at = {
                 (name, k): metrics[f"{split}/{group}/{name}@{k}"]
-                for name in ("recall", "ndcg", "hit", "mrr")
+                for name in ("recall", "ndcg", "hit", "mrr", "precision", "f1")
                 for k in (5, 10, 20)
             }
             for name in ("recall", "hit", "mrr"):  # a longer list finds at least as much
                 assert at[(name, 5)] <= at[(name, 10)] <= at[(name, 20)]
             for k in (5, 10, 20):  # a user counted in recall, MRR or NDCG has a hit
                 assert max(at[("recall", k)], at[("mrr", k)], at[("ndcg", k)]) <= at[("hit", k)]
+                assert max(at[("precision", k)], at[("f1", k)]) <= at[("hit", k)]
                 if group == "warm":  # one held-out item each: recall is the hit rate
                     assert at[("recall", k)] == pytest.approx(at[("hit", k)])
+                    # ... precision the hit rate over K, F1 2 hits / (K + 1)
+                    assert at[("precision", k)] == pytest.approx(at[("hit", k)] / k, rel=1e-4)
+                    assert at[("f1", k)] == pytest.approx(2 * at[("hit", k)] / (k + 1), rel=1e-4)
     # Learned something: far above a random ranking of ~1000 target items (NDCG@10 ~ 0.005).
     assert metrics["test/warm/hit@20"] > 0.05 and metrics["test/cold/ndcg@10"] > 0.05
     scenario = json.loads((out / "scenario.json").read_text())

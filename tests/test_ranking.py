@@ -2,14 +2,16 @@ import math
 
 import pytest
 import torch
+from torchmetrics.functional.retrieval import retrieval_precision, retrieval_recall
 from torchmetrics.retrieval import (
     RetrievalHitRate,
     RetrievalMRR,
     RetrievalNormalizedDCG,
+    RetrievalPrecision,
     RetrievalRecall,
 )
 
-from recmig.evaluation.ranking import ranking_metrics
+from recmig.evaluation.ranking import METRICS, ranking_metrics
 
 
 def test_hand_computed_single_relevant_item():
@@ -22,6 +24,10 @@ def test_hand_computed_single_relevant_item():
     assert m["ndcg@3"].item() == pytest.approx(1 / math.log2(4))
     assert m["mrr@3"].item() == pytest.approx(1 / 3)
     assert m["mrr@2"].item() == 0
+    assert m["precision@2"].item() == 0 and m["f1@2"].item() == 0  # P + R = 0: F1 is 0
+    assert m["precision@3"].item() == pytest.approx(1 / 3)
+    assert m["f1@3"].item() == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))  # = 0.5
+    assert set(m) == {f"{name}@{k}" for name in METRICS for k in (2, 3)}
 
 
 def test_hand_computed_exclusion_and_several_relevant():
@@ -41,12 +47,32 @@ def test_hand_computed_exclusion_and_several_relevant():
     idcg = 1 + 1 / math.log2(3)
     assert m["ndcg@3"].item() == pytest.approx((1 + 1 / math.log2(4)) / idcg)
     assert m["recall@3"].item() == pytest.approx(1.0)
+    assert m["precision@3"].item() == pytest.approx(2 / 3)
+    assert m["f1@3"].item() == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))  # = 0.8
 
 
-@pytest.mark.parametrize("k", [1, 5, 10])
+def test_precision_divides_by_k_when_the_catalogue_is_smaller():
+    # RecBole's Precision@K is over K slots: a 4-item catalogue fills at most 4 of 10, so the
+    # first user's two relevant items give 2/10, not 2/4 (min(K, catalogue)) nor 2/3 (the items
+    # left once the training item is excluded).
+    scores = torch.tensor([[0.5, 0.8, 0.1, 0.9], [0.5, 0.8, 0.1, 0.9]])
+    relevant = torch.tensor([[True, True, False, False], [False, False, True, False]])
+    excluded = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    m = ranking_metrics(scores, relevant, excluded, ks=(2, 10))
+    assert m["precision@10"].tolist() == pytest.approx([2 / 10, 1 / 10])
+    assert m["recall@10"].tolist() == pytest.approx([1.0, 1.0])
+    assert m["f1@10"].tolist() == pytest.approx([2 * 2 / (10 + 2), 2 * 1 / (10 + 1)])
+    # At K=2 the second user's relevant item (rank 4) is out of the list.
+    assert m["precision@2"].tolist() == pytest.approx([1.0, 0.0])
+    assert m["f1@2"].tolist() == pytest.approx([1.0, 0.0])
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 60])
 def test_agrees_with_torchmetrics(k):
     gen = torch.Generator().manual_seed(k)
-    scores = torch.randn(32, 50, generator=gen)
+    # Positive scores: torchmetrics (1.9) counts a relevant item only where its score is > 0
+    # (the sigmoid keeps the ranking of the normal draws). k=60 is beyond the 50 items.
+    scores = torch.randn(32, 50, generator=gen).sigmoid()
     relevant = torch.rand(32, 50, generator=gen) < 0.08
     relevant[relevant.sum(1) == 0, 0] = True
     ours = ranking_metrics(scores, relevant, ks=(k,))
@@ -56,10 +82,22 @@ def test_agrees_with_torchmetrics(k):
         "ndcg": RetrievalNormalizedDCG(top_k=k),
         "hit": RetrievalHitRate(top_k=k),
         "mrr": RetrievalMRR(top_k=k),
+        # adaptive_k=False (the default, spelled out): over k even beyond the catalogue, as RecBole
+        "precision": RetrievalPrecision(top_k=k, adaptive_k=False),
     }
     for name, metric in reference.items():
         expected = metric(scores.flatten(), relevant.flatten(), indexes=indexes.flatten())
         assert ours[f"{name}@{k}"].mean().item() == pytest.approx(expected.item(), abs=1e-6), name
+    # Per user: precision as torchmetrics', F1 as the harmonic mean of its precision and recall.
+    users = list(zip(scores, relevant, strict=True))
+    precision = torch.stack([retrieval_precision(s, r, top_k=k) for s, r in users])
+    recall = torch.stack([retrieval_recall(s, r, top_k=k) for s, r in users])
+    both = precision + recall
+    f1 = torch.where(both > 0, 2 * precision * recall / both, torch.zeros_like(both))
+    assert torch.allclose(ours[f"precision@{k}"], precision, atol=1e-6)
+    assert torch.allclose(ours[f"f1@{k}"], f1, atol=1e-6)
+    if k < 50:  # both branches of the F1 formula are exercised (at 60 every user has a hit)
+        assert (f1 == 0).any() and (f1 > 0).any()
 
 
 def test_user_without_relevant_item_is_rejected():

@@ -93,6 +93,8 @@ class TrainingMatrix:
     entries; pairs without a rating are absent, so a dataset without ratings gives none)."""
     item_domain: np.ndarray
     """(vocab_size - 1,) SOURCE or TARGET per token below BOS (``Scenario.item_domain``)."""
+    zero_shot: bool = False
+    """The target domain has no training interaction by design (``Scenario.zero_shot``)."""
 
 
 class ScenarioTensors:
@@ -153,6 +155,12 @@ class ScenarioTensors:
         self.target_local = local  # item index -> column in the target score matrix
         self.target_train_items = by_user[TARGET]
         self.cold_items = scenario.cold.groupby("user")["item"].agg(list).to_dict()
+        # (N_t,) bool: target catalogue positions of the items new by construction, or None.
+        self.new_item_mask = (
+            torch.from_numpy(np.isin(scenario.catalog(TARGET), scenario.new_items))
+            if len(scenario.new_items)
+            else None
+        )
 
     def input_matrix(self, split: str) -> sp.csr_matrix:
         """(num_users, vocab_size) binary float32: every item a user had interacted with before
@@ -185,7 +193,10 @@ class ScenarioTensors:
     def training_matrix(self) -> TrainingMatrix:
         """The training interactions as sparse matrices (see :class:`TrainingMatrix`)."""
         return TrainingMatrix(
-            self.input_matrix("val"), self.rating_matrix("val"), self.scenario.item_domain
+            self.input_matrix("val"),
+            self.rating_matrix("val"),
+            self.scenario.item_domain,
+            zero_shot=self.scenario.zero_shot,
         )
 
     @cached_property
@@ -342,6 +353,8 @@ class CrossDomainDataModule(L.LightningDataModule):
             c = users["is_cold"][start : start + self.cfg.eval_batch_size]
             relevant, excluded = self.tensors.relevance_and_exclusion(u, c, split)
             batch = {"user": u, "is_cold": c, "relevant": relevant, "excluded": excluded}
+            if self.tensors.new_item_mask is not None:  # (N_t,): the evaluator's new_items group
+                batch["new_items"] = self.tensors.new_item_mask
             if self.ratings:  # NaN except the held-out items' ratings
                 catalog = self.tensors.target_catalog.expand(len(u), -1)
                 ratings = self.tensors.ratings_of(u, catalog)

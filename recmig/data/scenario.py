@@ -3,7 +3,8 @@
 The builder turns canonical tables (see :mod:`recmig.data.schema`) into the split every
 strategy trains and is evaluated on:
 
-1. keep interactions with ``rating >= min_rating`` (when set);
+1. keep interactions with ``rating >= min_rating`` (when set), and a random share
+   ``interaction_fraction`` of them (when below 1: a sparse version of a dense dataset);
 2. assign each item a domain, either from an item attribute (default for MovieLens: the first
    genre listed for the movie) or from the interactions' ``domain`` column (Amazon: one domain
    per category file); or, with ``time_split``, split by time: interactions before that
@@ -65,12 +66,16 @@ class ScenarioConfig:
     """`first`: the first entry of a ', '-separated list (MovieLens genres); `whole`: the value."""
     min_rating: float | None = None
     """Keep interactions rated at least this (implicit feedback from explicit ratings)."""
+    interaction_fraction: float = 1.0
+    """Keep this random share of the interactions (drawn with ``seed``, after ``min_rating``
+    and before the k-cores): a sparser version of a dense dataset."""
     user_core: int = 0
     """Drop users with fewer interactions than this inside a domain (iterated with item_core)."""
     item_core: int = 0
     """Drop items with fewer interactions than this (iterated with user_core)."""
-    cold_fraction: float = 0.2
-    """beta: share of overlapping users whose target interactions are all held out."""
+    cold_fraction: float | None = 0.2
+    """beta: share of overlapping users whose target interactions are all held out; null only
+    with ``zero_shot`` (which makes every overlapping user cold)."""
     cold_validation_share: float = 0.5
     """Share of the cold users that form the validation group; the rest form the test group."""
     seed: int = 0
@@ -86,6 +91,18 @@ class ScenarioConfig:
     the target (domain_field and the domain lists are then unused). An item rated in both
     windows becomes two items, one per window, that share their text."""
 
+    new_item_fraction: float = 0.0
+    """Share of target items made *new*: every training interaction with them is removed
+    (after the cold/warm split, so their held-out interactions stay in the validation and test
+    sets of warm and cold users). Only an item's text can bring it into a list."""
+    new_item_order: str = "random"
+    """Which target items are new: `random` (drawn with ``seed``) or `newest` (latest first
+    interaction, as a catalogue that grows over time)."""
+    zero_shot: bool = False
+    """A target platform with no interaction history: every target interaction leaves
+    training; users with source history are all cold (validation / test by
+    ``cold_validation_share``), users without any are not evaluated."""
+
     use_sources: list[str] | None = None
     """Source domains (names of ``source_domains`` groups) whose interactions strategies see;
     null = all. The split is drawn over every source domain first, so runs that use
@@ -93,8 +110,32 @@ class ScenarioConfig:
     all, on one split); a cold user whose history lies only in unused domains has none."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.cold_fraction < 1.0:
+        if self.zero_shot and self.cold_fraction is not None:
+            raise ValueError(
+                "scenario.zero_shot makes every user with source history cold, so "
+                f"scenario.cold_fraction must be null with it, got {self.cold_fraction}"
+            )
+        if self.zero_shot and self.new_item_fraction > 0:
+            raise ValueError(
+                "scenario.zero_shot holds out every target interaction already; "
+                f"scenario.new_item_fraction must be 0 with it, got {self.new_item_fraction}"
+            )
+        if not self.zero_shot and (
+            self.cold_fraction is None or not 0.0 <= self.cold_fraction < 1.0
+        ):
             raise ValueError(f"scenario.cold_fraction must be in [0, 1), got {self.cold_fraction}")
+        if not 0.0 < self.interaction_fraction <= 1.0:
+            raise ValueError(
+                f"scenario.interaction_fraction must be in (0, 1], got {self.interaction_fraction}"
+            )
+        if not 0.0 <= self.new_item_fraction < 1.0:
+            raise ValueError(
+                f"scenario.new_item_fraction must be in [0, 1), got {self.new_item_fraction}"
+            )
+        if self.new_item_order not in ("random", "newest"):
+            raise ValueError(
+                f"scenario.new_item_order must be 'random' or 'newest', got {self.new_item_order!r}"
+            )
         if not 0.0 < self.cold_validation_share < 1.0:
             raise ValueError(
                 "scenario.cold_validation_share must be in (0, 1), "
@@ -194,6 +235,7 @@ class Scenario:
             names groups; none in a single-domain scenario).
         item_source: (num_items + 1,) index into ``source_names`` of each source item's
             domain, -1 for target items and padding.
+        new_items: target items whose training interactions were all removed.
     """
 
     items: pd.DataFrame
@@ -207,6 +249,11 @@ class Scenario:
     user_profiles: pd.DataFrame | None = None
     source_names: tuple[str, ...] = (ONE_SOURCE,)
     item_source: np.ndarray | None = None
+    new_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Item indices of the target items with no training interaction by construction
+    (``new_item_fraction``), ascending; empty otherwise."""
+    zero_shot: bool = False
+    """The target platform has no training interaction by design (``zero_shot``)."""
 
     def __post_init__(self) -> None:
         if self.item_source is None:  # one source domain: every source item belongs to it
@@ -234,6 +281,9 @@ def build_scenario(data: InteractionData, cfg: ScenarioConfig) -> Scenario:
                 f"scenario.min_rating={cfg.min_rating} but dataset {data.name!r} has no ratings"
             )
         inter = inter[inter["rating"] >= cfg.min_rating]
+    if cfg.interaction_fraction < 1.0:  # (a stream of its own: the split's draws are unchanged)
+        keep = np.random.default_rng([cfg.seed, 2]).random(len(inter)) < cfg.interaction_fraction
+        inter = inter[keep]
     if cfg.time_split is not None:
         inter, data = _time_windows(inter, data, cfg.time_split)
         inter["source_group"] = np.where(inter["domain_side"] == SOURCE, 0, -1)
@@ -379,7 +429,13 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     target = inter[inter["domain"] == TARGET]
     target_users = target["user"].unique()
     overlap = np.intersect1d(inter.loc[inter["domain"] == SOURCE, "user"].unique(), target_users)
-    if cfg.has_source and len(overlap) == 0 and cfg.cold_fraction > 0:
+    if cfg.zero_shot and not cfg.has_source:
+        raise ValueError(
+            "scenario.zero_shot needs scenario.source_domains: users reach a target platform "
+            "without history only through their source history"
+        )
+    cold_fraction = 1.0 if cfg.zero_shot else cfg.cold_fraction
+    if cfg.has_source and len(overlap) == 0 and cold_fraction > 0:
         raise ValueError(
             f"scenario.source_domains and scenario.target_domains: no user of {data.name!r} "
             f"has interactions in both the source domains {cfg.source_domains} and the target "
@@ -388,7 +444,7 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
             "cold_fraction 0 for transfer through items only"
         )
     rng = np.random.default_rng(cfg.seed)
-    n_cold = int(round(cfg.cold_fraction * len(overlap))) if cfg.has_source else 0
+    n_cold = int(round(cold_fraction * len(overlap))) if cfg.has_source else 0
     cold_users = rng.permutation(overlap)[:n_cold]
     n_cold_val = int(round(cfg.cold_validation_share * n_cold))
     cold_group = pd.Series(
@@ -403,11 +459,19 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
     )
 
     warm_target = inter[(inter["domain"] == TARGET) & ~is_cold_target]
+    if cfg.zero_shot:  # no target history at all: users without a source one leave too
+        warm_target = warm_target.iloc[:0]
     split = _warm_split(warm_target, cfg, rng)
     held = ["user", "item", "timestamp", "rating"]
     warm = warm_target.loc[split.index, held].assign(split=split.to_numpy())
     held_out = is_cold_target.copy()
     held_out.loc[warm.index] = True
+    if cfg.zero_shot:
+        held_out |= inter["domain"] == TARGET
+    # New items are drawn after the user split (and from a stream of their own, so a scenario
+    # without them is the one it always was): their held-out interactions stay evaluated.
+    new_items = _new_items(target, cfg)
+    held_out |= inter["item"].isin(new_items)
     if cfg.use_sources is not None:  # unused source domains leave after the draw
         used = [i for i, name in enumerate(cfg.source_groups) if name in cfg.use_sources]
         unused = (inter["domain"] == SOURCE) & ~inter["source_group"].isin(used)
@@ -437,10 +501,27 @@ def _split(inter: pd.DataFrame, data: InteractionData, cfg: ScenarioConfig) -> S
         user_profiles=_profiles(data, user_ids),
         source_names=tuple(used),
         item_source=item_source,
+        new_items=new_items,
+        zero_shot=cfg.zero_shot,
     )
     scenario.stats = _statistics(inter, scenario, overlap, cold_group)
     log.info("scenario: %s", scenario.stats)
     return scenario
+
+
+def _new_items(target: pd.DataFrame, cfg: ScenarioConfig) -> np.ndarray:
+    """Item indices of the target items made new (``new_item_fraction``, ``new_item_order``)."""
+    catalogue = np.sort(target["item"].unique())
+    n_new = int(round(cfg.new_item_fraction * len(catalogue)))
+    if n_new == 0:
+        return np.zeros(0, dtype=np.int64)
+    if cfg.new_item_order == "newest":
+        first = target.groupby("item")["timestamp"].min().loc[catalogue].to_numpy()
+        # Latest first interaction first; ties by item index (a stable sort): deterministic.
+        chosen = catalogue[np.argsort(-first, kind="stable")[:n_new]]
+    else:
+        chosen = np.random.default_rng([cfg.seed, 1]).permutation(catalogue)[:n_new]
+    return np.sort(chosen).astype(np.int64)
 
 
 def _warm_split(warm_target: pd.DataFrame, cfg: ScenarioConfig, rng) -> pd.Series:
@@ -508,5 +589,12 @@ def _statistics(inter, scenario: Scenario, overlap, cold_group) -> dict[str, int
     stats["cold/val_users"] = int((cold_group == COLD_VAL).sum())
     stats["cold/test_users"] = int((cold_group == COLD_TEST).sum())
     stats["warm/users"] = int(scenario.warm["user"].nunique())
+    if len(scenario.new_items):
+        new = scenario.new_items
+        stats["new_items/items"] = int(len(new))
+        stats["new_items/test_interactions"] = int(
+            scenario.cold.loc[scenario.cold["group"] == COLD_TEST, "item"].isin(new).sum()
+            + scenario.warm.loc[scenario.warm["split"] == "test", "item"].isin(new).sum()
+        )
     stats["train/interactions"] = int(len(scenario.train))
     return stats

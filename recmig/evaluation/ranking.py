@@ -1,11 +1,15 @@
 """Full-ranking metrics over a whole catalogue, one value per user.
 
 Definitions (RecBole's, which torchmetrics' retrieval metrics share; tests check both agree):
-    Hit@K    = 1 if any relevant item is in the top K
-    Recall@K = |relevant in top K| / |relevant|
-    NDCG@K   = sum_{r <= K, item_r relevant} 1/log2(r + 1) / IDCG@K,
-               IDCG@K = sum_{r <= min(K, |relevant|)} 1/log2(r + 1)
-    MRR@K    = 1 / rank of the first relevant item if it is in the top K, else 0
+    Hit@K       = 1 if any relevant item is in the top K
+    Recall@K    = |relevant in top K| / |relevant|
+    NDCG@K      = sum_{r <= K, item_r relevant} 1/log2(r + 1) / IDCG@K,
+                  IDCG@K = sum_{r <= min(K, |relevant|)} 1/log2(r + 1)
+    MRR@K       = 1 / rank of the first relevant item if it is in the top K, else 0
+    Precision@K = |relevant in top K| / K, over K even where the catalogue holds fewer than K
+                  items (RecBole's; torchmetrics' RetrievalPrecision with adaptive_k=False)
+    F1@K        = 2 Precision@K Recall@K / (Precision@K + Recall@K), 0 where both are 0,
+                  i.e. 2 |relevant in top K| / (K + |relevant|) (no RecBole metric: the formula)
 Items a user saw in training are excluded from the ranking (their scores set to -inf) before
 the top K is taken. Ties are broken by catalogue order (a stable sort), never by relevance, and
 never by how the users happen to be batched (torch.topk's order among ties depends on the
@@ -17,7 +21,11 @@ from __future__ import annotations
 
 import torch
 
-METRICS = ("recall", "ndcg", "hit", "mrr")
+NEW_ITEMS = "new_items"
+"""The metric group of items with no training interaction (``data.scenario.new_item_fraction``):
+``<split>/new_items/<metric>`` in metrics.json, ``new_items/<metric>`` in test_users.parquet."""
+
+METRICS = ("recall", "ndcg", "hit", "mrr", "precision", "f1")
 
 
 def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -70,8 +78,14 @@ def metrics_of_top(
         kk = min(k, k_max)
         hit_k = hits[:, :kk]
         ideal = torch.cumsum(discount, 0)[(n_relevant.clamp(max=kk) - 1)]
-        out[f"recall@{k}"] = hit_k.sum(1) / n_relevant
+        found = hit_k.sum(1)
+        recall = found / n_relevant
+        precision = found / k  # k, not kk: the slots a short catalogue leaves empty count
+        both = precision + recall
+        out[f"recall@{k}"] = recall
         out[f"ndcg@{k}"] = (hit_k * discount[:kk]).sum(1) / ideal
-        out[f"hit@{k}"] = (hit_k.sum(1) > 0).float()
+        out[f"hit@{k}"] = (found > 0).float()
         out[f"mrr@{k}"] = torch.where(first_hit <= kk, 1.0 / first_hit, torch.zeros_like(first_hit))
+        out[f"precision@{k}"] = precision
+        out[f"f1@{k}"] = torch.where(both > 0, 2 * precision * recall / both, 0.0)
     return out

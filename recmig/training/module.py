@@ -19,11 +19,16 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
-from recmig.evaluation.ranking import METRICS, metrics_of_top, top_items
+from recmig.evaluation.ranking import METRICS, NEW_ITEMS, metrics_of_top, top_items
 from recmig.strategy import TransferStrategy
 from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
 
 GROUPS = ("cold", "warm")
+# NEW_ITEMS, where the scenario has new items (data.scenario.new_item_fraction): every metric
+# over the new items alone (ranked among themselves, the held-out ones relevant), over the users
+# (cold and warm) who have one: how well a model orders items it never saw interacted with; and
+# share@K, the share of the full ranking's top-K slots given to new items, over every evaluated
+# user: how far it lets them in. Not part of the selection metric's mean.
 ERROR_METRICS = ("mae", "rmse")
 """Errors of predictions against held-out ratings the evaluator can compute per group."""
 
@@ -46,10 +51,12 @@ class TransferModule(L.LightningModule):
         self.ks = tuple(ks)
         names = [f"{m}@{k}" for m in METRICS for k in self.ks]
         self.metric_names = names
+        self.new_item_names = (*names, *(f"share@{k}" for k in self.ks))
         self.means = torch.nn.ModuleDict(
             {f"{g}_{n}".replace("@", "_"): MeanMetric() for g in GROUPS for n in names}
+            | {f"{NEW_ITEMS}_{n}".replace("@", "_"): MeanMetric() for n in self.new_item_names}
         )
-        self.users_seen = {g: 0 for g in GROUPS}
+        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
         self.test_records: list[dict[str, torch.Tensor]] = []
         # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
         self.error_names = tuple(strategy.objective.error_metrics)
@@ -122,6 +129,7 @@ class TransferModule(L.LightningModule):
             rated = ~torch.isnan(batch["relevant_ratings"])
             errors = scores - batch["relevant_ratings"]
             values.update(self._user_errors(errors, rated))
+        new_values = self._new_item_metrics(scores, top, batch) if NEW_ITEMS in batch else {}
         if self.trainer.testing:
             weights = self.strategy.transfer_weights(batch)
             self.test_records.append(
@@ -130,6 +138,7 @@ class TransferModule(L.LightningModule):
                     "is_cold": batch["is_cold"],
                     "top": top,
                     **values,
+                    **new_values,
                     **weights,
                 }
             )
@@ -140,6 +149,34 @@ class TransferModule(L.LightningModule):
                     self.means[f"{group}_{name}".replace("@", "_")].update(values[name][rows])
                 if errors is not None:
                     self._update_errors(group, rows.unsqueeze(1) & rated, errors)
+
+    def _new_item_metrics(
+        self, scores: torch.Tensor, top: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The ``new_items`` group's per-user values (NaN for a user with no held-out new
+        item; ``share@K`` of the full ranking ``top`` for everyone), added to its running
+        means."""
+        is_new = batch[NEW_ITEMS]
+        relevant = batch["relevant"] & is_new
+        rows = relevant.any(1)
+        out = {}
+        if rows.any():
+            self.users_seen[NEW_ITEMS] += int(rows.sum())
+            known = ~is_new.expand(int(rows.sum()), -1)
+            if batch["excluded"] is not None:
+                known = known | batch["excluded"][rows]
+            new_top = top_items(scores[rows], known, max(self.ks))
+            for name, value in metrics_of_top(new_top, relevant[rows], self.ks).items():
+                column = torch.full(rows.shape, float("nan"), device=top.device)
+                column[rows] = value
+                out[name] = column
+        for k in self.ks:
+            out[f"share@{k}"] = is_new[top[:, :k]].float().sum(1) / k
+        for name, column in out.items():
+            defined = ~torch.isnan(column)
+            if defined.any():
+                self.means[f"{NEW_ITEMS}_{name}".replace("@", "_")].update(column[defined])
+        return {f"{NEW_ITEMS}/{name}": column for name, column in out.items()}
 
     @staticmethod
     def _user_errors(errors: torch.Tensor, rated: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -177,20 +214,25 @@ class TransferModule(L.LightningModule):
             ]
             if per_group:  # (rating errors need ratings: none when the dataset has none)
                 logged[f"{split}/{name}"] = torch.stack(per_group).mean()
+        if self.means[f"{NEW_ITEMS}_share_{self.ks[0]}"].update_called:
+            for name in self.new_item_names:
+                metric = self.means[f"{NEW_ITEMS}_{name}".replace("@", "_")]
+                if metric.update_called:
+                    logged[f"{split}/{NEW_ITEMS}/{name}"] = metric.compute()
         headline = f"{split}/{self.selection}"
         if headline in logged:  # (a per-group headline is absent when that group is)
             self.log(headline, logged.pop(headline), prog_bar=True)
         self.log_dict(logged, prog_bar=False)
         for metric in (*self.means.values(), *self.rating_means.values()):
             metric.reset()
-        self.users_seen = {g: 0 for g in GROUPS}
+        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
 
     def on_train_start(self) -> None:
         self.strategy.refresh()
 
     def on_validation_epoch_start(self) -> None:
         self.strategy.refresh()
-        self.users_seen = {g: 0 for g in GROUPS}
+        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -200,7 +242,7 @@ class TransferModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.strategy.refresh()
-        self.users_seen = {g: 0 for g in GROUPS}
+        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
         self.test_records = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -213,13 +255,14 @@ class TransferModule(L.LightningModule):
         """One row per user of the last test pass: ``user`` (index), ``group`` (cold/warm),
         every metric (with the rating objective also the user's ``mae`` and ``rmse``), and
         ``top``: the top-K target catalogue positions, best first; and the strategy's
-        per-user domain weights (``weight/<domain>``, :meth:`TransferStrategy.transfer_weights`)."""
+        per-user domain weights (``weight/<domain>``, :meth:`TransferStrategy.transfer_weights`);
+        with new items, the ``new_items/<metric>`` columns (NaN where the user has none)."""
         if not self.test_records:
             raise RuntimeError("test_users() needs a finished test pass (trainer.test)")
         records = self.test_records
         joined = {k: torch.cat([r[k] for r in records]).cpu() for k in records[0]}
-        weights = [k for k in joined if k.startswith("weight/")]
-        columns = (*self.metric_names, *self.error_names, *weights)
+        extra = [k for k in joined if k.startswith(("weight/", f"{NEW_ITEMS}/"))]
+        columns = (*self.metric_names, *self.error_names, *extra)
         table = pd.DataFrame({name: joined[name].numpy() for name in columns})
         table.insert(0, "group", ["cold" if c else "warm" for c in joined["is_cold"].tolist()])
         table.insert(0, "user", joined["user"].numpy())
