@@ -43,7 +43,9 @@ def main() -> None:
             a, b = ours[metric].mean(), base[metric].mean()
             p, test = paired_test(ours, base, metric)
             change = f"{100 * (a / b - 1):+.1f}%" if b else "n/a"
-            shown = f"{p:.2g}" + (" (over seeds)" if test == "seeds" else "")
+            shown = "<0.001" if p < 0.001 else f"{p:.2g}"
+            if test == "seeds":
+                shown += " (t over seeds)"
             name = setting or "(default)"
             print(f"| {name} | {metric} | {a:.4f} | {b:.4f} | {change} | {shown} |")
 
