@@ -187,3 +187,11 @@ def test_evaluator_ranks_new_items_among_themselves(text_setup):
     torch.testing.assert_close(values["new_items/ndcg@5"][rows], by_hand["ndcg@5"])
     assert torch.isnan(values["new_items/ndcg@5"][~rows]).all()
     torch.testing.assert_close(values["new_items/share@5"], new[top].float().sum(1) / 5)
+
+
+def test_a_target_stream_in_a_zero_shot_scenario_is_a_clear_error(data, scenario_cfg):
+    s = build_scenario(data, replace(scenario_cfg, zero_shot=True, cold_fraction=None))
+    tensors = ScenarioTensors(s, 8)
+    with pytest.raises(ValueError, match="no target training interaction.*zero_shot"):
+        tensors.windows("target")
+    assert len(tensors.windows("source")["user"]) > 0  # source sequences train as before

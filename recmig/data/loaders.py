@@ -230,6 +230,18 @@ class ScenarioTensors:
             users = sorted(set(self.sequences["source"]) & set(self.sequences["target"]))
             users_t = torch.tensor(users, dtype=torch.long)
             return {"user": users_t, "stream": torch.full_like(users_t, STREAM_ID[stream])}
+        if not self.sequences[stream]:
+            raise ValueError(
+                f"the strategy trains on the {stream!r} stream, but this scenario has no "
+                f"{stream} training interaction"
+                + (
+                    " (data.scenario.zero_shot: the target platform has no history); strategies "
+                    "that reach target items from source histories through text run there "
+                    "(content_knn, text_prior, pooled)"
+                    if self.scenario.zero_shot
+                    else ""
+                )
+            )
         inputs, labels, users = [], [], []
         for u, seq in sorted(self.sequences[stream].items()):
             x, y = sequence_windows(np.asarray(seq), self.max_len, self.bos)
