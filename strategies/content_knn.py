@@ -22,61 +22,30 @@ k x catalogue, not with its square.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import TrainingMatrix
 from recmig.strategy import StrategyContext
 
+from .itemknn import NeighbourVotes
 from .text_ease import item_text
 
-BLOCK_BYTES = 2**27
-"""Size of the dense block of similarities (some items x all target items) computed at once."""
 
-
-class ContentKNN(ClosedFormStrategy):
+class ContentKNN(NeighbourVotes):
     description = "baseline: language-model text cosine, k nearest target items per history item"
 
     def __init__(self, context: StrategyContext, k: int = 100, alpha: float = 1.0):
-        super().__init__(context)
-        if k < 1:
-            raise ValueError(f"strategy.k must be an integer >= 1 (neighbours kept), got {k}")
+        super().__init__(context, k)
         if not alpha > 0:
             raise ValueError(f"strategy.alpha must be > 0 (similarity exponent), got {alpha}")
-        self.k, self.alpha = int(k), float(alpha)
-        self.register_fitted("neighbours")  # (N, k) target catalogue positions per item
-        self.register_fitted("similarity")  # (N, k) their weights
+        self.alpha = float(alpha)
 
     def fit(self, matrix: TrainingMatrix) -> None:
         # The training interactions are not read: the model is the item text alone.
         text = item_text(self.context, "content_knn")  # (N, d), row j is token j + 1
-        n = text.shape[0]
-        columns = self.target_columns()
-        target = np.ascontiguousarray(text[columns].T)  # (d, N_t)
-        k = min(self.k, len(columns))
-        block = max(1, BLOCK_BYTES // (4 * len(columns)))
-        neighbours, similarity = [], []
-        for start in range(0, n, block):
-            rows = np.arange(start, min(start + block, n))
-            cosine = text[rows] @ target  # (b, N_t)
-            cosine[rows[:, None] == columns[None, :]] = -np.inf  # an item is not its own neighbour
-            # copy: a slice would keep the whole (b, N_t) argpartition result alive
-            top = np.argpartition(-cosine, k - 1, axis=1)[:, :k].copy()
-            neighbours.append(top)
-            kept = np.maximum(np.take_along_axis(cosine, top, axis=1), 0.0)
-            similarity.append(kept**self.alpha)
-        self.neighbours = torch.from_numpy(np.concatenate(neighbours).astype(np.int64))
-        self.similarity = torch.from_numpy(np.concatenate(similarity).astype(np.float32))
+        target = np.ascontiguousarray(text[self.target_columns()].T)  # (d, N_t)
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Each history entry (row b, token t) adds its item's k weights to row b's scores.
-        inputs = batch["inputs"].coalesce()
-        rows, tokens = inputs.indices()
-        k = self.neighbours.shape[1]
-        scores = self.similarity.new_zeros(inputs.shape[0], len(self.context.target_catalog))
-        scores.index_put_(
-            (rows.repeat_interleave(k), self.neighbours[tokens - 1].reshape(-1)),
-            (self.similarity[tokens - 1] * inputs.values().unsqueeze(1)).reshape(-1),
-            accumulate=True,
-        )
-        return scores
+        def similarity(rows: np.ndarray) -> np.ndarray:
+            # max(cos, 0) ** alpha is monotone in the cosine: the same neighbours it would pick
+            return np.maximum(text[rows] @ target, 0.0) ** self.alpha
+
+        self.keep_neighbours(text.shape[0], similarity)

@@ -12,6 +12,8 @@ k x catalogue, not with its square.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -23,40 +25,35 @@ BLOCK_BYTES = 2**27
 """Size of the dense block of similarities (some items x all target items) computed at once."""
 
 
-class ItemKNN(ClosedFormStrategy):
-    description = "baseline: item-item cosine over both domains, k nearest target items per item"
+class NeighbourVotes(ClosedFormStrategy):
+    """Each history item votes for its ``k`` most similar target items: (N, k) neighbours and
+    weights per item, from a similarity computed in row blocks (shared with :mod:`.content_knn`)."""
 
-    def __init__(self, context: StrategyContext, k: int = 100, shrink: float = 0.0):
+    def __init__(self, context: StrategyContext, k: int):
         super().__init__(context)
         if k < 1:
             raise ValueError(f"strategy.k must be an integer >= 1 (neighbours kept), got {k}")
-        if shrink < 0:
-            raise ValueError(f"strategy.shrink must be >= 0, got {shrink}")
-        self.k, self.shrink = int(k), float(shrink)
+        self.k = int(k)
         self.register_fitted("neighbours")  # (N, k) target catalogue positions per item
         self.register_fitted("similarity")  # (N, k) their weights
 
-    def fit(self, matrix: TrainingMatrix) -> None:
-        x = self.item_matrix(matrix).tocsc()
-        n = x.shape[1]
-        norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+    def keep_neighbours(self, n_items: int, similarity: Callable[[np.ndarray], np.ndarray]):
+        """Fill the fitted buffers from ``similarity(rows)``: (len(rows), N_t) weights >= 0 of
+        item columns ``rows`` to every target item."""
         columns = self.target_columns()
-        target = x[:, columns]
         k = min(self.k, len(columns))
         block = max(1, BLOCK_BYTES // (4 * len(columns)))
-        neighbours, similarity = [], []
-        for start in range(0, n, block):
-            rows = np.arange(start, min(start + block, n))
-            overlap = (x[:, rows].T @ target).toarray()  # (b, N_t) users in common
-            denominator = norms[rows][:, None] * norms[columns][None, :] + self.shrink
-            sim = np.divide(overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0)
-            sim[rows[:, None] == columns[None, :]] = 0.0  # an item is not its own neighbour
+        neighbours, weights = [], []
+        for start in range(0, n_items, block):
+            rows = np.arange(start, min(start + block, n_items))
+            sim = similarity(rows)
+            sim[rows[:, None] == columns[None, :]] = -np.inf  # an item is not its own neighbour
             # copy: a slice would keep the whole (b, N_t) argpartition result alive
             top = np.argpartition(-sim, k - 1, axis=1)[:, :k].copy()
             neighbours.append(top)
-            similarity.append(np.take_along_axis(sim, top, axis=1))
+            weights.append(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0))
         self.neighbours = torch.from_numpy(np.concatenate(neighbours).astype(np.int64))
-        self.similarity = torch.from_numpy(np.concatenate(similarity).astype(np.float32))
+        self.similarity = torch.from_numpy(np.concatenate(weights).astype(np.float32))
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # Each history entry (row b, token t) adds its item's k weights to row b's scores.
@@ -70,3 +67,28 @@ class ItemKNN(ClosedFormStrategy):
             accumulate=True,
         )
         return scores
+
+
+class ItemKNN(NeighbourVotes):
+    description = "baseline: item-item cosine over both domains, k nearest target items per item"
+
+    def __init__(self, context: StrategyContext, k: int = 100, shrink: float = 0.0):
+        super().__init__(context, k)
+        if shrink < 0:
+            raise ValueError(f"strategy.shrink must be >= 0, got {shrink}")
+        self.shrink = float(shrink)
+
+    def fit(self, matrix: TrainingMatrix) -> None:
+        x = self.item_matrix(matrix).tocsc()
+        norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+        columns = self.target_columns()
+        target = x[:, columns]
+
+        def cosine(rows: np.ndarray) -> np.ndarray:
+            overlap = (x[:, rows].T @ target).toarray()  # (b, N_t) users in common
+            denominator = norms[rows][:, None] * norms[columns][None, :] + self.shrink
+            return np.divide(
+                overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0
+            )
+
+        self.keep_neighbours(x.shape[1], cosine)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from recmig_strategies import content_knn
+from recmig_strategies import itemknn
 from recmig_strategies.content_knn import ContentKNN
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors, TrainingMatrix
@@ -143,7 +143,7 @@ def test_fit_reads_no_interaction_data():
 
 def test_blocks_give_the_same_neighbours(monkeypatch):
     whole = fitted(plane_context(), k=2)
-    monkeypatch.setattr(content_knn, "BLOCK_BYTES", 4 * len(TARGET_CATALOG))  # one row a block
+    monkeypatch.setattr(itemknn, "BLOCK_BYTES", 4 * len(TARGET_CATALOG))  # one row a block
     rows = fitted(plane_context(), k=2)
     torch.testing.assert_close(rows.neighbours, whole.neighbours)
     torch.testing.assert_close(rows.similarity, whole.similarity)
