@@ -179,7 +179,9 @@ def _csv_runs(path: Path) -> list[_Run]:
         row["strategy"] = name if bracket else label
         if isinstance(overrides, str):
             cfg = OmegaConf.create(json.loads(config)) if isinstance(config, str) else None
-            found.append(_Run(row, json.loads(overrides), cfg, from_folder=False))
+            # (as for run folders: the experiment names a bundle, not a setting or variant)
+            listed = {k: v for k, v in json.loads(overrides).items() if k != "experiment"}
+            found.append(_Run(row, listed, cfg, from_folder=False))
             continue
         listed = f"{setting} {variant.removesuffix(']')}".split()
         if any("=" not in o for o in listed):
