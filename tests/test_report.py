@@ -25,11 +25,14 @@ def make_run(
     overrides: list[str],
     per_user: np.ndarray,
     column: str = "ndcg@10",
+    split: int = 0,
 ) -> None:
     """A run folder as `recmig train` leaves it: config, overrides, metrics, per-user rows."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\nstrategy:\n  name: {strategy}\n")
+    (run / ".hydra" / "config.yaml").write_text(
+        f"seed: {seed}\nstrategy:\n  name: {strategy}\ndata:\n  scenario:\n    seed: {split}\n"
+    )
     listed = [f"strategy={strategy}", f"seed={seed}", *overrides]
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in listed))
     users = pd.DataFrame(
@@ -372,3 +375,18 @@ def test_an_error_metric_picks_the_lowest_baseline():
     assert report.strongest_baselines(runs.iloc[1:], "test/cold/rmse") == {
         "": "ease [strategy.lam=5]"
     }
+
+
+def test_split_seeds_are_replicates_of_a_cell_not_settings(tmp_path):
+    rng = np.random.default_rng(2)
+    for split in range(3):
+        values = rng.uniform(0, 1, size=len(USERS))
+        listed = [f"data.scenario.seed={split}"]
+        make_run(tmp_path, f"t{split}", "target_only", 0, listed, values, split=split)
+        make_run(tmp_path, f"m{split}", "mapping", 0, listed, values + 0.1, split=split)
+    runs = collect(tmp_path)
+    assert set(runs["setting"]) == {""}  # one cell per strategy, three replicates each
+    assert sorted(runs.loc[runs["strategy"] == "mapping", "seed"]) == [0, 1000, 2000]
+    table = summarize(runs, ("test/cold/ndcg@10",))
+    assert table.loc[("", "mapping"), "seeds"] == 3
+    assert table.loc[("", "mapping"), "test/cold/ndcg@10 p"] < 0.05  # paired over users
