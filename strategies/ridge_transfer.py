@@ -155,10 +155,11 @@ class RidgeTransfer(ClosedFormStrategy):
         return None
 
     def cold_prior(
-        self, matrix: TrainingMatrix, source: np.ndarray, fitted: np.ndarray, seen: np.ndarray
+        self, fitted: np.ndarray, seen: np.ndarray, warm_source_rows: np.ndarray | None
     ) -> np.ndarray | None:
         """(N_s, N_t) map M0 that the cold map is regularised toward (None: toward zero), from
-        the map ``fitted`` without one and the target items ``seen`` in its fitting data."""
+        the map ``fitted`` without one, the target items ``seen`` in its fitting data, and the
+        warm prior's source rows (None without a warm prior)."""
         return None
 
     def fit(self, matrix: TrainingMatrix) -> None:
@@ -186,7 +187,8 @@ class RidgeTransfer(ClosedFormStrategy):
         cross = d.T @ (xs.T @ xt).toarray()
         mapping = scipy.linalg.cho_solve(factor, cross, check_finite=False)
         seen = xt.getnnz(axis=0) > 0
-        prior = None if private else self.cold_prior(matrix, source, d @ mapping, seen)
+        warm_rows = None if warm_prior is None else warm_prior[source]
+        prior = None if private else self.cold_prior(d @ mapping, seen, warm_rows)
         if prior is not None:  # argmin ||X_T - X_S D M||^2 + mu ||M - M0||^2
             mapping = scipy.linalg.cho_solve(factor, cross + self.map_lam * prior)
             # A target item no fitting user has has no data term: its zero column is

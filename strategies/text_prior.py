@@ -111,12 +111,13 @@ class TextPrior(RidgeTransfer):
         known = np.flatnonzero(x.getnnz(axis=0) > 0)
         return self.text_columns(ease_weights(gram_matrix(x), self.warm.lam, known), known)
 
-    def cold_prior(self, matrix, source, fitted, seen) -> np.ndarray | None:
+    def cold_prior(self, fitted, seen, warm_source_rows) -> np.ndarray | None:
         """M0 from the plain map's own columns of the target items it has seen (the cold map's
-        weights are in units of their own); with none at all (zero-shot), from EASE's columns
-        of the source items, whose source rows say which source items go with which text."""
+        weights are in units of their own); with none at all (zero-shot), the warm prior's
+        source rows (from EASE's columns of the source items: which source items go with which
+        text), computed once for both paths."""
         if self.prior_weight == 0:
             return None
         if seen.any():
             return self.text_columns(fitted[:, seen], self.target_columns()[seen])
-        return self.warm_prior(matrix)[source]
+        return warm_source_rows

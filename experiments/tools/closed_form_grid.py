@@ -22,7 +22,7 @@ import time
 import torch
 
 from recmig.config import compose_config
-from recmig.evaluation.ranking import metrics_of_top, top_items
+from recmig.evaluation.ranking import NEW_ITEMS, metrics_of_top, new_item_metrics, top_items
 from recmig.train import build_run, build_strategy
 
 
@@ -35,13 +35,13 @@ def validation_ndcg(strategy, datamodule, k: int = 10) -> dict[str, float]:
         ndcg = metrics_of_top(top, batch["relevant"], (k,))[f"ndcg@{k}"]
         groups["cold"].append(ndcg[batch["is_cold"]])
         groups["warm"].append(ndcg[~batch["is_cold"]])
-        if "new_items" in batch:
-            new = batch["new_items"]
-            relevant = batch["relevant"] & new
-            rows = relevant.any(1)
-            ranked = top_items(scores[rows], batch["excluded"][rows] | ~new, k)
-            groups["new"].append(metrics_of_top(ranked, relevant[rows], (k,))[f"ndcg@{k}"])
-            groups["share"].append(new[top].float().mean(1))
+        if NEW_ITEMS in batch:  # the evaluator's own new_items group
+            new = new_item_metrics(
+                scores, top, batch["relevant"], batch["excluded"], batch[NEW_ITEMS], (k,)
+            )
+            ndcg_new = new[f"ndcg@{k}"]
+            groups["new"].append(ndcg_new[~torch.isnan(ndcg_new)])
+            groups["share"].append(new[f"share@{k}"])
     out = {g: torch.cat(v).mean().item() for g, v in groups.items() if v and torch.cat(v).numel()}
     present = [out[g] for g in ("cold", "warm") if g in out]
     out["mean"] = sum(present) / len(present)

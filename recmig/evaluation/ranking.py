@@ -89,3 +89,32 @@ def metrics_of_top(
         out[f"precision@{k}"] = precision
         out[f"f1@{k}"] = torch.where(both > 0, 2 * precision * recall / both, 0.0)
     return out
+
+
+def new_item_metrics(
+    scores: torch.Tensor,
+    top: torch.Tensor,
+    relevant: torch.Tensor,
+    excluded: torch.Tensor | None,
+    is_new: torch.Tensor,
+    ks: tuple[int, ...] = (5, 10, 20),
+) -> dict[str, torch.Tensor]:
+    """The ``new_items`` group per user: every metric with the new items (``is_new``, (N,)
+    bool) ranked among themselves and only the held-out new ones relevant (NaN for a user who
+    has none), and ``share@K``, the share of the full ranking ``top``'s first K slots that
+    are new items (every user)."""
+    relevant = relevant & is_new
+    rows = relevant.any(1)
+    out = {}
+    if rows.any():
+        known = ~is_new.expand(int(rows.sum()), -1)
+        if excluded is not None:
+            known = known | excluded[rows]
+        new_top = top_items(scores[rows], known, max(ks))
+        for name, value in metrics_of_top(new_top, relevant[rows], ks).items():
+            column = torch.full(rows.shape, float("nan"), device=top.device)
+            column[rows] = value
+            out[name] = column
+    for k in ks:
+        out[f"share@{k}"] = is_new[top[:, :k]].float().sum(1) / k
+    return out

@@ -19,7 +19,13 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
-from recmig.evaluation.ranking import METRICS, NEW_ITEMS, metrics_of_top, top_items
+from recmig.evaluation.ranking import (
+    METRICS,
+    NEW_ITEMS,
+    metrics_of_top,
+    new_item_metrics,
+    top_items,
+)
 from recmig.strategy import TransferStrategy
 from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
 
@@ -56,7 +62,7 @@ class TransferModule(L.LightningModule):
             {f"{g}_{n}".replace("@", "_"): MeanMetric() for g in GROUPS for n in names}
             | {f"{NEW_ITEMS}_{n}".replace("@", "_"): MeanMetric() for n in self.new_item_names}
         )
-        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
+        self.users_seen = {g: 0 for g in GROUPS}
         self.test_records: list[dict[str, torch.Tensor]] = []
         # Rating errors are averaged over held-out interactions (as PTUPCDR), not users.
         self.error_names = tuple(strategy.objective.error_metrics)
@@ -153,25 +159,11 @@ class TransferModule(L.LightningModule):
     def _new_item_metrics(
         self, scores: torch.Tensor, top: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """The ``new_items`` group's per-user values (NaN for a user with no held-out new
-        item; ``share@K`` of the full ranking ``top`` for everyone), added to its running
-        means."""
-        is_new = batch[NEW_ITEMS]
-        relevant = batch["relevant"] & is_new
-        rows = relevant.any(1)
-        out = {}
-        if rows.any():
-            self.users_seen[NEW_ITEMS] += int(rows.sum())
-            known = ~is_new.expand(int(rows.sum()), -1)
-            if batch["excluded"] is not None:
-                known = known | batch["excluded"][rows]
-            new_top = top_items(scores[rows], known, max(self.ks))
-            for name, value in metrics_of_top(new_top, relevant[rows], self.ks).items():
-                column = torch.full(rows.shape, float("nan"), device=top.device)
-                column[rows] = value
-                out[name] = column
-        for k in self.ks:
-            out[f"share@{k}"] = is_new[top[:, :k]].float().sum(1) / k
+        """The ``new_items`` group's per-user values (:func:`new_item_metrics`), added to its
+        running means."""
+        out = new_item_metrics(
+            scores, top, batch["relevant"], batch["excluded"], batch[NEW_ITEMS], self.ks
+        )
         for name, column in out.items():
             defined = ~torch.isnan(column)
             if defined.any():
@@ -214,25 +206,24 @@ class TransferModule(L.LightningModule):
             ]
             if per_group:  # (rating errors need ratings: none when the dataset has none)
                 logged[f"{split}/{name}"] = torch.stack(per_group).mean()
-        if self.means[f"{NEW_ITEMS}_share_{self.ks[0]}"].update_called:
-            for name in self.new_item_names:
-                metric = self.means[f"{NEW_ITEMS}_{name}".replace("@", "_")]
-                if metric.update_called:
-                    logged[f"{split}/{NEW_ITEMS}/{name}"] = metric.compute()
+        for name in self.new_item_names:  # (none updated: the scenario has no new items)
+            metric = self.means[f"{NEW_ITEMS}_{name}".replace("@", "_")]
+            if metric.update_called:
+                logged[f"{split}/{NEW_ITEMS}/{name}"] = metric.compute()
         headline = f"{split}/{self.selection}"
         if headline in logged:  # (a per-group headline is absent when that group is)
             self.log(headline, logged.pop(headline), prog_bar=True)
         self.log_dict(logged, prog_bar=False)
         for metric in (*self.means.values(), *self.rating_means.values()):
             metric.reset()
-        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
+        self.users_seen = {g: 0 for g in GROUPS}
 
     def on_train_start(self) -> None:
         self.strategy.refresh()
 
     def on_validation_epoch_start(self) -> None:
         self.strategy.refresh()
-        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
+        self.users_seen = {g: 0 for g in GROUPS}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -242,7 +233,7 @@ class TransferModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.strategy.refresh()
-        self.users_seen = {g: 0 for g in (*GROUPS, NEW_ITEMS)}
+        self.users_seen = {g: 0 for g in GROUPS}
         self.test_records = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
