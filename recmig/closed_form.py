@@ -31,6 +31,7 @@ import torch
 
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import TARGET
+from recmig.sparse_ridge import SparseColumns
 from recmig.strategy import StrategyContext, TransferStrategy
 
 
@@ -44,6 +45,7 @@ class ClosedFormStrategy(TransferStrategy):
     def __init__(self, context: StrategyContext):
         super().__init__(context)
         self._fitted: list[str] = []
+        self._sparse: dict[str, sp.csr_matrix] = {}
 
     def register_fitted(self, name: str) -> None:
         """A buffer that ``fit`` fills: saved in checkpoints, sized when one is loaded (its
@@ -51,7 +53,33 @@ class ClosedFormStrategy(TransferStrategy):
         self.register_buffer(name, torch.empty(0))
         self._fitted.append(name)
 
+    def register_sparse(self, name: str) -> None:
+        """Sparse (vocab_size, N_t) weights that ``fit`` fills with :meth:`set_sparse`: k
+        input tokens per target column (``{name}_tokens``, -1 where there are fewer) and their
+        weights (``{name}_weights``), as the neighbourhood solver of
+        :mod:`recmig.sparse_ridge` returns them."""
+        self.register_fitted(f"{name}_tokens")
+        self.register_fitted(f"{name}_weights")
+
+    def set_sparse(self, name: str, columns: np.ndarray, weights: np.ndarray) -> None:
+        """Fill sparse weights ``name`` from (N_t, k) item ``columns`` (-1: none) and weights."""
+        setattr(self, f"{name}_tokens", torch.from_numpy(np.where(columns >= 0, columns + 1, -1)))
+        setattr(self, f"{name}_weights", torch.from_numpy(weights))
+        self._sparse.pop(name, None)
+
+    def sparse_scores(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
+        """Sparse (B, vocab_size) histories times sparse weights ``name`` -> dense (B, N_t)."""
+        if name not in self._sparse:  # built once per fit or load, from the fitted buffers
+            columns = SparseColumns(
+                getattr(self, f"{name}_tokens"),
+                getattr(self, f"{name}_weights"),
+                self.context.vocab_size,
+            )
+            self._sparse[name] = columns.matrix()
+        return SparseColumns.scores(inputs, self._sparse[name])
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._sparse.clear()
         for name in self._fitted:
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))

@@ -21,6 +21,7 @@ from .ridge_transfer import RidgeTransfer
 
 class RidgeMap(RidgeTransfer):
     description = "baseline: ridge map from a user's source row to their target items (cold), EASE"
+    config_name = "ridge_map"
 
     def __init__(
         self,
@@ -30,6 +31,8 @@ class RidgeMap(RidgeTransfer):
         max_items: int = 20000,
         release_dim: int = 8,
         release_basis: str = "public",
+        solver: str = "auto",
+        neighbours: int = 200,
     ):
         super().__init__(
             context,
@@ -40,4 +43,6 @@ class RidgeMap(RidgeTransfer):
             max_items=max_items,
             release_dim=release_dim,
             release_basis=release_basis,
+            solver=solver,
+            neighbours=neighbours,
         )

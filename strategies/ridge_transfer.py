@@ -24,6 +24,8 @@ mismatch of the baselines issue, in closed form):
              x_u B_ease     for everyone else (warm users get EASE exactly)
 
 Everything is dense in the source catalogue (N_S x N_S), so the same item limit as EASE holds.
+Without the densifier and the text (:mod:`.ridge_map`), the map and EASE have the
+neighbourhood solver of :mod:`recmig.sparse_ridge` for larger catalogues (``solver``).
 
 Under a privacy budget (``privacy.epsilon`` finite) the target side never sees a raw source
 history. Every user's source row is released once, r_u = clip_C(x_u^S F) + z_u, through the
@@ -56,11 +58,13 @@ is post-processing of the releases and its own interactions.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
 import torch
 
+from recmig import sparse_ridge
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET
@@ -92,6 +96,8 @@ class RidgeTransfer(ClosedFormStrategy):
     )
     needs_source = True
     releases_source = True
+    config_name: ClassVar[str] = "ridge_transfer"  # how users name it, in error messages
+    approximable: ClassVar[bool] = True  # False: a subclass with dense terms of its own
 
     def __init__(
         self,
@@ -105,6 +111,8 @@ class RidgeTransfer(ClosedFormStrategy):
         max_items: int = 20000,
         release_dim: int = 8,
         release_basis: str = "public",
+        solver: str = "auto",
+        neighbours: int = 200,
     ):
         super().__init__(context)
         for name, value in (("map_lam", map_lam), ("source_lam", source_lam)):
@@ -123,11 +131,31 @@ class RidgeTransfer(ClosedFormStrategy):
         self.basis = release_basis
         if text_neighbours < 1:
             raise ValueError(f"strategy.text_neighbours must be >= 1, got {text_neighbours}")
-        self.warm = EASE(context, lam=lam, max_items=max_items)  # checks the item limit too
+        self.release = context.release if context.release and context.release.enabled else None
+        # Only the plain map stays sparse: the densifier, text neighbours, a text prior and a
+        # privacy release are dense in the source catalogue.
+        approximable = (
+            self.approximable and densify == 0 and text_weight == 0 and self.release is None
+        )
+        self.solver = sparse_ridge.solver_for(
+            self.config_name,
+            solver,
+            context.vocab_size - 2,
+            max_items,
+            len(context.target_catalog),
+            neighbours,
+            approximable,
+        )
+        self.warm = EASE(
+            context, lam=lam, max_items=max_items, solver=self.solver, neighbours=neighbours
+        )
         self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam
         self.text_weight, self.k = text_weight, int(text_neighbours)
-        self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
-        self.release = context.release if context.release and context.release.enabled else None
+        self.neighbours = int(neighbours)
+        if self.solver == "exact":
+            self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
+        else:
+            self.register_sparse("cold_map")  # M, k source items per target item
         if self.release is not None:  # the private cold path (see the module docstring)
             self.register_fitted("releases")  # (num_users, k): each user's release
             self.register_fitted("release_mean")  # (k,) mu_R
@@ -181,6 +209,12 @@ class RidgeTransfer(ClosedFormStrategy):
             self.fit_private(x_source, x_target, d, both, source)
             return
         xs, xt = x_source[both], x_target[both]
+        if self.solver == "neighbourhood":  # the plain map, k source items per target item
+            index, weights = sparse_ridge.neighbourhood_ridge(
+                sparse_ridge.sparse_gram(xs), (xs.T @ xt).tocsc(), self.map_lam, self.neighbours
+            )
+            self.set_sparse("cold_map", np.where(index >= 0, source[index], -1), weights)
+            return
         gram = d.T @ gram_matrix(xs) @ d
         gram[np.diag_indices_from(gram)] += self.map_lam
         factor = scipy.linalg.cho_factor(gram, check_finite=False)
@@ -301,7 +335,9 @@ class RidgeTransfer(ClosedFormStrategy):
         # Cold: no target item in the history (for evaluation, exactly the cold group).
         has_target = self.multiply(inputs, self.is_target) > 0
         warm = self.warm.target_scores(batch)
-        if self.release is None:
+        if self.solver == "neighbourhood":
+            cold = self.sparse_scores("cold_map", inputs)
+        elif self.release is None:
             cold = self.multiply(inputs, self.cold_weights)
         else:
             cold = self.target_mean + (self.released(batch) - self.release_mean) @ self.cold_weights

@@ -42,6 +42,8 @@ def item_text(context: StrategyContext, strategy: str) -> np.ndarray:
 
 class TextEASE(EASE):
     description = "EASE whose Gram matrix adds item text similarity from the language model"
+    config_name = "text_ease"
+    approximable = False  # the text term fills the Gram matrix densely
 
     def __init__(
         self,

@@ -64,6 +64,8 @@ def text_to_columns(columns: np.ndarray, text: np.ndarray, text_lam: float) -> n
 class TextPrior(RidgeTransfer):
     description = "ridge map (cold) and EASE (warm) regularised toward the language model's prior"
     releases_source = False  # the prior reads every user's raw source rows
+    config_name = "text_prior"
+    approximable = False  # the prior B0 is dense
 
     def __init__(
         self,

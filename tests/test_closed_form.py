@@ -149,7 +149,17 @@ def test_user_bias_is_item_baseline_plus_shrunk_source_residual(setup):
 def test_fitted_buffers_round_trip_through_a_state_dict(setup):
     _, tensors, context, dm = setup
     ridge = partial(RidgeTransfer, lam=3.0, text_weight=0.0)
-    for make in (Popularity, partial(ItemKNN, k=2), partial(EASE, lam=3.0), UserBias, ridge):
+    sparse_ease = partial(EASE, lam=3.0, solver="neighbourhood", neighbours=4)
+    sparse_map = partial(ridge, densify=0.0, solver="neighbourhood", neighbours=4)
+    for make in (
+        Popularity,
+        partial(ItemKNN, k=2),
+        partial(EASE, lam=3.0),
+        UserBias,
+        ridge,
+        sparse_ease,
+        sparse_map,
+    ):
         fitted = make(context)
         fitted.fit(tensors.training_matrix())
         loaded = make(context)
@@ -161,12 +171,17 @@ def test_fitted_buffers_round_trip_through_a_state_dict(setup):
 def test_ease_refuses_a_catalogue_above_its_limit_before_allocating(setup):
     *_, context, _ = setup
     items = context.vocab_size - 2
-    with pytest.raises(ValueError, match=rf"{items} items .*strategy.max_items=10;.* MiB\)"):
-        EASE(context, max_items=10)
+    with pytest.raises(
+        ValueError, match=rf"{items} items .*strategy.max_items=10;.* MiB\). Use strategy.solver"
+    ):
+        EASE(context, max_items=10, solver="exact")
     # 19,137 items (an Amazon-size catalogue): the message names the GiB it would take.
     big = replace(context, vocab_size=19_139)
-    with pytest.raises(ValueError, match=r"19,137 items .*about 1.4 GiB"):
-        EASE(big, max_items=19_000)
+    with pytest.raises(ValueError, match=r"19,137 items .*about 1.4 GiB.*neighbours=200"):
+        EASE(big, max_items=19_000, solver="exact")
+    # By default (solver auto) a catalogue above the limit gets the neighbourhood solver.
+    assert EASE(big, max_items=19_000).solver == "neighbourhood"
+    assert EASE(big).solver == "exact"
 
 
 @pytest.mark.parametrize(
