@@ -12,12 +12,15 @@ their smallest cosine, and the cached read; seconds per training epoch (median o
 strategy (``-- strategy=ease``) is fitted once instead: its fit seconds and the peak memory its
 fit allocates replace the epoch figures.
 
-    recmig benchmark --scaling                fit time and memory of ItemKNN and EASE on
-                                              synthetic catalogues up to 100k items
+    recmig benchmark --scaling                fit time, memory and held-out NDCG@10 of ItemKNN
+                                              and EASE (exact and neighbourhood solvers) on
+                                              synthetic catalogues of 5k to 300k items
     recmig benchmark --serving -- strategy=ease   latency of a recommender (one core): p50/p99
                                               of update + top-10 recommend and of explain for
                                               one user, then an HTTP load test on localhost
     recmig benchmark --serving -- data=synthetic_large encoder=id    the same at 15k target items
+    recmig benchmark --sweep -- experiment=cold_start_ml1m    the estimated wall time of an
+                                              experiment's sweep (recmig.sweep_cost)
     recmig benchmark --catalogue-curve        seconds per epoch and test NDCG@10 against the
                                               catalogue's size (ML-1M, synthetic 15k, 200k
                                               generated), full softmax vs sampled (--negatives)
@@ -47,41 +50,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from recmig.atomic import write_text_atomic
-from recmig.config import compose_config
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
+from recmig.data.synthetic import with_taste
 from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import render_item_texts
 from recmig.encoders.throughput import encoding_figures
 from recmig.evaluation.ranking import metrics_of_top, top_items
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
+from recmig.timing import compose_scratch, quiet_trainer, time_epochs
 from recmig.tokens import vocab_size
 from recmig.train import build_run
 from recmig.users.interest import MeanInterest
-
-
-class EpochTimer(L.Callback):
-    """Wall time of each training epoch (validation excluded)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def _compose(overrides: list[str]):
-    cfg = compose_config(overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = tempfile.mkdtemp(prefix="recmig-bench-")
-    return cfg
 
 
 def _peak_memory_mib() -> float:
@@ -95,7 +78,7 @@ def _device(cfg) -> torch.device:
 
 
 def measure(overrides: list[str], epochs: int) -> dict[str, float]:
-    cfg = _compose(overrides)
+    cfg = compose_scratch(overrides)
     results: dict[str, float] = {}
     cached = "cache_dir" in cfg.data.dataset  # (generated data, e.g. synthetic, has no cache)
     if cached:
@@ -149,32 +132,6 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
     results["peak resident memory (MiB)"] = _peak_memory_mib()
     results["torch threads"] = torch.get_num_threads()
     return results
-
-
-def quiet_trainer(cfg, **options) -> L.Trainer:
-    """A Lightning trainer on the run's accelerator, one device, without logger, progress bar
-    or model summary: what the timed loops run in."""
-    return L.Trainer(
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        **options,
-    )
-
-
-def time_epochs(cfg, datamodule, module, epochs: int) -> dict[str, float]:
-    """Median seconds of a training epoch (validation excluded)."""
-    timer = EpochTimer()
-    trainer = quiet_trainer(
-        cfg, max_epochs=epochs, enable_checkpointing=False, limit_val_batches=0, callbacks=[timer]
-    )
-    trainer.fit(module, datamodule=datamodule)
-    return {
-        "training epoch, median (s)": statistics.median(timer.seconds),
-        "training windows per epoch": len(datamodule.train_data["user"]),
-    }
 
 
 def _stage_lines(stages: dict[str, list[float]], label: str) -> dict[str, float]:
@@ -260,16 +217,23 @@ def timed_fit(strategy, matrix: TrainingMatrix) -> tuple[float, float]:
     return seconds, peak
 
 
-def synthetic_matrix(items: int, users: int, per_user: int, seed: int = 0) -> TrainingMatrix:
+def synthetic_matrix(
+    items: int, users: int, per_user: int, seed: int = 0, clusters: int = 0
+) -> TrainingMatrix:
     """Implicit feedback with Zipf-like item popularity (exponent 1), the first half of the
-    items the source domain, the rest the target: the shape of a real catalogue's data."""
+    items the source domain, the rest the target: the shape of a real catalogue's data.
+    ``clusters`` > 0: half of each user's picks come from their taste cluster (item j in
+    cluster j mod clusters, both domains), so accuracy on held-out items means something."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, items + 1)
-    picked = rng.choice(items, size=(users, per_user), p=weights / weights.sum()) + 1
+    picked = rng.choice(items, size=(users, per_user), p=weights / weights.sum())
+    if clusters:
+        taste = rng.integers(0, clusters, size=users)
+        picked = with_taste(picked, taste, clusters, 0.5, weights, rng)
     rows = np.repeat(np.arange(users), per_user)
     shape = (users, vocab_size(items))
     ones = np.ones(rows.size, np.float32)
-    interactions = sp.csr_matrix((ones, (rows, picked.ravel())), shape=shape)
+    interactions = sp.csr_matrix((ones, (rows, picked.ravel() + 1)), shape=shape)
     interactions.data[:] = 1.0
     domain = np.full(items + 1, TARGET, dtype=np.int8)
     domain[0] = -1
@@ -277,29 +241,91 @@ def synthetic_matrix(items: int, users: int, per_user: int, seed: int = 0) -> Tr
     return TrainingMatrix(interactions, interactions.copy(), domain)
 
 
-def scaling(sizes: tuple[int, ...], users: int, per_user: int) -> dict[str, float]:
-    """Fit seconds and peak allocated memory of ItemKNN (k 100) and EASE per catalogue size;
-    EASE only up to its default item limit."""
+def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[TrainingMatrix, dict]:
+    """One random target interaction of up to ``users`` users (with another interaction left)
+    removed from the training matrix, and the evaluation batch that ranks it: each user's
+    remaining history as sparse ``inputs``, training target items ``excluded``."""
+    rng = np.random.default_rng(seed)
+    x = matrix.interactions.tocsr()
+    target = np.flatnonzero(matrix.item_domain == TARGET)  # tokens, catalogue order
+    has_target = x[:, target].getnnz(axis=1) > 0
+    chosen = rng.permutation(np.flatnonzero(has_target & (x.getnnz(axis=1) > 1)))[:users]
+    held = np.array([rng.choice(np.intersect1d(x[u].indices, target)) for u in chosen])
+    x = x.tolil()
+    x[chosen, held] = 0
+    x = x.tocsr()
+    x.eliminate_zeros()
+    inputs = x[chosen].tocoo()
+    position = np.searchsorted(target, held)
+    relevant = torch.zeros(len(chosen), len(target), dtype=torch.bool)
+    relevant[torch.arange(len(chosen)), torch.from_numpy(position)] = True
+    batch = {
+        "inputs": torch.sparse_coo_tensor(
+            np.vstack([inputs.row, inputs.col]), inputs.data, inputs.shape, check_invariants=True
+        ).float(),
+        "excluded": torch.from_numpy(x[chosen][:, target].toarray() > 0),
+        "relevant": relevant,
+    }
+    training = TrainingMatrix(x, x.copy(), matrix.item_domain)
+    return training, batch
+
+
+def held_out_ndcg(strategy, batch: dict, block: int = 500) -> float:
+    """Mean NDCG@10 of the held-out items (see :func:`hold_out`), scored in user blocks."""
+    values = []
+    inputs = batch["inputs"].coalesce()
+    for start in range(0, inputs.shape[0], block):
+        rows = slice(start, start + block)
+        part = torch.index_select(inputs, 0, torch.arange(*rows.indices(inputs.shape[0])))
+        scores = strategy.target_scores({"inputs": part})
+        top = top_items(scores, batch["excluded"][rows], 10)
+        values.append(metrics_of_top(top, batch["relevant"][rows], (10,))["ndcg@10"])
+    return float(torch.cat(values).mean())
+
+
+ITEMKNN_MAX = 100_000
+
+SCALING_MODELS = {
+    # label -> (strategy, options); the exact EASE runs up to --exact-max items only, ItemKNN
+    # up to ITEMKNN_MAX (its dense similarity blocks take time growing with items^2)
+    "itemknn": ("itemknn", {}),
+    "ease exact": ("ease", {"solver": "exact", "max_items": 10**9}),
+    "ease neighbourhood": ("ease", {"solver": "neighbourhood"}),
+}
+
+
+def scaling(
+    sizes: tuple[int, ...], users: int, per_user: int, exact_max: int, neighbours: int
+) -> dict[str, float]:
+    """Fit seconds, peak allocated memory and held-out NDCG@10 of ItemKNN (k 100), exact EASE
+    (up to ``exact_max`` items) and EASE's neighbourhood solver per catalogue size, on
+    synthetic feedback with taste clusters (one held-out target item for 2,000 users)."""
     results: dict[str, float] = {}
     for items in sizes:
-        matrix = synthetic_matrix(items, users, per_user)
-        catalog = torch.arange(items // 2 + 1, items + 1)
+        full = synthetic_matrix(items, users, per_user, clusters=max(1, items // 200))
+        matrix, batch = hold_out(full, 2000)
         context = StrategyContext(
             vocab_size=vocab_size(items),
             dim=8,
             source_catalog=torch.arange(1, items // 2 + 1),
-            target_catalog=catalog,
+            target_catalog=torch.arange(items // 2 + 1, items + 1),
             make_item_encoder=partial(IdItemEncoder, items + 2, 8),
             make_user_model=partial(MeanInterest, 8),
         )
-        for name in ("itemknn", "ease"):
-            try:
-                strategy = load_strategy(name)(context)
-            except ValueError:  # above EASE's item limit: the refusal is the result
+        for label, (name, options) in SCALING_MODELS.items():
+            if options.get("solver") == "exact" and items > exact_max:
                 continue
+            if name == "itemknn" and items > ITEMKNN_MAX:
+                continue
+            if options.get("solver") == "neighbourhood":
+                options = {**options, "neighbours": neighbours}
+                label = f"{label} (k {neighbours})"
+            strategy = load_strategy(name)(context, **options)
             seconds, peak = timed_fit(strategy, matrix)
-            results[f"{name} fit, {items:,} items (s)"] = seconds
-            results[f"{name} fit, {items:,} items, peak allocated (MiB)"] = peak
+            results[f"{label} fit, {items:,} items (s)"] = seconds
+            results[f"{label} fit, {items:,} items, peak allocated (MiB)"] = peak
+            results[f"{label}, {items:,} items, held-out NDCG@10"] = held_out_ndcg(strategy, batch)
+            del strategy
     return results
 
 
@@ -336,7 +362,7 @@ def catalogue_curve(
     results: dict[str, float] = {}
     for label, extra in catalogues.items():
         for loss, setting in (("full", "null"), (f"sampled {negatives}", str(negatives))):
-            cfg = _compose([*extra, *overrides, f"sampled_negatives={setting}"])
+            cfg = compose_scratch([*extra, *overrides, f"sampled_negatives={setting}"])
             L.seed_everything(cfg.seed)
             _, datamodule, module, _ = build_run(cfg)
             if module.strategy.fitted_once:
@@ -369,7 +395,7 @@ def serving(overrides: list[str], requests: int, load_requests: int, clients: in
     from recmig.serving import Recommender
     from recmig.serving.http import BackgroundServer, create_app
 
-    cfg = _compose(overrides)
+    cfg = compose_scratch(overrides)
     L.seed_everything(cfg.seed)
     _, datamodule, module, _ = build_run(cfg)
     if module.strategy.fitted_once:
@@ -463,13 +489,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scaling",
         action="store_true",
-        help="instead: ItemKNN and EASE fits on synthetic catalogues of --sizes items",
+        help="instead: ItemKNN and EASE (exact and neighbourhood solvers) fitted on synthetic "
+        "catalogues of --sizes items: seconds, peak memory, held-out NDCG@10",
     )
-    parser.add_argument("--sizes", nargs="+", type=int, default=[3_000, 19_000, 100_000])
+    parser.add_argument(
+        "--sizes", nargs="+", type=int, default=[5_000, 19_000, 50_000, 100_000, 300_000]
+    )
+    parser.add_argument(
+        "--exact-max", type=int, default=20_000, help="--scaling: largest catalogue for exact EASE"
+    )
+    parser.add_argument(
+        "--neighbours", type=int, default=200, help="--scaling: the neighbourhood solver's k"
+    )
     parser.add_argument("--users", type=int, default=30_000, help="--scaling: users")
     parser.add_argument("--per-user", type=int, default=20, help="--scaling: items per user")
     parser.add_argument(
         "--serving", action="store_true", help="instead: recommender latency and HTTP load test"
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: estimate the wall time of the composed config's Hydra sweep from one "
+        "short run per strategy (e.g. -- experiment=cold_start_ml1m)",
     )
     parser.add_argument("--requests", type=int, default=500, help="--serving: timed requests")
     parser.add_argument("--load-requests", type=int, default=1000, help="--serving: HTTP ones")
@@ -485,14 +526,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args(argv)
-    if args.serving:
+    if args.sweep:
+        from recmig.sweep_cost import sweep_cost
+
+        results = sweep_cost(args.overrides)
+        title = "sweep cost, " + " ".join(args.overrides)
+    elif args.serving:
         results = serving(args.overrides, args.requests, args.load_requests, args.clients)
         title = "serving, " + (" ".join(args.overrides) or "default run")
     elif args.catalogue_curve:
         results = catalogue_curve(CURVE_CATALOGUES, args.overrides, args.epochs, args.negatives)
         title = "catalogue curve, " + (" ".join(args.overrides) or "default run")
     elif args.scaling:
-        results = scaling(tuple(args.sizes), args.users, args.per_user)
+        results = scaling(
+            tuple(args.sizes), args.users, args.per_user, args.exact_max, args.neighbours
+        )
         title = f"closed-form scaling, {args.users:,} users x {args.per_user} items (synthetic)"
     else:
         results = measure(args.overrides, args.epochs)

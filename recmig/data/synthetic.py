@@ -55,7 +55,7 @@ def synthetic_interactions(
         weights = np.arange(1, count + 1, dtype=np.float64) ** -exponent
         picked = rng.choice(count, size=(users, per_user), p=weights / weights.sum())
         if taste is not None:
-            picked = _with_taste(picked, taste, clusters, affinity, weights, rng)
+            picked = with_taste(picked, taste, clusters, affinity, weights, rng)
         frames.append(picked + start)
         start += count
     items = np.concatenate(frames, axis=1)  # (users, 2 * per_user): source then target
@@ -81,7 +81,7 @@ def synthetic_interactions(
     return InteractionData(interactions, catalogue, users=None, name="synthetic")
 
 
-def _with_taste(
+def with_taste(
     picked: np.ndarray,
     taste: np.ndarray,
     clusters: int,
