@@ -19,6 +19,9 @@ fit allocates replace the epoch figures.
                                               of update + top-10 recommend and of explain for
                                               one user, then an HTTP load test on localhost
     recmig benchmark --serving -- data=synthetic_large encoder=id    the same at 15k target items
+    recmig benchmark --encoding               the language model over the catalogue and 20k
+                                              synthetic titles: items/s, share of the matmul
+                                              peak, and where the time goes (profile)
     recmig benchmark --sweep -- experiment=cold_start_ml1m    the estimated wall time of an
                                               experiment's sweep (recmig.sweep_cost)
     recmig benchmark --catalogue-curve        seconds per epoch and test NDCG@10 against the
@@ -57,7 +60,7 @@ from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.data.synthetic import with_taste
 from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import render_item_texts
-from recmig.encoders.throughput import encoding_figures
+from recmig.encoders.throughput import encoding_figures, encoding_profile, synthetic_titles
 from recmig.evaluation.ranking import metrics_of_top, top_items
 from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
@@ -281,6 +284,29 @@ def held_out_ndcg(strategy, batch: dict, block: int = 500) -> float:
         top = top_items(scores, batch["excluded"][rows], 10)
         values.append(metrics_of_top(top, batch["relevant"][rows], (10,))["ndcg@10"])
     return float(torch.cat(values).mean())
+
+
+def encoding(overrides: list[str], titles: int) -> dict[str, float | str]:
+    """Encoding figures (:func:`encoding_figures`) of the composed config's whole catalogue and
+    of ``titles`` synthetic product titles, and the profile of the catalogue's encoding."""
+    cfg = compose_scratch(["encoder=text", *overrides])
+    data = instantiate(cfg.data.dataset)
+    texts = render_item_texts(data.items, cfg.encoder.template)
+    options = {
+        "batch_size": cfg.encoder.batch_size,
+        "max_length": cfg.encoder.max_length,
+        "device": _device(cfg),
+    }
+    results: dict[str, float | str] = {}
+    for label, batch in (
+        (f"catalogue ({len(texts):,} texts)", texts),
+        (f"synthetic titles ({titles:,})", synthetic_titles(texts, titles)),
+    ):
+        with tempfile.TemporaryDirectory(prefix="recmig-bench-emb-") as fresh:
+            figures = encoding_figures(batch, cfg.encoder.model, cache_dir=fresh, **options)
+        results.update({f"{label}: {key}": value for key, value in figures.items()})
+    results.update(encoding_profile(texts, cfg.encoder.model, **options))
+    return results
 
 
 ITEMKNN_MAX = 100_000
@@ -507,6 +533,13 @@ def main(argv: list[str] | None = None) -> None:
         "--serving", action="store_true", help="instead: recommender latency and HTTP load test"
     )
     parser.add_argument(
+        "--encoding",
+        action="store_true",
+        help="instead: language-model encoding of the composed config's catalogue and of "
+        "--titles synthetic product titles (items/s, share of the matmul peak, profile)",
+    )
+    parser.add_argument("--titles", type=int, default=20_000, help="--encoding: synthetic titles")
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="instead: estimate the wall time of the composed config's Hydra sweep from one "
@@ -526,7 +559,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args(argv)
-    if args.sweep:
+    if args.encoding:
+        results = encoding(args.overrides, args.titles)
+        title = "item encoding, " + (" ".join(args.overrides) or "default run")
+    elif args.sweep:
         from recmig.sweep_cost import sweep_cost
 
         results = sweep_cost(args.overrides)

@@ -27,12 +27,15 @@ n_u a user's interaction count) and k weights per output; time: one k x k solve 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+log = logging.getLogger(__name__)
 
 CHUNK = 512
 """Outputs solved together: their k x k systems are stacked into one batched LAPACK call."""
@@ -63,6 +66,15 @@ def solver_for(
         )
     if solver == "auto":
         solver = "exact" if items <= max_items or not approximable else "neighbourhood"
+        if solver == "neighbourhood":
+            log.info(
+                "strategy=%s: %d items > strategy.max_items=%d, so the neighbourhood solver "
+                "(strategy.neighbours=%d) instead of the exact one",
+                strategy,
+                items,
+                max_items,
+                neighbours,
+            )
     if solver == "neighbourhood" and not approximable:
         raise ValueError(
             f"strategy={strategy} has dense terms (text, a densifier or a privacy release) that "

@@ -322,7 +322,12 @@ def test_cache_file_with_wrong_row_count_is_a_miss(encoded, tmp_path):
     _, res = encoded
     precision = T.resolve_precision("auto", torch.device("cpu"))  # what _encode runs in
     key = T.cache_key(
-        TEXTS, T.DEFAULT_TEXT_MODEL, max_length=64, normalize=False, precision=precision
+        TEXTS,
+        T.DEFAULT_TEXT_MODEL,
+        max_length=64,
+        normalize=False,
+        precision=precision,
+        attention=T.attention_for(torch.device("cpu")),
     )
     (tmp_path / "embeddings").mkdir()
     save_file(
@@ -407,3 +412,28 @@ def test_encoding_figures_count_useful_work_against_the_measured_peak(tmp_path):
     assert figures[f"item encoding {fast} vs fp32, min cosine"] >= 0.999
     assert figures["item encoding cached (s)"] < figures[f"item encoding {fast} (s)"]
     assert len(_cache_files(tmp_path)) == 1  # the fast run only: fp32 timing writes nothing
+
+
+def test_cpu_attention_kernel_gives_the_same_vectors_as_the_fused_one():
+    # The CPU runs plain matmul attention (faster on short texts, attention_for); it must
+    # compute the same function as the fused kernel the model ships with.
+    import transformers
+
+    path = T.resolve_model_path(T.DEFAULT_TEXT_MODEL)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    vectors = {}
+    for attention in ("eager", "sdpa"):
+        net = transformers.AutoModel.from_pretrained(path, attn_implementation=attention).eval()
+        with torch.inference_mode():
+            hidden = net(**batch).last_hidden_state
+        vectors[attention] = T.mean_pool(hidden, batch["attention_mask"])
+    cosine = torch.nn.functional.cosine_similarity(vectors["eager"], vectors["sdpa"], dim=-1)
+    assert cosine.min() > 0.99999
+    assert T.attention_for(torch.device("cpu")) == "eager"
+    assert T.attention_for(torch.device("cuda")) == "sdpa"
+    keys = {
+        T.cache_key(TEXTS, "m", max_length=8, normalize=False, precision="bf16", attention=a)
+        for a in ("eager", "sdpa")
+    }
+    assert len(keys) == 2  # below fp32 each kernel's vectors have their own cache entry
