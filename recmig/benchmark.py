@@ -244,6 +244,19 @@ def synthetic_matrix(
     return TrainingMatrix(interactions, interactions.copy(), domain)
 
 
+def synthetic_context(items: int) -> StrategyContext:
+    """What a closed-form strategy is built from for :func:`synthetic_matrix`'s items: the
+    first half of the tokens the source catalogue, the rest the target."""
+    return StrategyContext(
+        vocab_size=vocab_size(items),
+        dim=8,
+        source_catalog=torch.arange(1, items // 2 + 1),
+        target_catalog=torch.arange(items // 2 + 1, items + 1),
+        make_item_encoder=partial(IdItemEncoder, items + 2, 8),
+        make_user_model=partial(MeanInterest, 8),
+    )
+
+
 def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[TrainingMatrix, dict]:
     """One random target interaction of up to ``users`` users (with another interaction left)
     removed from the training matrix, and the evaluation batch that ranks it: each user's
@@ -330,14 +343,7 @@ def scaling(
     for items in sizes:
         full = synthetic_matrix(items, users, per_user, clusters=max(1, items // 200))
         matrix, batch = hold_out(full, 2000)
-        context = StrategyContext(
-            vocab_size=vocab_size(items),
-            dim=8,
-            source_catalog=torch.arange(1, items // 2 + 1),
-            target_catalog=torch.arange(items // 2 + 1, items + 1),
-            make_item_encoder=partial(IdItemEncoder, items + 2, 8),
-            make_user_model=partial(MeanInterest, 8),
-        )
+        context = synthetic_context(items)
         for label, (name, options) in SCALING_MODELS.items():
             if options.get("solver") == "exact" and items > exact_max:
                 continue

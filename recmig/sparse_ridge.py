@@ -43,6 +43,10 @@ CHUNK = 512
 
 SOLVERS = ("auto", "exact", "neighbourhood")
 
+LAPACK_INDEX_LIMIT = 2**31
+"""Entries of the largest dense matrix the exact solver factorises: scipy's LAPACK indexes
+with 32-bit integers (exact EASE at 50,000 items crashed inside OpenBLAS)."""
+
 
 def solver_for(
     strategy: str,
@@ -65,10 +69,11 @@ def solver_for(
             f"got {neighbours}"
         )
     if solver == "auto":
-        solver = "exact" if items <= max_items or not approximable else "neighbourhood"
+        fits = items <= max_items and items * items < LAPACK_INDEX_LIMIT
+        solver = "exact" if fits or not approximable else "neighbourhood"
         if solver == "neighbourhood":
             log.info(
-                "strategy=%s: %d items > strategy.max_items=%d, so the neighbourhood solver "
+                "strategy=%s: %d items (strategy.max_items=%d), so the neighbourhood solver "
                 "(strategy.neighbours=%d) instead of the exact one",
                 strategy,
                 items,
@@ -80,6 +85,14 @@ def solver_for(
             f"strategy={strategy} has dense terms (text, a densifier or a privacy release) that "
             "the neighbourhood solver cannot keep sparse: use strategy.solver=exact, or "
             "strategy=ease / strategy=ridge_map on catalogues above the exact solver's limit"
+        )
+    if solver == "exact" and items * items >= LAPACK_INDEX_LIMIT:
+        raise ValueError(
+            f"strategy={strategy}: the exact solver cannot take {items:,} items: its dense "
+            f"Gram matrix would have {items * items:,} entries, and the LAPACK in scipy's "
+            "wheels indexes a matrix with 32-bit integers (at 50,000 items it crashed with a "
+            "segmentation fault). Use strategy.solver=neighbourhood"
+            + ("" if approximable else " with strategy=ease or strategy=ridge_map")
         )
     if solver == "exact" and items > max_items:
         dense = _size(items * items * 4)

@@ -82,6 +82,7 @@ def test_sweep_jobs_are_every_combination_and_the_cost_adds_up():
     assert job_seconds({**parts, "validate": 1.0, "test": 4.0}) == 2 + 10 * 3.5 + 4
     fitted = {"build": 2.0, "fit": 1.0, "validate": 1.0, "test": 1.0, "epochs": 0}
     assert job_seconds(fitted) == 5.0
+    assert job_seconds(fitted, start=3.0) == 8.0  # every job starts a process
 
 
 def test_sweep_cost_times_each_strategy_once(monkeypatch):
@@ -95,6 +96,7 @@ def test_sweep_cost_times_each_strategy_once(monkeypatch):
     assert results["jobs"] == 4
     assert results["popularity: jobs"] == results["target_only: jobs"] == 2
     assert results["target_only: epochs"] == 3 and results["target_only: epoch (s)"] > 0
+    assert results["process start (s)"] > 0
     total = 2 * (
         results["popularity: estimated seconds per job"]
         + results["target_only: estimated seconds per job"]

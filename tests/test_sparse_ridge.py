@@ -17,12 +17,9 @@ from recmig_strategies.text_ease import TextEASE
 from recmig_strategies.text_prior import TextPrior
 
 from recmig import sparse_ridge
+from recmig.benchmark import synthetic_context
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET
-from recmig.encoders.item import IdItemEncoder
-from recmig.strategy import StrategyContext
-from recmig.tokens import vocab_size
-from recmig.users.interest import MeanInterest
 
 
 def clustered(users: int, items: int, clusters: int, seed: int = 0, per_user: int = 12):
@@ -37,18 +34,6 @@ def clustered(users: int, items: int, clusters: int, seed: int = 0, per_user: in
     x = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, picked.ravel())), (users, items))
     x.data[:] = 1.0
     return x
-
-
-def context(items: int) -> StrategyContext:
-    """Half the items a source domain, half the target (token j + 1 is item column j)."""
-    return StrategyContext(
-        vocab_size=vocab_size(items),
-        dim=8,
-        source_catalog=torch.arange(1, items // 2 + 1),
-        target_catalog=torch.arange(items // 2 + 1, items + 1),
-        make_item_encoder=partial(IdItemEncoder, items + 2, 8),
-        make_user_model=partial(MeanInterest, 8),
-    )
 
 
 def training_matrix(x: sp.csr_matrix) -> TrainingMatrix:
@@ -88,7 +73,7 @@ def test_the_plain_map_with_every_source_item_is_the_exact_map():
     rng = np.random.default_rng(1)
     x = sp.csr_matrix((rng.random((400, 20)) < 0.5).astype(np.float32))
     exact, sparse = (
-        RidgeMap(context(20), lam=4.0, map_lam=3.0, solver=solver, neighbours=10)
+        RidgeMap(synthetic_context(20), lam=4.0, map_lam=3.0, solver=solver, neighbours=10)
         for solver in ("exact", "neighbourhood")
     )
     for strategy in (exact, sparse):
@@ -100,12 +85,12 @@ def test_the_plain_map_with_every_source_item_is_the_exact_map():
 def test_fewer_neighbours_keep_each_users_top_items_close_to_exact():
     x = clustered(users=1500, items=400, clusters=8)
     held = clustered(users=200, items=400, clusters=8, seed=1)
-    exact = EASE(context(400), lam=20.0, solver="exact")
+    exact = EASE(synthetic_context(400), lam=20.0, solver="exact")
     exact.fit(training_matrix(x))
     reference = scores(exact, held)
     overlap = {}
     for k in (10, 80):
-        approximate = EASE(context(400), lam=20.0, solver="neighbourhood", neighbours=k)
+        approximate = EASE(synthetic_context(400), lam=20.0, solver="neighbourhood", neighbours=k)
         approximate.fit(training_matrix(x))
         assert approximate.neighbour_tokens.shape == (200, k)  # k weights per target column
         got = scores(approximate, held)
@@ -123,7 +108,7 @@ def test_fewer_neighbours_keep_each_users_top_items_close_to_exact():
 
 def test_a_solver_that_would_not_fit_in_memory_refuses_before_allocating(monkeypatch):
     x = clustered(users=200, items=60, clusters=3)
-    strategy = EASE(context(60), solver="neighbourhood")
+    strategy = EASE(synthetic_context(60), solver="neighbourhood")
     monkeypatch.setattr(sparse_ridge, "available_memory", lambda: 2**20)
 
     def allocate(_):
@@ -149,10 +134,20 @@ def test_a_solver_that_would_not_fit_in_memory_refuses_before_allocating(monkeyp
     ],
 )
 def test_options_that_cannot_work_are_one_line_errors(make, message):
-    small = context(60)
+    small = synthetic_context(60)
     if message is None:
         with pytest.raises(TypeError, match="solver"):
             make(small)
         return
     with pytest.raises(ValueError, match=message):
         make(replace(small))
+
+
+def test_the_exact_solver_refuses_what_lapack_cannot_index():
+    # 50,000 items: 2.5e9 Gram entries, past scipy's 32-bit LAPACK indexing (a segfault there).
+    big = synthetic_context(50_000)
+    with pytest.raises(ValueError, match=r"50,000 items: .*32-bit integers.*solver=neighbourhood"):
+        EASE(big, solver="exact", max_items=10**6)
+    assert EASE(big, max_items=10**6).solver == "neighbourhood"  # auto goes around it
+    with pytest.raises(ValueError, match=r"32-bit integers.*with strategy=ease or strategy=ridge"):
+        TextEASE(big, max_items=10**6)
