@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from recmig.errors import USER_ERRORS, exit_with_error, one_line, user_error
 
@@ -69,7 +70,7 @@ def _check_overrides(overrides: list[str]) -> None:
     from recmig.config import compose_config
 
     try:
-        compose_config(overrides)
+        cfg = compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
         message = one_line(err)
         cause = err.__cause__ if isinstance(err, HydraException) else err
@@ -94,6 +95,47 @@ def _check_overrides(overrides: list[str]) -> None:
             shown = [f"{parent}{join}{v}" if parent else v for v in (close or valid)]
             message = f"{head}; {'close ' if close else ''}valid {kind}: {', '.join(shown)}"
         exit_with_error(message)
+    _check_missing_values(cfg)
+
+
+def _check_missing_values(cfg) -> None:
+    """A value the config leaves ``???`` (``data=custom_files`` without its files or domains)
+    fails here, in one line naming every such key, before any data is read (not as a
+    MissingMandatoryValue traceback once the run reaches it)."""
+    missing = sorted(_missing_keys(cfg))
+    if missing:
+        keys = ", ".join(missing)
+        exit_with_error(
+            f"missing value{'s' if len(missing) > 1 else ''} for {keys}: the config leaves "
+            f"{'them' if len(missing) > 1 else 'it'} ??? (required); set "
+            f"{'each' if len(missing) > 1 else 'it'} on the command line, e.g. {missing[0]}=..."
+        )
+
+
+def _missing_keys(node, prefix: str = ""):
+    """Full keys of the ``???`` values under ``node``, interpolations left unresolved (they may
+    name Hydra's runtime, which does not exist yet)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+                yield from _missing_keys(child, f"{prefix}{key}.")
+
+
+def _finished_run(path: str) -> Path:
+    """A run folder given on the command line, checked before the slow imports: one line at
+    once when it does not exist or is not a run."""
+    run = Path(path).expanduser()
+    if not run.exists():
+        exit_with_error(f"{run}: no such run folder (the path does not exist)")
+    if not (run / ".hydra" / "config.yaml").is_file():
+        exit_with_error(f"{run}: not a recmig run folder (no .hydra/config.yaml)")
+    return run
 
 
 def train_main(argv: list[str]) -> None:
@@ -130,8 +172,6 @@ def strategies_main() -> None:
 
 
 def evaluate_main(argv: list[str]) -> None:
-    from pathlib import Path
-
     from recmig.train import format_table, reevaluate
 
     parser = argparse.ArgumentParser(
@@ -168,24 +208,22 @@ def read_history_file(path) -> list:
 
 
 def recommend_main(argv: list[str]) -> None:
-    from pathlib import Path
-
-    import pandas as pd
-
-    from recmig.serving import Recommender
-
     parser = argparse.ArgumentParser(
         prog="recmig recommend",
         description="Top-k target items of a finished run for a user of its scenario or for a "
         "history file (CSV with item_id[,rating], or one item id per line, either domain).",
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=_finished_run)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the run's scenario")
     who.add_argument("--history", type=Path, help="a history file (a new user)")
     parser.add_argument("-k", type=int, default=10, help="list length (default 10)")
     parser.add_argument("--explain", action="store_true", help="add each item's causes")
     args = parser.parse_args(argv)
+    import pandas as pd
+
+    from recmig.serving import Recommender
+
     try:
         history = read_history_file(args.history) if args.history else ()
         rec = Recommender.from_run(args.run_dir)
@@ -198,17 +236,15 @@ def recommend_main(argv: list[str]) -> None:
 
 
 def serve_main(argv: list[str]) -> None:
-    from pathlib import Path
-
-    from recmig.serving.http import serve
-
     parser = argparse.ArgumentParser(
         prog="recmig serve", description="Serve a finished run over HTTP (docs at /docs)."
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=_finished_run)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    from recmig.serving.http import serve
+
     try:
         serve(args.run_dir, args.host, args.port)
     except USER_ERRORS as err:

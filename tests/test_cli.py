@@ -338,3 +338,35 @@ def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_unset_required_values_are_one_line_errors_before_any_data_is_read(tmp_path):
+    # data=custom_files leaves its files and domains ??? : all named at once, exit 2, and no
+    # run folder is made (nothing was read or written).
+    overrides = _custom_files(tmp_path)
+    partial = [o for o in overrides if not o.startswith("data.scenario.source_domains")]
+    result = recmig(
+        "train", *partial, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("recmig: error:")]
+    assert errors == [
+        "recmig: error: missing value for data.scenario.source_domains: the config leaves it "
+        "??? (required); set it on the command line, e.g. data.scenario.source_domains=..."
+    ]
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+    both = recmig("train", "data=custom_files", "logger=none", cwd=tmp_path)
+    assert "data.dataset.interactions, data.dataset.items, data.scenario" in both.stderr
+
+
+@pytest.mark.parametrize("command", ["recommend", "serve"])
+def test_a_run_path_that_is_not_there_is_named_at_once(tmp_path, command):
+    extra = ["--user", "1"] if command == "recommend" else []
+    missing = recmig(command, str(tmp_path / "no_such_run"), *extra, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"recmig: error: {tmp_path / 'no_such_run'}: no such run folder (the path does not exist)"
+    )
+    empty = recmig(command, str(tmp_path), *extra, cwd=tmp_path)
+    assert empty.returncode == 2
+    assert "not a recmig run folder (no .hydra/config.yaml)" in empty.stderr
