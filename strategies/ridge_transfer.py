@@ -198,22 +198,26 @@ class RidgeTransfer(ClosedFormStrategy):
         domain = matrix.item_domain[1:]
         source, target = np.flatnonzero(domain == SOURCE), np.flatnonzero(domain == TARGET)
         x_source, x_target = x[:, source].tocsr(), x[:, self.target_columns()].tocsr()
-        d = self.densifier(x_source, source)
         both = (x_source.getnnz(axis=1) > 0) & (x_target.getnnz(axis=1) > 0)
         if not both.any() and warm_prior is None:
             raise ValueError(
-                "strategy=ridge_transfer fits its cold-start map on users with both source and "
-                "target training interactions; the scenario has none"
+                f"strategy={self.config_name} fits its cold-start map on users with both source "
+                "and target training interactions; the scenario has none"
             )
-        if private:
-            self.fit_private(x_source, x_target, d, both, source)
-            return
         xs, xt = x_source[both], x_target[both]
-        if self.solver == "neighbourhood":  # the plain map, k source items per target item
+        if self.solver == "neighbourhood":  # the plain map (D = I), k source items per target
+            sparse_ridge.check_memory(
+                sparse_ridge.neighbourhood_bytes(xs, xt.shape[1], self.neighbours),
+                f"strategy={self.config_name}'s cold map with solver=neighbourhood",
+            )
             index, weights = sparse_ridge.neighbourhood_ridge(
                 sparse_ridge.sparse_gram(xs), (xs.T @ xt).tocsc(), self.map_lam, self.neighbours
             )
             self.set_sparse("cold_map", np.where(index >= 0, source[index], -1), weights)
+            return
+        d = self.densifier(x_source, source)  # dense (N_s, N_s): the exact solver only
+        if private:
+            self.fit_private(x_source, x_target, d, both, source)
             return
         gram = d.T @ gram_matrix(xs) @ d
         gram[np.diag_indices_from(gram)] += self.map_lam
