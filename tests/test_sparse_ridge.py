@@ -151,3 +151,15 @@ def test_the_exact_solver_refuses_what_lapack_cannot_index():
     assert EASE(big, max_items=10**6).solver == "neighbourhood"  # auto goes around it
     with pytest.raises(ValueError, match=r"32-bit integers.*with strategy=ease or strategy=ridge"):
         TextEASE(big, max_items=10**6)
+
+
+def test_the_sparse_map_builds_nothing_dense_in_the_source_catalogue(monkeypatch):
+    x = clustered(users=300, items=40, clusters=4)
+    strategy = RidgeMap(synthetic_context(40), solver="neighbourhood", neighbours=5)
+
+    def dense(*_):
+        raise AssertionError("the neighbourhood path built the dense (N_s x N_s) densifier")
+
+    monkeypatch.setattr(strategy, "densifier", dense)
+    strategy.fit(training_matrix(x))
+    assert strategy.cold_map_tokens.shape == (20, 5)
