@@ -130,12 +130,13 @@ def _missing_keys(node, prefix: str = ""):
 def _finished_run(path: str) -> Path:
     """A run folder given on the command line, checked before the slow imports: one line at
     once when it does not exist or is not a run."""
-    run = Path(path).expanduser()
-    if not run.exists():
-        exit_with_error(f"{run}: no such run folder (the path does not exist)")
-    if not (run / ".hydra" / "config.yaml").is_file():
-        exit_with_error(f"{run}: not a recmig run folder (no .hydra/config.yaml)")
-    return run
+    from recmig.paths import run_config_path
+
+    try:
+        run_config_path(path)
+    except FileNotFoundError as err:
+        exit_with_error(err)
+    return Path(path).expanduser()
 
 
 def train_main(argv: list[str]) -> None:

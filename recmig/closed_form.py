@@ -31,7 +31,7 @@ import torch
 
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import TARGET
-from recmig.sparse_ridge import SparseColumns
+from recmig.sparse_ridge import columns_matrix, sparse_product
 from recmig.strategy import StrategyContext, TransferStrategy
 
 
@@ -70,13 +70,12 @@ class ClosedFormStrategy(TransferStrategy):
     def sparse_scores(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
         """Sparse (B, vocab_size) histories times sparse weights ``name`` -> dense (B, N_t)."""
         if name not in self._sparse:  # built once per fit or load, from the fitted buffers
-            columns = SparseColumns(
+            self._sparse[name] = columns_matrix(
                 getattr(self, f"{name}_tokens"),
                 getattr(self, f"{name}_weights"),
                 self.context.vocab_size,
             )
-            self._sparse[name] = columns.matrix()
-        return SparseColumns.scores(inputs, self._sparse[name])
+        return sparse_product(inputs, self._sparse[name])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._sparse.clear()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -163,6 +162,13 @@ def sparse_gram(x: sp.csr_matrix) -> sp.csr_matrix:
     return gram
 
 
+def neighbourhood_gram(x: sp.csr_matrix, outputs: int, neighbours: int, what: str):
+    """:func:`sparse_gram` of X for :func:`neighbourhood_ridge` with ``outputs`` columns,
+    after refusing (naming ``what``) when the solve would not fit in the memory available."""
+    check_memory(neighbourhood_bytes(x, outputs, neighbours), what)
+    return sparse_gram(x)
+
+
 def strongest_inputs(
     cross: sp.csc_matrix, column: int, neighbours: int, popularity: np.ndarray, exclude: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -223,30 +229,20 @@ def neighbourhood_ridge(
     return index, weights
 
 
-@dataclass
-class SparseColumns:
-    """Weights from input rows to output columns, k per column, scored against sparse
-    histories: scores = inputs @ W with W (rows, C) holding ``weights[c]`` at rows
-    ``index[c]`` of column c (index -1: no weight)."""
+def columns_matrix(index: torch.Tensor, weights: torch.Tensor, rows: int) -> sp.csr_matrix:
+    """(rows, C) sparse weights from :func:`neighbourhood_ridge`'s (C, k) ``index`` (input
+    rows, -1: none) and ``weights``: column c holds ``weights[c]`` at rows ``index[c]``."""
+    index, weights = index.numpy(), weights.numpy()
+    used = index >= 0
+    columns = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
+    return sp.csr_matrix((weights[used], (index[used], columns[used])), shape=(rows, len(index)))
 
-    index: torch.Tensor  # (C, k) int64 input rows, -1 padding
-    weights: torch.Tensor  # (C, k) float32
-    rows: int
 
-    def matrix(self) -> sp.csr_matrix:
-        index, weights = self.index.numpy(), self.weights.numpy()
-        used = index >= 0
-        columns = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
-        return sp.csr_matrix(
-            (weights[used], (index[used], columns[used])), shape=(self.rows, len(index))
-        )
-
-    @staticmethod
-    def scores(inputs: torch.Tensor, matrix: sp.csr_matrix) -> torch.Tensor:
-        """Sparse (B, rows) torch ``inputs`` times the sparse weights -> dense (B, C)."""
-        inputs = inputs.coalesce()
-        rows, cols = inputs.indices().numpy()
-        histories = sp.csr_matrix(
-            (inputs.values().numpy().astype(np.float32), (rows, cols)), shape=inputs.shape
-        )
-        return torch.from_numpy((histories @ matrix).toarray())
+def sparse_product(inputs: torch.Tensor, matrix: sp.csr_matrix) -> torch.Tensor:
+    """Sparse (B, rows) torch ``inputs`` times sparse (rows, C) weights -> dense (B, C)."""
+    inputs = inputs.coalesce()
+    rows, cols = inputs.indices().numpy()
+    histories = sp.csr_matrix(
+        (inputs.values().numpy().astype(np.float32), (rows, cols)), shape=inputs.shape
+    )
+    return torch.from_numpy((histories @ matrix).toarray())

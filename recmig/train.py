@@ -31,6 +31,7 @@ from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.evaluation.ranking import METRICS
 from recmig.objectives import load_objective
+from recmig.paths import run_config_path
 from recmig.privacy import GaussianRelease, PrivacyConfig
 from recmig.registry import discover, load_strategy
 from recmig.strategy import StrategyContext
@@ -339,9 +340,7 @@ def load_finished_run(run_dir: Path) -> tuple[DictConfig, Path]:
     """A finished run's composed config (``output_dir`` pointed at ``run_dir``) and the path of
     its best checkpoint; FileNotFoundError naming what is missing."""
     run_dir = Path(run_dir)
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not a recmig run folder (no Hydra config)")
+    config_path = run_config_path(run_dir)
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     if not best:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt (unfinished run?)")

@@ -155,11 +155,12 @@ class EASE(ClosedFormStrategy):
             raise ValueError("EASE's neighbourhood solver has no prior; use strategy.solver=exact")
         x = self.item_matrix(matrix)
         columns = self.target_columns()
-        sparse_ridge.check_memory(
-            sparse_ridge.neighbourhood_bytes(x, len(columns), self.neighbours),
+        gram = sparse_ridge.neighbourhood_gram(
+            x,
+            len(columns),
+            self.neighbours,
             f"strategy={self.config_name} with solver=neighbourhood on {x.shape[1]:,} items",
         )
-        gram = sparse_ridge.sparse_gram(x)
         index, weights = sparse_ridge.neighbourhood_ridge(
             gram, gram[:, columns], self.lam, self.neighbours, exclude=columns
         )

@@ -206,12 +206,14 @@ class RidgeTransfer(ClosedFormStrategy):
             )
         xs, xt = x_source[both], x_target[both]
         if self.solver == "neighbourhood":  # the plain map (D = I), k source items per target
-            sparse_ridge.check_memory(
-                sparse_ridge.neighbourhood_bytes(xs, xt.shape[1], self.neighbours),
+            gram = sparse_ridge.neighbourhood_gram(
+                xs,
+                xt.shape[1],
+                self.neighbours,
                 f"strategy={self.config_name}'s cold map with solver=neighbourhood",
             )
             index, weights = sparse_ridge.neighbourhood_ridge(
-                sparse_ridge.sparse_gram(xs), (xs.T @ xt).tocsc(), self.map_lam, self.neighbours
+                gram, (xs.T @ xt).tocsc(), self.map_lam, self.neighbours
             )
             self.set_sparse("cold_map", np.where(index >= 0, source[index], -1), weights)
             return
