@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from recmig.console import quiet_console
 from recmig.errors import USER_ERRORS, exit_with_error, one_line, user_error
 
 log = logging.getLogger("recmig")
@@ -29,6 +30,7 @@ log = logging.getLogger("recmig")
 def _train_task(cfg) -> float | None:
     from recmig.train import selection_metric, train
 
+    quiet_console()  # after Hydra configured logging for this job
     try:
         metrics = train(cfg)
         selected = selection_metric(cfg)
@@ -276,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     args = parser.parse_args(argv[:1])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    quiet_console()  # `recmig train` again once Hydra has set up its job's logging
     if args.command == "train":
         train_main(argv[1:])
     elif args.command == "evaluate":

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf
 
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
@@ -256,9 +257,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # quiet: Lightning prints "Seed set" on stderr, where a run that fails on its input must
     # print only its one error line (the seed is recorded in .hydra/config.yaml)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    log.info("run folder: %s", output_dir.resolve())
     parts = build_run(cfg)
     scenario, datamodule, module, timings = parts
     write_json_atomic(output_dir / "scenario.json", scenario.stats)
+    log_model_size(module)
 
     # `callbacks.<name>=null` removes one (a debug config, a user's override)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
@@ -295,14 +298,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
     timings["time/torch_threads"] = torch.get_num_threads()
     metrics = evaluate(trainer, parts, ckpt, output_dir)
     if module.strategy.fitted_once:  # the fitted model, for `recmig evaluate` like any run
-        trainer.save_checkpoint(output_dir / "checkpoints" / FITTED_CHECKPOINT)
+        # weights_only=False: the same full checkpoint as a trained run's best epoch (saying so
+        # keeps Lightning from logging its default); loading it stays weights-only.
+        trainer.save_checkpoint(output_dir / "checkpoints" / FITTED_CHECKPOINT, weights_only=False)
     metrics.update(timings)
     metrics.update({f"scenario/{k}": v for k, v in scenario.stats.items()})
     write_json_atomic(output_dir / "metrics.json", metrics)
     for logger in loggers:
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith(("test/", "time/"))})
     print(format_table(metrics, cfg.strategy.name))
+    written = sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir())
+    print(f"results in {output_dir}: {', '.join(n for n in written if not n.startswith('.'))}")
     return metrics
+
+
+def log_model_size(module: TransferModule) -> None:
+    """One line for the model's size: what Lightning's summary table says, without its FLOPs
+    column (0 here: recmig's modules take batches, not a fixed example input)."""
+    params = list(module.parameters())
+    if not params:  # closed form: fitted buffers, no parameters
+        return
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    frozen = sum(p.numel() for p in params) - trainable
+    log.info(
+        "model: %s, %s trainable parameters, %s frozen",
+        type(module.strategy).__name__,
+        get_human_readable_count(trainable).strip(),
+        get_human_readable_count(frozen).strip(),
+    )
 
 
 def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: Path) -> dict:

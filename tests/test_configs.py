@@ -38,7 +38,10 @@ YAMLS = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"
 GROUPS = {p.parent.as_posix() for p in map(Path, YAMLS) if p.parent != Path(".")}
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # Targets whose **kwargs go on to another callable: their keys are checked against that one.
-KWARGS_FORWARD = {"lightning.pytorch.loggers.WandbLogger": "wandb.init"}
+KWARGS_FORWARD = {
+    "recmig.loggers.WandbLogger": "lightning.pytorch.loggers.WandbLogger",
+    "lightning.pytorch.loggers.WandbLogger": "wandb.init",
+}
 # Top-level keys of train.yaml that are not config groups, and the code that reads each.
 ROOT_CONSUMERS = {
     "seed": train,
