@@ -226,16 +226,21 @@ def recommend_main(argv: list[str]) -> None:
     import pandas as pd
 
     from recmig.serving import Recommender
+    from recmig.serving.journal import JOURNAL_NAME
 
     try:
         history = read_history_file(args.history) if args.history else ()
-        rec = Recommender.from_run(args.run_dir)
+        # The served run's updates count here too (read back from its journal, if any).
+        journal = args.run_dir / JOURNAL_NAME
+        rec = Recommender.from_run(args.run_dir, journal=journal if journal.is_file() else None)
         method = rec.explain if args.explain else rec.recommend
         table = method(user=args.user, history=history, k=args.k)
     except USER_ERRORS as err:
         exit_with_error(err)
     with pd.option_context("display.max_colwidth", 50, "display.width", 200):
         print(table.to_string(index=False))
+    if table.attrs.get("fallback"):
+        print(f"fallback: {table.attrs['fallback']}")
 
 
 def serve_main(argv: list[str]) -> None:
@@ -245,11 +250,25 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument("run_dir", type=_finished_run)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--journal",
+        type=Path,
+        help="SQLite file that keeps acknowledged updates and replays them on start "
+        "(default: <run>/updates.sqlite)",
+    )
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        help="most updated users held in memory; the least recently used leave memory, "
+        "not the journal (default: no bound)",
+    )
     args = parser.parse_args(argv)
     from recmig.serving.http import serve
+    from recmig.serving.journal import JOURNAL_NAME
 
+    journal = args.journal or args.run_dir / JOURNAL_NAME
     try:
-        serve(args.run_dir, args.host, args.port)
+        serve(args.run_dir, args.host, args.port, journal=journal, max_users=args.max_users)
     except USER_ERRORS as err:
         exit_with_error(err)
 

@@ -172,7 +172,11 @@ def build_run(cfg: DictConfig) -> RunParts:
         input_matrix=strategy.fitted_once,
     )
     module = TransferModule(
-        strategy, instantiate(cfg.optimizer), ks=tuple(cfg.ks), selection=selection_metric(cfg)
+        strategy,
+        instantiate(cfg.optimizer),
+        ks=tuple(cfg.ks),
+        selection=selection_metric(cfg),
+        fallback=tensors.target_popularity,
     )
     return RunParts(scenario, datamodule, module, timings)
 

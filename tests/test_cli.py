@@ -267,7 +267,6 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
-    import time
     import urllib.request
 
     import pandas as pd
@@ -309,25 +308,9 @@ def test_recommend_explain_stream_and_serve_a_real_run(tmp_path):
     assert "Worked examples (target_only, seed 0)" in results and "- user " in results
 
     port = _free_port()
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "recmig.cli", "serve", str(out), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    server = _start_server(out, port, tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                    assert json.loads(response.read())["strategy"] == "target_only"
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                assert time.monotonic() < deadline, "recmig serve did not come up"
-                time.sleep(1)
         body = json.dumps({"user": warm.user_id, "k": 10}).encode()
         request = urllib.request.Request(
             url + "/recommend", data=body, headers={"Content-Type": "application/json"}
@@ -370,3 +353,58 @@ def test_a_run_path_that_is_not_there_is_named_at_once(tmp_path, command):
     empty = recmig(command, str(tmp_path), *extra, cwd=tmp_path)
     assert empty.returncode == 2
     assert "not a recmig run folder (no .hydra/config.yaml)" in empty.stderr
+
+
+def _start_server(run: Path, port: int, cwd: Path, *extra: str) -> subprocess.Popen:
+    import time
+    import urllib.request
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "recmig.cli", "serve", str(run), "--port", str(port), *extra]
+    server = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # a cold start reads the dataset cache
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"recmig serve ended: {server.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise AssertionError("recmig serve did not answer /health within 300 s")
+
+
+def test_acknowledged_updates_survive_sigkill_of_the_server(tmp_path, data):
+    """Updates over HTTP, SIGKILL, restart: every acknowledged update and the same lists."""
+    from tests.test_serving import call
+
+    run = tmp_path / "run"
+    _train_custom(tmp_path, data, run, "strategy=ease")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start_server(run, port, tmp_path, "--max-users", "2")
+    try:
+        updates = [("u1", "i0"), ("u2", "i1"), ("u3", "i2"), ("newcomer", "i3"), ("u1", "i4")]
+        for user, item in updates:
+            status, answer = call(url, "/update", {"user": user, "item_id": item})
+            assert status == 200 and answer["recent"][0] == item, answer
+        users = sorted({u for u, _ in updates})
+        lists = {u: call(url, "/recommend", {"user": u, "k": 5})[1] for u in users}
+        status, health = call(url, "/health")
+        assert health["users_in_memory"] <= 2 and health["journal"]["updates"] == len(updates)
+    finally:
+        server.kill()  # SIGKILL: no shutdown code runs
+        server.wait(timeout=30)
+    server = _start_server(run, port, tmp_path)
+    try:
+        assert call(url, "/health")[1]["journal"]["updates"] == len(updates)
+        for user in users:
+            assert call(url, "/recommend", {"user": user, "k": 5})[1] == lists[user], user
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    # `recmig recommend` on the served run reads the same journal.
+    shown = recmig("recommend", str(run), "--user", "newcomer", "-k", "5", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert [i["item_id"] for i in lists["newcomer"]["items"]][0] in shown.stdout

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from functools import partial
@@ -15,7 +16,7 @@ import torch
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import COLD_TEST, SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
-from recmig.evaluation.ranking import top_items
+from recmig.evaluation.ranking import top_items, with_fallback
 from recmig.objectives import load_objective
 from recmig.registry import discover, load_strategy
 from recmig.serving import Recommender, RequestError, UnknownIdError
@@ -26,6 +27,8 @@ from recmig.serving.analysis import (
     summarise_streaming,
 )
 from recmig.serving.http import BackgroundServer, create_app
+from recmig.serving.journal import UpdateJournal
+from recmig.serving.recommender import FALLBACK
 from recmig.strategy import StrategyContext
 from recmig.users.interest import CausalTransformer
 
@@ -75,7 +78,9 @@ def evaluator_top(rec: Recommender, objective: str, k: int = 10) -> dict[str, li
     out = {}
     with torch.no_grad():
         for batch in dm.eval_data["test"]:
-            top = top_items(rec.strategy.target_scores(batch), batch["excluded"], k)
+            scores = rec.strategy.target_scores(batch)
+            ranked, _ = with_fallback(scores, batch["excluded"], rec.tensors.target_popularity)
+            top = top_items(ranked, batch["excluded"], k)
             for user, row in zip(batch["user"].tolist(), top.numpy(), strict=True):
                 tokens = rec.catalog[row]
                 out[str(rec.scenario.user_ids[user])] = list(rec.item_ids[tokens - 1])
@@ -134,7 +139,10 @@ def test_update_folds_in_interactions_and_a_cold_user_becomes_warm(setup, tmp_pa
     assert rec.batch([rec.history_of(user_id)])["is_cold"].item()
     item = first["item_id"].iloc[0]
     history = rec.update(user_id, item, timestamp=1e12)
-    assert history.tokens[-1] == rec.token_of[item]
+    assert history["item_id"].iloc[-1] == item and history["domain"].iloc[-1] == "target"
+    assert history["item_id"].tolist() == [
+        rec.item_ids[t - 1] for t in rec.history_of(user_id).tokens
+    ]
     assert not rec.batch([rec.history_of(user_id)])["is_cold"].item()  # warm now
     after = rec.recommend(user=user_id, k=5)
     assert item not in after["item_id"].tolist()
@@ -304,3 +312,113 @@ def test_non_finite_ratings_and_timestamps_are_refused_before_anything_changes(s
     source_item = next(i for i in rec.item_ids if rec.domain_name(rec.token_of[i]) == "source")
     rec.update("u1", source_item, rating=5.0)
     assert (rec.recommend(user="u1")["score"] > before["score"]).any()
+
+
+def send(url: str, path: str, data: bytes, kind: str = "application/json") -> tuple[int, dict]:
+    """A raw body, as a careless or hostile client sends it."""
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": kind})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def announce_large_body(url: str, path: str, length: int) -> tuple[int, dict]:
+    """Announce a ``length``-byte JSON body, send its first kilobyte, read the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        )
+        conn.sendall(head.encode() + b'{"source_history": [' + b'"i0", ' * 170)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    return status, json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.mark.parametrize("name", ["ease", "itemknn", "ridge_transfer", "target_only"])
+def test_a_history_with_nothing_to_score_by_gets_target_popularity_and_says_so(
+    setup, name, tmp_path
+):
+    rec, _ = build(setup, name, tmp_path)
+    popularity, _ = build(setup, "popularity", tmp_path)
+    empty = rec.recommend(history=[], k=5)
+    expected = popularity.recommend(history=[], k=5)
+    if name == "target_only":  # a sequence model scores an empty history by its own prior
+        assert empty.attrs["fallback"] is None
+        return
+    assert empty["item_id"].tolist() == expected["item_id"].tolist()
+    assert empty.attrs["fallback"] == FALLBACK
+    assert (empty["score"] > 0).all()  # popularity counts, not the flat zeros
+    user = str(rec.scenario.user_ids[int(rec.scenario.warm["user"].iloc[0])])
+    assert rec.recommend(user=user).attrs["fallback"] is None  # a real history: the model's
+    with BackgroundServer(create_app(rec)) as url:
+        status, answer = call(url, "/recommend", {"source_history": [], "k": 5})
+    assert status == 200 and answer["fallback"] == FALLBACK
+    assert [i["item_id"] for i in answer["items"]] == expected["item_id"].tolist()
+
+
+def test_with_fallback_replaces_only_rows_without_signal():
+    scores = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 5.0], [2.0, 1.0, 0.0], [float("nan")] * 3])
+    excluded = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    ranked, flat = with_fallback(scores, excluded, torch.tensor([1.0, 3.0, 2.0]))
+    assert flat.tolist() == [True, True, False, False]  # row 1: equal among what may be shown
+    assert ranked[0].tolist() == [1.0, 3.0, 2.0] and ranked[2].tolist() == [2.0, 1.0, 0.0]
+    assert with_fallback(scores, excluded, None)[0] is scores
+
+
+def test_http_refuses_what_it_cannot_read_in_one_clear_answer(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path)
+    user = str(rec.scenario.user_ids[int(rec.scenario.warm["user"].iloc[0])])
+    with BackgroundServer(create_app(rec)) as url:
+        status, error = send(url, "/recommend", b'{"user": "\xff\xfe"}')
+        assert status == 422, error  # not UTF-8: the README's 422, not a 400
+        status, error = send(url, "/recommend", json.dumps({"user": user}).encode(), "text/plain")
+        assert status == 415 and "application/json" in error["detail"]
+        body = b'{"user": "%s", "item_id": "i0", "rating": NaN}' % user.encode()
+        status, error = send(url, "/update", body)
+        assert status == 422 and len(error["detail"]) == 1  # one field, one error
+        assert error["detail"][0]["loc"] == ["body", "rating"]
+        # 50 MB announced: answered 413 after the first kilobyte, the rest never read.
+        status, error = announce_large_body(url, "/recommend", 50_000_000)
+        assert status == 413 and "bytes" in error["detail"]
+        status, error = call(url, "/recommend", {"user": "x" * 5126})
+        assert status == 422 and len(json.dumps(error)) < 500  # refused, not echoed back
+        status, error = call(url, "/update", {"user": user, "item_id": "y" * 900})
+        assert status == 404 and len(error["detail"]) < 300 and "yyyy..." in error["detail"]
+        status, health = call(url, "/health")
+        assert status == 200 and health["journal"] is None
+
+
+def test_updates_survive_in_the_journal_and_memory_stays_bounded(setup, tmp_path):
+    rec, _ = build(setup, "ease", tmp_path)
+    journal = UpdateJournal(tmp_path / "updates.sqlite", run="run-a")
+    bounded = Recommender(rec.strategy, rec.tensors, "ease", journal=journal, max_users=2)
+    users = [str(u) for u in rec.scenario.user_ids[:3]]
+    for user, item in zip([*users, users[0]], ["i0", "i1", "i2", "i3"], strict=True):
+        bounded.update(user, item)
+    bounded.update("someone-new", "i4", rating=4.0, timestamp=1e12)
+    assert len(bounded.histories) == 2 and len(journal) == 5  # the bound holds; nothing lost
+    lists = {u: bounded.recommend(user=u) for u in [*users, "someone-new"]}
+    # A restarted service (a fresh recommender on the same journal) answers the same lists.
+    again = Recommender(
+        rec.strategy, rec.tensors, "ease", journal=UpdateJournal(journal.path, run="run-a")
+    )
+    for user, table in lists.items():
+        assert again.recommend(user=user).equals(table), user
+    assert again.history_of(users[0]).tokens[-2:] == [rec.token_of["i0"], rec.token_of["i3"]]
+    with pytest.raises(ValueError, match="belongs to another run"):
+        UpdateJournal(journal.path, run="run-b")
+    with pytest.raises(ValueError, match="needs an update journal"):
+        Recommender(rec.strategy, rec.tensors, max_users=5)
+    # A rejected update is never journalled.
+    with pytest.raises(UnknownIdError):
+        again.update(users[1], "no-such-item")
+    assert len(journal) == 5

@@ -190,6 +190,16 @@ class ScenarioTensors:
         values = rated["rating"].to_numpy(np.float32)
         return sp.csr_matrix((values, (rated["user"], rated["item"])), shape=shape)
 
+    @cached_property
+    def target_popularity(self) -> torch.Tensor:
+        """(N_t,) training users of each target item, in catalogue order: how a user whose
+        scores carry no signal is ranked (:func:`recmig.evaluation.ranking.with_fallback`), the
+        counts the popularity baseline ranks by."""
+        train = self.scenario.train
+        pairs = train.loc[train["domain"] == TARGET, ["user", "item"]].drop_duplicates()
+        counts = np.bincount(pairs["item"].to_numpy(), minlength=self.vocab_size)
+        return torch.from_numpy(counts[self.target_catalog.numpy()].astype(np.float32))
+
     def training_matrix(self) -> TrainingMatrix:
         """The training interactions as sparse matrices (see :class:`TrainingMatrix`)."""
         return TrainingMatrix(

@@ -46,6 +46,29 @@ def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> to
     return top
 
 
+def with_fallback(
+    scores: torch.Tensor, excluded: torch.Tensor | None, fallback: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores`` (B, N) with every row that carries no signal replaced by ``fallback`` (N,),
+    and the (B,) bool mask of those rows; ``fallback`` None changes nothing.
+
+    A row carries no signal when every item it may recommend scores the same: an empty history,
+    or one the strategy reads nothing from (a closed-form model given no item of its source
+    domain). Ranked as it is, such a row would list the catalogue in id order; the evaluator and
+    the recommender rank it by ``fallback`` instead, the target domain's training popularity
+    (``ScenarioTensors.target_popularity``), as the popularity baseline would."""
+    if fallback is None:
+        return scores, torch.zeros(len(scores), dtype=torch.bool)
+    high, low = scores, scores
+    if excluded is not None:
+        high = scores.masked_fill(excluded, float("-inf"))
+        low = scores.masked_fill(excluded, float("inf"))
+    flat = high.amax(1) == low.amin(1)  # False for NaN rows and rows with nothing left
+    if flat.any():
+        scores = torch.where(flat[:, None], fallback.to(scores.dtype).expand_as(scores), scores)
+    return scores, flat
+
+
 def ranking_metrics(
     scores: torch.Tensor,
     relevant: torch.Tensor,

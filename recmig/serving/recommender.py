@@ -4,7 +4,7 @@
     rec.recommend(source_history=["Toy Story (1995)"], k=10)      # a new, cold user
     rec.recommend(user="42")                                     # a user of the scenario
     rec.explain(user="42")                                       # which history items drove it
-    rec.update("42", "Heat (1995)")                              # one more interaction
+    rec.update("42", "Matrix, The (1999)")                       # one more interaction
 
 Every strategy is served through the same two strategy methods the evaluator calls
 (:meth:`recmig.strategy.TransferStrategy.target_scores` on a batch built from histories), so a
@@ -21,6 +21,7 @@ Each history item belongs to the domain the scenario gave it; items the scenario
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,15 @@ from hydra.utils import instantiate
 from recmig.data.loaders import ScenarioTensors, history_tokens
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import ItemEncoder
-from recmig.evaluation.ranking import top_items
+from recmig.evaluation.ranking import top_items, with_fallback
+from recmig.serving.journal import Update, UpdateJournal, run_fingerprint
 from recmig.strategy import TransferStrategy
 
 DOMAIN_NAMES = {SOURCE: "source", TARGET: "target"}
+FALLBACK = "target popularity: the history gives this strategy nothing to score by"
+"""Why a list is the target domain's popularity (:func:`recmig.evaluation.ranking.with_fallback`):
+an empty history, or one without any item the strategy reads (a model of one source domain given
+none of its items). The evaluator ranks such users the same way."""
 NO_CAUSE = {"item_id": None, "title": None, "domain": None, "contribution": float("nan")}
 ItemRef = str | int | tuple[str | int, float]
 """A history entry: an item id, or (item id, rating) for strategies that read ratings."""
@@ -51,6 +57,17 @@ class UnknownIdError(RequestError):
     """An item or user id the run does not know (the HTTP service answers 404)."""
 
 
+MAX_ECHO = 80
+"""Longest part of a request's value an error message repeats."""
+
+
+def shown(value: object, limit: int = MAX_ECHO) -> str:
+    """``value`` as an error message quotes it: its repr, cut to ``limit`` characters (an id
+    of 5,000 characters must not come back in full)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
+
+
 def _finite(value: float | None, where: str) -> float:
     """A rating or timestamp as a float (NaN for None); inf and NaN given explicitly are errors
     (stored, they would poison every later score of the user)."""
@@ -58,7 +75,7 @@ def _finite(value: float | None, where: str) -> float:
         return float("nan")
     number = float(value)
     if not np.isfinite(number):
-        raise RequestError(f"{where}: must be a finite number, got {value!r}")
+        raise RequestError(f"{where}: must be a finite number, got {shown(value)}")
     return number
 
 
@@ -100,7 +117,22 @@ class Recommender:
     """Scores, explains and updates users of one trained (or fitted) strategy; see the module
     docstring. Safe to share between threads (one lock around histories and scoring)."""
 
-    def __init__(self, strategy: TransferStrategy, tensors: ScenarioTensors, name: str = ""):
+    def __init__(
+        self,
+        strategy: TransferStrategy,
+        tensors: ScenarioTensors,
+        name: str = "",
+        journal: UpdateJournal | None = None,
+        max_users: int | None = None,
+    ):
+        """``journal``: where acknowledged updates are kept and read back from (None: in memory
+        only, lost when the process ends). ``max_users``: most users whose updated histories
+        stay in memory (least recently used leave; the journal keeps them, so it is required)."""
+        if max_users is not None and (max_users < 1 or journal is None):
+            raise ValueError(
+                f"max_users={max_users}: must be a positive number of users, and needs an update "
+                "journal (users that leave memory are read back from it)"
+            )
         self.strategy = strategy.eval()
         self.tensors = tensors
         self.name = name or type(strategy).__name__
@@ -116,7 +148,11 @@ class Recommender:
         self.catalog = tensors.target_catalog.numpy()
         self.local = tensors.target_local
         self.rating_objective = strategy.objective.needs_ratings
-        self.histories: dict[str, History] = {}  # users seen or updated since loading
+        # Updated users' histories, least recently used first (bounded by max_users).
+        self.histories: OrderedDict[str, History] = OrderedDict()
+        self.max_users = max_users
+        self.journal = journal
+        self.journal_users = journal.users() if journal is not None else set()
         self.lock = threading.RLock()
         # Training interactions as arrays with each user's row range: a history is two
         # slices, not a pandas query (which would dominate a one-user request).
@@ -129,6 +165,13 @@ class Recommender:
             train["rating"].to_numpy(np.float64),
             train["timestamp"].to_numpy(np.float64),
         )
+        if journal is not None:
+            unknown = sorted(journal.item_ids() - self.token_of.keys())
+            if unknown:
+                raise ValueError(
+                    f"update journal {journal.path}: item id {unknown[0]!r} (and "
+                    f"{len(unknown) - 1} more) is not in this run's scenario"
+                )
         with torch.no_grad():
             strategy.refresh()
             for module in strategy.modules():
@@ -136,12 +179,24 @@ class Recommender:
                     module.freeze()
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Recommender:
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        journal: str | Path | None = None,
+        max_users: int | None = None,
+    ) -> Recommender:
         """Load a finished run (``recmig train``'s output folder): its config, its scenario
-        (rebuilt from the dataset cache with the run's split seed) and its best checkpoint."""
+        (rebuilt from the dataset cache with the run's split seed) and its best checkpoint.
+        ``journal``: the update journal to keep updates in and replay (``recmig serve`` uses
+        ``<run>/updates.sqlite``; None: updates stay in memory); ``max_users``: see
+        :class:`Recommender`."""
+        from recmig.paths import run_config_path
         from recmig.train import build_strategy, load_finished_run, load_plain_checkpoint
         from recmig.training.module import TransferModule
 
+        if journal is not None:  # a journal of another run fails before the model loads
+            fingerprint = run_fingerprint(run_config_path(Path(run_dir)).read_text())
+            journal = UpdateJournal(journal, run=fingerprint)
         cfg, best = load_finished_run(Path(run_dir))
         scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
         tensors = ScenarioTensors(scenario, instantiate(cfg.loader).max_len)
@@ -150,14 +205,16 @@ class Recommender:
         checkpoint = load_plain_checkpoint(best, "checkpoint")
         module.on_load_checkpoint(checkpoint)  # frozen language-model weights come from the build
         module.load_state_dict(checkpoint["state_dict"])
-        return cls(module.strategy, tensors, name=str(cfg.strategy.name))
+        return cls(
+            module.strategy, tensors, str(cfg.strategy.name), journal=journal, max_users=max_users
+        )
 
     # ----------------------------------------------------------------- histories
     def token(self, item_id: str | int, where: str = "item id") -> int:
         token = self.token_of.get(str(item_id))
         if token is None:
             raise UnknownIdError(
-                f"{where}: item id {str(item_id)!r} is not in this run's scenario (unknown to "
+                f"{where}: item id {shown(str(item_id))} is not in this run's scenario (unknown to "
                 "the dataset, or dropped by its k-core filtering)"
             )
         return token
@@ -169,7 +226,7 @@ class Recommender:
     def _index(self, user: str | int) -> int:
         index = self.user_index.get(str(user))
         if index is None:
-            raise UnknownIdError(f"user id {str(user)!r} is not a user of this run's scenario")
+            raise UnknownIdError(f"user id {shown(str(user))} is not a user of this run's scenario")
         return index
 
     def training_history(self, user: str | int) -> History:
@@ -194,11 +251,45 @@ class Recommender:
         return history
 
     def history_of(self, user: str | int) -> History:
-        """The current history of a user (a copy): updated since loading, else the
-        scenario's."""
+        """The current history of a user (a copy): the scenario's with every acknowledged
+        update (in memory, or read back from the journal)."""
         with self.lock:
-            stored = self.histories.get(str(user))
-            return stored.copy() if stored is not None else self.known_history(user)
+            return self._current(str(user)).copy()
+
+    def _current(self, key: str) -> History:
+        """The live history of ``key`` (not a copy; hold the lock)."""
+        history = self.histories.get(key)
+        if history is not None:
+            self.histories.move_to_end(key)
+            return history
+        if key not in self.journal_users:
+            return self.known_history(key)  # no update: rebuilt from the scenario, not kept
+        history = self.known_history(key) if key in self.user_index else History()
+        for update in self.journal.of_user(key):  # as update() built it, in the same order
+            rating = float("nan") if update.rating is None else update.rating
+            history.add(self.token(update.item_id, "journal"), rating, update.timestamp)
+        self._remember(key, history)
+        return history
+
+    def _remember(self, key: str, history: History) -> None:
+        self.histories[key] = history
+        self.histories.move_to_end(key)
+        while self.max_users is not None and len(self.histories) > self.max_users:
+            self.histories.popitem(last=False)  # the journal keeps it
+
+    def history_table(self, history: History) -> pd.DataFrame:
+        """A history as its reader sees it: ``item_id``, ``title``, ``domain``, ``rating``,
+        ``timestamp`` (NaN where not given), in time order."""
+        tokens = np.asarray(history.tokens, dtype=np.int64)
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids[tokens - 1],
+                "title": self.titles[tokens - 1],
+                "domain": [self.domain_name(t) for t in history.tokens],
+                "rating": history.ratings,
+                "timestamp": history.times,
+            }
+        )
 
     def parse_history(
         self,
@@ -219,8 +310,8 @@ class Recommender:
                 if side is not None and self.domain_of[token] != side:
                     other = self.domain_name(token)
                     raise RequestError(
-                        f"{name}[{position}]: item {str(item)!r} belongs to the {other} domain "
-                        f"of this scenario; pass it in {other}_history"
+                        f"{name}[{position}]: item {shown(str(item))} belongs to the {other} "
+                        f"domain of this scenario; pass it in {other}_history"
                     )
                 history.add(token, _finite(rating, f"{name}[{position}] rating"))
         return history
@@ -231,22 +322,28 @@ class Recommender:
         item_id: str | int,
         timestamp: float | None = None,
         rating: float | None = None,
-    ) -> History:
+    ) -> pd.DataFrame:
         """Fold one new interaction into ``user``'s history (a user unknown to the scenario
         starts empty), so the next :meth:`recommend` reflects it; validated before anything
-        changes. Returns (a copy of) the updated history."""
+        changes, and written to the journal (when there is one) before it returns. Returns the
+        updated history (:meth:`history_table`)."""
         token = self.token(item_id, "update")
         rating_value = _finite(rating, "update rating")
         time = None if timestamp is None else _finite(timestamp, "update timestamp")
         with self.lock:
             key = str(user)
-            history = self.histories.get(key)
-            if history is None:
+            if key in self.histories or key in self.journal_users:
+                history = self._current(key).copy()
+            else:
                 history = self.known_history(key) if key in self.user_index else History()
-            history = history.copy()
             history.add(token, rating_value, time)
-            self.histories[key] = history
-            return history.copy()
+            if self.journal is not None:  # acknowledged only once it is on disk
+                self.journal.append(
+                    Update(key, str(item_id), time, None if rating is None else rating_value)
+                )
+                self.journal_users.add(key)
+            self._remember(key, history)
+            return self.history_table(history)
 
     # ----------------------------------------------------------------- scoring
     def batch(self, histories: Sequence[History], users: Sequence[int] | None = None) -> dict:
@@ -340,33 +437,52 @@ class Recommender:
         """The top-k target items (``rank``, ``item_id``, ``title``, ``score``) for a user of
         the scenario (with any updates) or for the given histories (a new user; see
         :meth:`parse_history`); target items already in the history are never recommended."""
-        records = self.recommend_list(
+        answer = self.answer(
             k,
             user=user,
             source_history=source_history,
             target_history=target_history,
             history=history,
         )
-        return pd.DataFrame(records, columns=["rank", "item_id", "title", "score"])
+        table = pd.DataFrame(answer["items"], columns=["rank", "item_id", "title", "score"])
+        table.attrs["fallback"] = answer["fallback"]
+        return table
 
     def recommend_list(self, k: int = 10, **query) -> list[dict]:
-        """:meth:`recommend` (same keyword arguments) as a list of dicts: what the HTTP
-        service returns, without the cost of a DataFrame (most of a one-user request)."""
+        """:meth:`recommend` (same keyword arguments) as a list of dicts, without the cost of a
+        DataFrame (most of a one-user request)."""
+        return self.answer(k, **query)["items"]
+
+    def answer(self, k: int = 10, **query) -> dict:
+        """What the HTTP service returns for :meth:`recommend`'s arguments: ``items`` (the
+        list of :meth:`recommend_list`) and ``fallback`` (``FALLBACK`` when the history carried
+        no signal and the list is the target domain's popularity, else None)."""
         history, index = self._resolve(**query)
-        return self.top_k([history], [index], k)[0]
+        lists, fallbacks = self.rankings([history], [index], k)
+        return {"items": lists[0], "fallback": fallbacks[0]}
 
     def top_k(self, histories: Sequence[History], users: Sequence[int], k: int) -> list[list[dict]]:
         """Each history's top-k records (see :meth:`recommend_list`), scored in one batch."""
+        return self.rankings(histories, users, k)[0]
+
+    def rankings(
+        self, histories: Sequence[History], users: Sequence[int], k: int
+    ) -> tuple[list[list[dict]], list[str | None]]:
+        """:meth:`top_k`'s lists and, for each, ``FALLBACK`` where the list is the target
+        domain's popularity because the history carried no signal (None: the model's list)."""
         if k < 1:
             raise RequestError(f"k must be a positive integer, got {k}")
         scores, excluded = self.scores(histories, users)
-        top = top_items(scores, excluded, k)  # the evaluator's own top-k (same tie order)
+        # The evaluator's own fallback and top-k (same tie order): the lists it scores.
+        scores, flat = with_fallback(scores, excluded, self.tensors.target_popularity)
+        top = top_items(scores, excluded, k)
         picked = scores.masked_fill(excluded, float("-inf")).gather(1, top)
         # When k exceeds what is left, the list is shorter: excluded items never pad it.
-        return [
+        lists = [
             self._records(t[s > float("-inf")].numpy(), s[s > float("-inf")].numpy())
             for t, s in zip(top, picked, strict=True)
         ]
+        return lists, [FALLBACK if f else None for f in flat.tolist()]
 
     def recommend_users(
         self, users: Sequence[str | int], k: int = 10, batch_size: int = 512
@@ -433,7 +549,7 @@ class Recommender:
         model for a cold user) has none."""
         history, index = self._resolve(**query)
         records = self.top_k([history], [index], k)[0]
-        contributions, items = np.zeros((0, len(records))), []
+        contributions, items = np.zeros((0, len(records))), []  # a fallback list has no causes
         if records and history.tokens:
             positions = self.local[np.array([self.token_of[r["item_id"]] for r in records])]
             contributions, items = self.attributions(history, positions)
@@ -461,4 +577,4 @@ class Recommender:
         return DOMAIN_NAMES[side]
 
 
-__all__ = ["History", "Recommender", "RequestError", "UnknownIdError"]
+__all__ = ["FALLBACK", "History", "Recommender", "RequestError", "UnknownIdError"]

@@ -25,6 +25,7 @@ from recmig.evaluation.ranking import (
     metrics_of_top,
     new_item_metrics,
     top_items,
+    with_fallback,
 )
 from recmig.strategy import TransferStrategy
 from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
@@ -46,13 +47,17 @@ class TransferModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
         selection: str = "val/ndcg@10",
+        fallback: torch.Tensor | None = None,
     ):
         """``selection``: the validation metric checkpointing and early stopping watch (shown
         on the progress bar); it must be one this module logs. The strategy's objective says
         which errors of its predictions against held-out ratings are logged too
-        (``Objective.error_metrics``: MAE and RMSE under ``rating``)."""
+        (``Objective.error_metrics``: MAE and RMSE under ``rating``). ``fallback`` (N_t,): how
+        users whose scores carry no signal are ranked (:func:`with_fallback`; None: as scored)."""
         super().__init__()
         self.strategy = strategy
+        # Not persistent: rebuilt from the scenario, so checkpoints stay as they were.
+        self.register_buffer("fallback", fallback, persistent=False)
         self.make_optimizer = optimizer
         self.ks = tuple(ks)
         names = [f"{m}@{k}" for m in METRICS for k in self.ks]
@@ -125,7 +130,8 @@ class TransferModule(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
         scores = self.strategy.target_scores(batch)
-        top = top_items(scores, batch["excluded"], max(self.ks))
+        ranked, _ = with_fallback(scores, batch["excluded"], self.fallback)
+        top = top_items(ranked, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
         # Predicted minus held-out rating (B, items) where the user rated the item. The mask
         # comes from the ratings, not the errors, so a NaN prediction stays NaN in the results
