@@ -15,9 +15,11 @@ fit allocates replace the epoch figures.
     recmig benchmark --scaling                fit time, memory and held-out NDCG@10 of ItemKNN
                                               and EASE (exact and neighbourhood solvers) on
                                               synthetic catalogues of 5k to 300k items
-    recmig benchmark --serving -- strategy=ease   latency of a recommender (one core): p50/p99
-                                              of update + top-10 recommend and of explain for
-                                              one user, then an HTTP load test on localhost
+    recmig benchmark --serving -- strategy=ease   seconds until a finished run answers
+                                              (`recmig recommend` end to end, `recmig serve`
+                                              until /health), latency of a recommender (one
+                                              core): p50/p99 of update + top-10 recommend and
+                                              of explain for one user, then an HTTP load test
     recmig benchmark --serving -- data=synthetic_large encoder=id    the same at 15k target items
     recmig benchmark --encoding               the language model over the catalogue and 20k
                                               synthetic titles: items/s, share of the matmul
@@ -55,9 +57,9 @@ import torch
 from hydra.utils import instantiate
 
 from recmig.atomic import write_text_atomic
-from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.data.synthetic import with_taste
+from recmig.data.tensors import TrainingMatrix
 from recmig.encoders.item import IdItemEncoder
 from recmig.encoders.text import render_item_texts
 from recmig.encoders.throughput import encoding_figures, encoding_profile, synthetic_titles
@@ -467,6 +469,64 @@ def serving(overrides: list[str], requests: int, load_requests: int, clients: in
     return results
 
 
+def startup(overrides: list[str], run: Path | None, repeats: int = 3) -> dict[str, float]:
+    """Seconds until a finished run answers, each in a new process as a user starts it (median
+    of ``repeats``): ``recmig recommend <run> --user <u>`` end to end (interpreter, imports,
+    opening the run, one list) and ``recmig serve <run>`` until ``/health`` answers. Without
+    ``run``, the composed run is first trained for one epoch into a temporary folder (not
+    timed: start-up does not depend on the weights)."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    import pandas as pd
+
+    command = [sys.executable, "-m", "recmig.cli"]
+    with tempfile.TemporaryDirectory() as scratch:
+        if run is None:
+            run = Path(scratch) / "run"
+            extra = ["logger=none", "trainer.max_epochs=1", f"hydra.run.dir={run}"]
+            trained = subprocess.run(
+                [*command, "train", *overrides, *extra], capture_output=True, text=True
+            )
+            if trained.returncode != 0:
+                raise RuntimeError(f"training the run to serve failed:\n{trained.stderr[-2000:]}")
+        user = str(pd.read_parquet(run / "test_users.parquet", columns=["user_id"]).iloc[0, 0])
+        recommend, serve = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(
+                [*command, "recommend", str(run), "--user", user], check=True, capture_output=True
+            )
+            recommend.append(time.perf_counter() - start)
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            start = time.perf_counter()
+            server = subprocess.Popen(
+                [*command, "serve", str(run), "--port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                while server.poll() is None:
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                        break
+                    except OSError:
+                        time.sleep(0.02)
+                serve.append(time.perf_counter() - start)
+            finally:
+                server.kill()
+                server.wait()
+            if server.returncode not in (None, -9):
+                raise RuntimeError(f"recmig serve {run} ended with {server.returncode}")
+    return {
+        "recmig recommend <run> --user, end to end, median (s)": statistics.median(recommend),
+        "recmig serve <run> until /health answers, median (s)": statistics.median(serve),
+    }
+
+
 def load_test(server, users, total: int, clients: int) -> dict[str, float]:
     """``total`` POST /recommend requests from ``clients`` keep-alive connections; stops by
     itself. Clients and server share this machine's cores."""
@@ -552,6 +612,12 @@ def main(argv: list[str] | None = None) -> None:
         "short run per strategy (e.g. -- experiment=cold_start_ml1m)",
     )
     parser.add_argument("--requests", type=int, default=500, help="--serving: timed requests")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        help="--serving: a finished run to time start-up on (default: train the composed run "
+        "for one epoch into a temporary folder)",
+    )
     parser.add_argument("--load-requests", type=int, default=1000, help="--serving: HTTP ones")
     parser.add_argument("--clients", type=int, default=2, help="--serving: HTTP connections")
     parser.add_argument(
@@ -574,7 +640,8 @@ def main(argv: list[str] | None = None) -> None:
         results = sweep_cost(args.overrides)
         title = "sweep cost, " + " ".join(args.overrides)
     elif args.serving:
-        results = serving(args.overrides, args.requests, args.load_requests, args.clients)
+        results = startup(args.overrides, args.run)
+        results.update(serving(args.overrides, args.requests, args.load_requests, args.clients))
         title = "serving, " + (" ".join(args.overrides) or "default run")
     elif args.catalogue_curve:
         results = catalogue_curve(CURVE_CATALOGUES, args.overrides, args.epochs, args.negatives)

@@ -29,8 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import TARGET
+from recmig.data.tensors import TrainingMatrix
 from recmig.sparse_ridge import columns_matrix, sparse_product
 from recmig.strategy import StrategyContext, TransferStrategy
 

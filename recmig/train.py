@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,14 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
 from recmig.atomic import write_atomic, write_json_atomic
 from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
-from recmig.data.scenario import SOURCE, TARGET, Scenario, build_scenario
+from recmig.data.scenario import TARGET, Scenario, build_scenario
+from recmig.data.scenario_snapshot import SNAPSHOT, save_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.evaluation.ranking import METRICS
-from recmig.objectives import load_objective
-from recmig.paths import run_config_path
-from recmig.privacy import GaussianRelease, PrivacyConfig
-from recmig.registry import discover, load_strategy
-from recmig.strategy import StrategyContext
+from recmig.run import (  # noqa: F401  (re-exported: where callers have always found them)
+    MOVED_TARGETS,
+    build_strategy,
+    load_finished_run,
+    load_plain_checkpoint,
+    privacy_config,
+)
 from recmig.training.module import TransferModule
 
 log = logging.getLogger(__name__)
@@ -44,69 +45,6 @@ FITTED_CHECKPOINT = "best-fitted.ckpt"
 # Lightning 2.x builds torch pytree LeafSpec objects, which torch 2.13 deprecates: a warning
 # per fit/test call that says nothing about the run. Only this message is silenced.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-
-
-def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
-    scenario = tensors.scenario
-    options = OmegaConf.to_container(cfg.strategy, resolve=True)
-    name = options.pop("name")
-    cls = load_strategy(name)
-    if cls.needs_source and not scenario.has_source:
-        raise ValueError(
-            f"strategy {name!r} transfers from a source domain, but the scenario has none "
-            "(data.scenario.source_domains is empty)"
-        )
-    if "overlap" in cls.streams and scenario.stats.get("overlap/users", 0) == 0:
-        raise ValueError(
-            f"strategy {name!r} learns from users active in both domains, but this scenario "
-            f"has none (data {cfg.data.dataset.get('_target_', '?')}); strategies that "
-            "transfer through items (pooled, lora, ...) work without them"
-        )
-    privacy = privacy_config(cfg.get("privacy"))
-    if privacy.enabled and not cls.releases_source:
-        supported = sorted(n for n in discover() if load_strategy(n).releases_source)
-        raise ValueError(
-            f"privacy.epsilon={privacy.epsilon}: strategy {name!r} reads users' raw source "
-            "histories during training (its source representation changes with every step, "
-            "so a one-time private release cannot stand in for it); strategies that release "
-            f"one vector per user: {supported}"
-        )
-    objective = cfg.get("objective", "ranking")
-    if objective not in cls.objectives:
-        raise ValueError(
-            f"objective={objective!r}: strategy {name!r} supports {list(cls.objectives)}"
-        )
-    vocab = tensors.vocab_size
-    item_source = torch.full((vocab,), -1, dtype=torch.long)
-    item_source[: vocab - 1] = torch.from_numpy(scenario.item_source.astype(np.int64))
-    context = StrategyContext(
-        vocab_size=vocab,
-        dim=cfg.dim,
-        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
-        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
-        source_names=scenario.source_names,
-        item_source=item_source,
-        release=GaussianRelease(privacy, seed=int(cfg.seed)) if privacy.enabled else None,
-        make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
-        make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
-        objective=load_objective(objective).for_run(cfg, scenario, vocab),
-    )
-    try:
-        return cls(context, **options)
-    except TypeError as err:
-        raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
-
-
-def privacy_config(options: DictConfig | None) -> PrivacyConfig:
-    """The run's ``privacy`` block (absent: no mechanism); unknown keys are named."""
-    values = OmegaConf.to_container(options, resolve=True) if options else {}
-    unknown = sorted(set(values) - set(PrivacyConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(
-            f"privacy: unknown key {unknown[0]!r}; the keys are "
-            f"{sorted(PrivacyConfig.__dataclass_fields__)}"
-        )
-    return PrivacyConfig(**values)
 
 
 def per_user_results(
@@ -199,20 +137,6 @@ def selection_metric(cfg: DictConfig) -> str:
     return str(rule.monitor)
 
 
-def load_plain_checkpoint(path: str | Path, what: str) -> dict:
-    """A checkpoint read as tensors and plain containers only (``weights_only=True``), so a
-    checkpoint someone handed over never runs code; ValueError naming ``what`` otherwise.
-    Lightning loads checkpoints again itself, with whatever default the installed torch has:
-    every path to it goes through here first."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{what}={path}: the checkpoint holds pickled objects besides tensors and plain "
-            f"containers, which recmig does not load ({str(err).splitlines()[0]})"
-        ) from err
-
-
 def resume_checkpoint(path: str, trainer: L.Trainer, output_dir: Path) -> str:
     """The checkpoint to resume from (read as plain tensors first).
 
@@ -301,6 +225,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Float order, and so the last digits of every number, depends on the thread count.
     timings["time/torch_threads"] = torch.get_num_threads()
     metrics = evaluate(trainer, parts, ckpt, output_dir)
+    if ckpt is not None or module.strategy.fitted_once:  # a run that can be served
+        save_scenario(scenario, output_dir / SNAPSHOT)  # opened without rebuilding the split
     if module.strategy.fitted_once:  # the fitted model, for `recmig evaluate` like any run
         # weights_only=False: the same full checkpoint as a trained run's best epoch (saying so
         # keeps Lightning from logging its default); loading it stays weights-only.
@@ -351,32 +277,6 @@ def evaluate(trainer: L.Trainer, parts: RunParts, ckpt: str | None, output_dir: 
     if strategy.context.release is not None:
         metrics.update(strategy.context.release.summary())
     return metrics
-
-
-MOVED_TARGETS = {
-    "recmig.data.datasets.load_movielens": "recmig.data.movielens.load_movielens",
-    "recmig.data.datasets.load_movielens_pair": "recmig.data.movielens.load_movielens_pair",
-    "recmig.data.datasets.load_table_dataset": "recmig.data.tables.load_table_dataset",
-    "recmig.data.datasets.load_amazon": "recmig.data.amazon.load_amazon",
-}
-"""Dataset loaders an earlier recmig named in run configs (``recmig.data.datasets`` was split
-by source family), so runs made before the split still evaluate and serve."""
-
-
-def load_finished_run(run_dir: Path) -> tuple[DictConfig, Path]:
-    """A finished run's composed config (``output_dir`` pointed at ``run_dir``) and the path of
-    its best checkpoint; FileNotFoundError naming what is missing."""
-    run_dir = Path(run_dir)
-    config_path = run_config_path(run_dir)
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no best-*.ckpt (unfinished run?)")
-    cfg = OmegaConf.load(config_path)
-    dataset = cfg.get("data", {}).get("dataset", {})
-    if dataset.get("_target_") in MOVED_TARGETS:
-        dataset["_target_"] = MOVED_TARGETS[dataset["_target_"]]
-    cfg.paths.output_dir = str(run_dir)
-    return cfg, best[-1]
 
 
 def reevaluate(run_dir: Path) -> dict[str, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recmig.data.loaders import TrainingMatrix
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 from .itemknn import NeighbourVotes

@@ -26,7 +26,7 @@ import torch
 
 from recmig import sparse_ridge
 from recmig.closed_form import ClosedFormStrategy
-from recmig.data.loaders import TrainingMatrix
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 BLOCK_BYTES = 2**28

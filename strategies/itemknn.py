@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recmig.closed_form import ClosedFormStrategy
-from recmig.data.loaders import TrainingMatrix
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 BLOCK_BYTES = 2**27

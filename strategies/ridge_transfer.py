@@ -66,8 +66,8 @@ import torch
 
 from recmig import sparse_ridge
 from recmig.closed_form import ClosedFormStrategy
-from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET
+from recmig.data.tensors import TrainingMatrix
 from recmig.evaluation.ranking import ranking_metrics
 from recmig.strategy import StrategyContext
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recmig.data.loaders import TrainingMatrix
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 from .ease import EASE

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from recmig.data.loaders import TrainingMatrix
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 from .ease import ease_weights, gram_matrix

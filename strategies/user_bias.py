@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from recmig.closed_form import ClosedFormStrategy
-from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE
+from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
 
 

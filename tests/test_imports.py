@@ -83,3 +83,18 @@ def test_the_module_import_graph_has_no_cycle():
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_serving_a_finished_run_imports_no_training_stack():
+    """`recmig recommend` and `recmig serve` start in the time of torch's import plus the run:
+    the modules they load must not pull in Lightning (seconds of imports) or torchmetrics."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, recmig.serving.http, recmig.run, recmig.cli; "
+        "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

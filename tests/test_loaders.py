@@ -75,3 +75,16 @@ def test_item_masking_drops_inputs_but_keeps_labels_and_bos(data, scenario_cfg):
     real = (a["tokens"] != 0) & (a["tokens"] != tensors.bos)
     assert 0.4 < dropped.sum() / real.sum() < 0.6
     assert ((a["tokens"] == tensors.bos) == (b["tokens"] == tensors.bos)).all()
+
+
+def test_items_by_user_is_groupby_agg_list_without_the_python_loop():
+    import pandas as pd
+
+    from recmig.data.tensors import items_by_user
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"user": rng.integers(0, 50, 1000), "item": rng.integers(1, 99, 1000)})
+    expected = rows.groupby("user")["item"].agg(list).to_dict()
+    got = items_by_user(rows)
+    assert list(got) == list(expected) and all(got[u] == list(expected[u]) for u in got)
+    assert items_by_user(rows.iloc[:0]) == {}

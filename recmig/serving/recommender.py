@@ -31,10 +31,13 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 
-from recmig.data.loaders import ScenarioTensors, history_tokens
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
+from recmig.data.scenario_snapshot import SNAPSHOT, load_scenario
+from recmig.data.tensors import ScenarioTensors, history_tokens
 from recmig.encoders.item import ItemEncoder
 from recmig.evaluation.ranking import top_items, with_fallback
+from recmig.paths import run_config_path
+from recmig.run import load_finished_run
 from recmig.serving.journal import Update, UpdateJournal, run_fingerprint
 from recmig.strategy import TransferStrategy
 
@@ -190,24 +193,23 @@ class Recommender:
         ``journal``: the update journal to keep updates in and replay (``recmig serve`` uses
         ``<run>/updates.sqlite``; None: updates stay in memory); ``max_users``: see
         :class:`Recommender`."""
-        from recmig.paths import run_config_path
-        from recmig.train import build_strategy, load_finished_run, load_plain_checkpoint
-        from recmig.training.module import TransferModule
+        from recmig.run import build_strategy, load_plain_checkpoint, load_strategy_weights
 
+        run_dir = Path(run_dir)
         if journal is not None:  # a journal of another run fails before the model loads
-            fingerprint = run_fingerprint(run_config_path(Path(run_dir)).read_text())
+            fingerprint = run_fingerprint(run_config_path(run_dir).read_text())
             journal = UpdateJournal(journal, run=fingerprint)
-        cfg, best = load_finished_run(Path(run_dir))
-        scenario = build_scenario(instantiate(cfg.data.dataset), instantiate(cfg.data.scenario))
-        tensors = ScenarioTensors(scenario, instantiate(cfg.loader).max_len)
-        module = TransferModule(build_strategy(cfg, tensors), optimizer=None, ks=tuple(cfg.ks))
+        cfg, best = load_finished_run(run_dir)
+        scenario = load_scenario(run_dir / SNAPSHOT)  # saved by the run; older runs rebuild it
+        if scenario is None:
+            dataset = instantiate(cfg.data.dataset)
+            scenario = build_scenario(dataset, instantiate(cfg.data.scenario))
+        # max_len read, not instantiated: LoaderConfig lives beside the Lightning DataModule.
+        tensors = ScenarioTensors(scenario, int(cfg.loader.max_len))
+        strategy = build_strategy(cfg, tensors)
         # Tensors and plain containers only: a checkpoint is never unpickled as code.
-        checkpoint = load_plain_checkpoint(best, "checkpoint")
-        module.on_load_checkpoint(checkpoint)  # frozen language-model weights come from the build
-        module.load_state_dict(checkpoint["state_dict"])
-        return cls(
-            module.strategy, tensors, str(cfg.strategy.name), journal=journal, max_users=max_users
-        )
+        load_strategy_weights(strategy, load_plain_checkpoint(best, "checkpoint"))
+        return cls(strategy, tensors, str(cfg.strategy.name), journal=journal, max_users=max_users)
 
     # ----------------------------------------------------------------- histories
     def token(self, item_id: str | int, where: str = "item id") -> int:
