@@ -83,7 +83,6 @@ class ScenarioTensors:
         self.max_len = max_len
         self.vocab_size = vocab_size(scenario.num_items)
         self.bos = bos_token(self.vocab_size)
-        n_users = scenario.num_users
         train = scenario.train
         by_user = {side: items_by_user(train[train["domain"] == side]) for side in (SOURCE, TARGET)}
         merged = items_by_user(train)
@@ -95,32 +94,6 @@ class ScenarioTensors:
         warm = scenario.warm
         self.warm_items = {
             split: items_by_user(warm[warm["split"] == split]) for split in ("val", "test")
-        }
-        val_items = self.warm_items["val"]
-
-        def table(per_user: dict[int, list[int]], extra: dict[int, list[int]] | None = None):
-            out = np.zeros((n_users, max_len), dtype=np.int64)
-            for u in range(n_users):
-                items = list(per_user.get(u, []))
-                if extra is not None and u in extra:
-                    items.extend(extra[u])
-                out[u] = history_tokens(items, max_len, self.bos)
-            return torch.from_numpy(out)
-
-        # Validation histories stop at the training data; test histories add the validation
-        # items, as in leave-one-out evaluation (RecBole does the same). Under a random split
-        # they are appended after the training items in time order.
-        self.history = {
-            "val": {
-                "source": table(by_user[SOURCE]),
-                "target": table(by_user[TARGET]),
-                "pooled": table(merged),
-            },
-            "test": {
-                "source": table(by_user[SOURCE]),
-                "target": table(by_user[TARGET], val_items),
-                "pooled": table(merged, val_items),
-            },
         }
         self.target_catalog = torch.from_numpy(scenario.catalog(TARGET))
         self.source_catalog = torch.from_numpy(scenario.catalog(SOURCE))
@@ -163,6 +136,36 @@ class ScenarioTensors:
         shape = (self.scenario.num_users, self.vocab_size)
         values = rated["rating"].to_numpy(np.float32)
         return sp.csr_matrix((values, (rated["user"], rated["item"])), shape=shape)
+
+    @cached_property
+    def history(self) -> dict[str, dict[str, torch.Tensor]]:
+        """``history[split][stream]``: (num_users, max_len) padded token histories the
+        evaluator reads for ``split`` (``val``, ``test``) and stream (``source``, ``target``,
+        ``pooled``). Built on first use (serving builds its own from each request).
+
+        Validation histories stop at the training data; test histories add the validation
+        items, as in leave-one-out evaluation (RecBole does the same). Under a random split
+        they are appended after the training items in time order."""
+        n_users, val_items = self.scenario.num_users, self.warm_items["val"]
+
+        def table(per_user: dict[int, list[int]], extra: dict[int, list[int]] | None = None):
+            out = np.zeros((n_users, self.max_len), dtype=np.int64)
+            for u in range(n_users):
+                items = list(per_user.get(u, []))
+                if extra is not None and u in extra:
+                    items.extend(extra[u])
+                out[u] = history_tokens(items, self.max_len, self.bos)
+            return torch.from_numpy(out)
+
+        source, target, pooled = (self.sequences[k] for k in ("source", "target", "pooled"))
+        return {
+            "val": {"source": table(source), "target": table(target), "pooled": table(pooled)},
+            "test": {
+                "source": table(source),
+                "target": table(target, val_items),
+                "pooled": table(pooled, val_items),
+            },
+        }
 
     @cached_property
     def target_popularity(self) -> torch.Tensor:
