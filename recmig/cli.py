@@ -1,24 +1,14 @@
-"""The ``recmig`` command.
-
-recmig train [hydra overrides]        one run (``-m`` for a Hydra multirun sweep)
-recmig strategies                     list every discovered transfer strategy
-recmig evaluate <run dir>...          evaluate finished runs' best checkpoints again
-recmig report <sweep dir>             tables, significance tests and plots of a sweep
-recmig reproduce <experiment>         rerun an experiment and check it against its record
-recmig benchmark                      speed and memory of the default run
-recmig recommend <run> --user <id>    top-k list (--explain: and why) of a user or a history
-recmig serve <run>                    the recommender over HTTP (/recommend /explain /update)
-recmig stream <run>...                streaming evaluation: updated against frozen interests
-recmig faithfulness <run>...          deletion test of the explanations
-recmig export <overrides> --out DIR   the run's exact split as RecBole / RecBole-CDR files
-"""
+"""The ``recmig`` command: one entry per subcommand in ``COMMANDS`` (its usage line below is
+generated from the same table)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from recmig.console import quiet_console
@@ -157,7 +147,10 @@ def train_main(argv: list[str]) -> None:
     hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")(_train_task)()
 
 
-def strategies_main() -> None:
+def strategies_main(argv: list[str]) -> None:
+    argparse.ArgumentParser(
+        prog="recmig strategies", description=COMMANDS["strategies"].summary
+    ).parse_args(argv)
     from recmig.registry import discover
 
     rows = []
@@ -273,61 +266,96 @@ def serve_main(argv: list[str]) -> None:
         exit_with_error(err)
 
 
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its arguments and summary for the usage text, and the function that runs
+    it (``module:function``, called with the remaining arguments). The module is imported only
+    when its command runs, so ``recmig recommend`` never imports the training stack."""
+
+    arguments: str
+    summary: str
+    target: str
+
+    def run(self, argv: list[str]) -> None:
+        module, function = self.target.split(":")
+        getattr(importlib.import_module(module), function)(argv)
+
+
+COMMANDS = {
+    "train": Command(
+        "[hydra overrides]", "one run (-m for a Hydra multirun sweep)", "recmig.cli:train_main"
+    ),
+    "strategies": Command(
+        "", "list every discovered transfer strategy", "recmig.cli:strategies_main"
+    ),
+    "evaluate": Command(
+        "<run dir>...",
+        "evaluate finished runs' best checkpoints again",
+        "recmig.cli:evaluate_main",
+    ),
+    "report": Command(
+        "<sweep dir>", "tables, significance tests and plots of a sweep", "recmig.report:main"
+    ),
+    "reproduce": Command(
+        "<experiment>",
+        "rerun an experiment and check it against its record",
+        "recmig.reproduce:main",
+    ),
+    "benchmark": Command(
+        "",
+        "speed and memory of the default run (and --serving, --scaling, ...)",
+        "recmig.benchmark:main",
+    ),
+    "recommend": Command(
+        "<run> --user <id>",
+        "top-k list (--explain: and why) of a user or a history",
+        "recmig.cli:recommend_main",
+    ),
+    "serve": Command(
+        "<run>",
+        "the recommender over HTTP (/recommend /explain /update)",
+        "recmig.cli:serve_main",
+    ),
+    "stream": Command(
+        "<run>...",
+        "streaming evaluation: updated against frozen interests",
+        "recmig.serving.analysis:stream_main",
+    ),
+    "faithfulness": Command(
+        "<run>...", "deletion test of the explanations", "recmig.serving.analysis:faithfulness_main"
+    ),
+    "export": Command(
+        "<overrides> --out DIR",
+        "the run's exact split as RecBole / RecBole-CDR files",
+        "recmig.export:main",
+    ),
+}
+"""Every ``recmig`` subcommand, in the order the usage text lists them."""
+
+
+def usage() -> str:
+    lines = [f"recmig {name} {c.arguments}".rstrip() for name, c in COMMANDS.items()]
+    width = max(map(len, lines)) + 2
+    return "\n".join(
+        f"{line:<{width}}{c.summary}" for line, c in zip(lines, COMMANDS.values(), strict=True)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
-        prog="recmig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="recmig",
+        description=usage(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = [
-        "train",
-        "strategies",
-        "evaluate",
-        "report",
-        "reproduce",
-        "benchmark",
-        "recommend",
-        "serve",
-        "stream",
-        "faithfulness",
-        "export",
-    ]
-    parser.add_argument("command", choices=commands)
+    parser.add_argument("command", choices=list(COMMANDS))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         sys.exit(0 if argv else 2)
     args = parser.parse_args(argv[:1])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     quiet_console()  # `recmig train` again once Hydra has set up its job's logging
-    if args.command == "train":
-        train_main(argv[1:])
-    elif args.command == "evaluate":
-        evaluate_main(argv[1:])
-    elif args.command == "reproduce":
-        from recmig.reproduce import main as reproduce_main
-
-        reproduce_main(argv[1:])
-    elif args.command == "benchmark":
-        from recmig.benchmark import main as benchmark_main
-
-        benchmark_main(argv[1:])
-    elif args.command == "export":
-        from recmig.export import main as export_main
-
-        export_main(argv[1:])
-    elif args.command == "recommend":
-        recommend_main(argv[1:])
-    elif args.command == "serve":
-        serve_main(argv[1:])
-    elif args.command in ("stream", "faithfulness"):
-        from recmig.serving.analysis import main as analysis_main
-
-        analysis_main(args.command, argv[1:])
-    elif args.command == "report":
-        from recmig.report import main as report_main
-
-        report_main(argv[1:])
-    else:
-        strategies_main()
+    COMMANDS[args.command].run(argv[1:])
 
 
 if __name__ == "__main__":

@@ -408,3 +408,19 @@ def test_acknowledged_updates_survive_sigkill_of_the_server(tmp_path, data):
     shown = recmig("recommend", str(run), "--user", "newcomer", "-k", "5", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert [i["item_id"] for i in lists["newcomer"]["items"]][0] in shown.stdout
+
+
+def test_every_command_in_the_table_runs_a_function_and_is_in_the_usage(capsys):
+    """One table (recmig.cli.COMMANDS) lists, documents and dispatches the commands."""
+    import importlib
+
+    from recmig import cli
+
+    for name, command in cli.COMMANDS.items():
+        module, function = command.target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--help"])
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f"recmig {name}" in shown for name in cli.COMMANDS)

@@ -267,6 +267,16 @@ def over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     return table[["seeds", *order]].reset_index()
 
 
+def stream_main(argv: list[str]) -> None:
+    """``recmig stream``: see :func:`main`."""
+    main("stream", argv)
+
+
+def faithfulness_main(argv: list[str]) -> None:
+    """``recmig faithfulness``: see :func:`main`."""
+    main("faithfulness", argv)
+
+
 def main(command: str, argv: list[str]) -> None:
     """``recmig stream`` / ``recmig faithfulness``: analyse finished runs, write each run's
     summary (``streaming.json`` / ``faithfulness.json``, per-event or per-user rows as Parquet
