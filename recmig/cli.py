@@ -157,14 +157,23 @@ def strategies_main(argv: list[str]) -> None:
     for name, entry in sorted(discover().items()):
         try:
             cls = entry.load()
-            description = cls.description
+            description, kind = cls.description, strategy_kind(cls)
         except Exception as err:  # noqa: BLE001 - a broken plugin must not hide the others
-            description = f"(failed to load: {one_line(err)})"
+            description, kind = f"(failed to load: {one_line(err)})", "?"
         origin = entry.dist.name if entry.dist else "?"
-        rows.append((name, description, f"{origin}: {entry.value}"))
+        rows.append((name, description, f"{origin}: {entry.value}", kind))
     width = max((len(r[0]) for r in rows), default=4)
-    for name, description, origin in rows:
+    for name, description, origin, kind in rows:
         print(f"{name:<{width}}  {description}\n{'':<{width}}  from {origin}")
+        print(f"{'':<{width}}  {kind}")
+
+
+def strategy_kind(cls) -> str:
+    """How a strategy learns and what it reads, for ``recmig strategies``."""
+    source = "; needs a source domain" if cls.needs_source else ""
+    if cls.fitted_once:
+        return f"closed form: fitted once on the training interactions{source}"
+    return f"trained: reads the {', '.join(cls.streams)} stream(s){source}"
 
 
 def evaluate_main(argv: list[str]) -> None:

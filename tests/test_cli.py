@@ -254,6 +254,9 @@ def test_strategies_command_lists_every_registered_strategy(tmp_path):
         (row,) = [i for i, line in enumerate(lines) if line.split()[:1] == [entry.name]]
         assert load_strategy(entry.name).description in lines[row]
         assert lines[row + 1].strip() == f"from recmig: {entry.value}"
+        cls = load_strategy(entry.name)
+        kind = "closed form:" if cls.fitted_once else f"trained: reads the {cls.streams[0]}"
+        assert lines[row + 2].strip().startswith(kind), lines[row + 2]
     assert "failed to load" not in result.stdout
 
 
