@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from recmig.training.dropout import FastDropout, keep_mask, use_fast_dropout
+from recmig.dropout import FastDropout, keep_mask, use_fast_dropout
 from recmig.users.interest import CausalTransformer, SelfAttention
 
 

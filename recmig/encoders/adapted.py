@@ -21,6 +21,7 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from torch import nn
 
+from recmig.dropout import use_fast_dropout
 from recmig.encoders.item import ItemEncoder
 from recmig.encoders.text import (
     AUTOCAST_DTYPES,
@@ -31,7 +32,6 @@ from recmig.encoders.text import (
     resolve_precision,
 )
 from recmig.tokens import bos_token, is_item
-from recmig.training.dropout import use_fast_dropout
 
 METHODS = ("lora", "ia3")
 

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from recmig.dropout import FastDropout
 from recmig.encoders.text import DEFAULT_TEXT_MODEL, encode_texts, render_item_texts
-from recmig.training.dropout import FastDropout
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from recmig.training.dropout import FastDropout, use_fast_dropout
+from recmig.dropout import FastDropout, use_fast_dropout
 from recmig.users.packing import Packing
 
 
@@ -73,7 +73,7 @@ def additive_mask(blocked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class SelfAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` (batch first, same parameters) whose training forward pass
     computes the attention itself, so that the attention probabilities' dropout is a
-    :class:`~recmig.training.dropout.FastDropout` on a CPU: inside
+    :class:`~recmig.dropout.FastDropout` on a CPU: inside
     ``scaled_dot_product_attention`` it is PyTorch's per-element Bernoulli draw. Evaluation and
     other devices use ``scaled_dot_product_attention``. Self-attention only (query = key =
     value), as ``nn.TransformerEncoderLayer`` calls it."""
