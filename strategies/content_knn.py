@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from recmig.data.tensors import TrainingMatrix
+from recmig.linear import item_text
 from recmig.strategy import StrategyContext
 
 from .itemknn import NeighbourVotes
-from .text_ease import item_text
 
 
 class ContentKNN(NeighbourVotes):

@@ -69,25 +69,13 @@ from recmig.closed_form import ClosedFormStrategy
 from recmig.data.scenario import SOURCE, TARGET
 from recmig.data.tensors import TrainingMatrix
 from recmig.evaluation.ranking import ranking_metrics
+from recmig.linear import ease_weights, gram_matrix, item_text, text_neighbours
 from recmig.strategy import StrategyContext
 
-from .ease import EASE, ease_weights, gram_matrix
-from .text_ease import item_text
+from .ease import EASE
 
 SHRINK_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)
 """Candidate shrinkages of the private cold map's user-specific part (see RidgeTransfer)."""
-
-
-def text_neighbours(text: np.ndarray, k: int) -> np.ndarray:
-    """(N, N) row-normalised similarity to each item's ``k`` most similar other items (cosine
-    of unit-length ``text`` rows; negative similarities dropped)."""
-    sim = text @ text.T
-    np.fill_diagonal(sim, -np.inf)
-    k = min(k, len(text) - 1)
-    keep = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    out = np.zeros_like(sim)
-    np.put_along_axis(out, keep, np.maximum(np.take_along_axis(sim, keep, axis=1), 0.0), axis=1)
-    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
 
 
 class RidgeTransfer(ClosedFormStrategy):

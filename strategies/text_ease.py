@@ -16,28 +16,12 @@ text similarity fills in, which is what knowledge shared through item text means
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from recmig.data.tensors import TrainingMatrix
+from recmig.linear import item_text
 from recmig.strategy import StrategyContext
 
 from .ease import EASE
-
-
-def item_text(context: StrategyContext, strategy: str) -> np.ndarray:
-    """(N, d) text features of items 1..N from the run's item encoder (its frozen language-model
-    output), centred and scaled to unit length: dot products are cosine similarities."""
-    encoder = context.make_item_encoder()
-    features = getattr(encoder, "features", None)
-    if features is None:
-        raise ValueError(
-            f"strategy={strategy} reads item text features, but the item encoder "
-            f"{type(encoder).__name__} has none; use encoder=text"
-        )
-    features = features.detach().to(torch.float32).cpu().numpy()
-    features = features - features.mean(0)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 class TextEASE(EASE):

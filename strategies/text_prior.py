@@ -42,11 +42,10 @@ import numpy as np
 import scipy.linalg
 
 from recmig.data.tensors import TrainingMatrix
+from recmig.linear import ease_weights, gram_matrix, item_text
 from recmig.strategy import StrategyContext
 
-from .ease import ease_weights, gram_matrix
 from .ridge_transfer import RidgeTransfer
-from .text_ease import item_text
 
 
 def text_to_columns(columns: np.ndarray, text: np.ndarray, text_lam: float) -> np.ndarray:

@@ -344,7 +344,7 @@ def test_ridge_transfer_densifies_with_source_ease(setup):
 
 
 def test_text_neighbours_keep_k_positive_rows_summing_to_one():
-    from recmig_strategies.ridge_transfer import text_neighbours
+    from recmig.linear import text_neighbours
 
     rng = np.random.default_rng(0)
     text = rng.normal(size=(12, 5))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from recmig_strategies.ease import EASE, ease_weights
+from recmig_strategies.ease import EASE
 from recmig_strategies.ridge_map import RidgeMap
 from recmig_strategies.ridge_transfer import RidgeTransfer
 from recmig_strategies.text_ease import TextEASE
@@ -20,6 +20,7 @@ from recmig import sparse_ridge
 from recmig.benchmark import synthetic_context
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET
+from recmig.linear import ease_weights
 
 
 def clustered(users: int, items: int, clusters: int, seed: int = 0, per_user: int = 12):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from recmig_strategies.ease import EASE, ease_weights
+from recmig_strategies.ease import EASE
 from recmig_strategies.ridge_map import RidgeMap
 from recmig_strategies.text_prior import TextPrior, text_to_columns
 
@@ -17,6 +17,7 @@ from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTen
 from recmig.data.scenario import COLD_TEST, COLD_VAL, SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.encoders.item import TextItemEncoder
 from recmig.evaluation.ranking import metrics_of_top, top_items
+from recmig.linear import ease_weights
 from recmig.training.module import TransferModule
 from tests.test_closed_form import context_for, dense_items, scores_of
 
