@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 
 from recmig.atomic import write_text_atomic
 from recmig.report import collect, report_folder, write_report
-from recmig.report_collect import unfinished_jobs
+from recmig.report.runs import unfinished_jobs
 
 SPEC = "reproduce.yaml"
 

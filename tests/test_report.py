@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recmig import report, report_collect
+from recmig import report
 from recmig.report import collect, slices, summarize, to_markdown, write_report
+from recmig.report import runs as report_runs
 
 USERS = [f"u{i}" for i in range(40)]
 
@@ -319,7 +320,7 @@ def test_cells_whose_run_folders_are_gone_keep_their_per_user_test_and_slices(
     earlier_slices = pd.read_csv(folder / "slices.csv")
     # The run folders are gone; the baseline is rerun (per-user rows again), bridge is not.
     shutil.rmtree(old)
-    report_collect.user_rows.cache_clear()
+    report_runs.user_rows.cache_clear()
     for seed in range(2):
         shift = 0.01 * seed if baseline_rerun == "identical" else 0.02 * seed
         make_run(new, f"t{seed}", "target_only", seed, [], base + shift)

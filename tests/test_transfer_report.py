@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from recmig.transfer_report import plot_privacy, privacy_markdown, weights_markdown
+from recmig.report.transfer import plot_privacy, privacy_markdown, weights_markdown
 
 METRICS = ("test/cold/ndcg@10", "test/warm/ndcg@10")
 

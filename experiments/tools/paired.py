@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recmig.report_collect import collect
-from recmig.report_statistics import paired_test
+from recmig.report.runs import collect
+from recmig.report.statistics import paired_test
 
 
 def main() -> None:

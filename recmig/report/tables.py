@@ -1,4 +1,4 @@
-"""The Markdown tables of ``recmig report``, from the tables :mod:`recmig.report_statistics`
+"""The Markdown tables of ``recmig report``, from the tables :mod:`recmig.report.statistics`
 computes: a cell is ``mean ± std (gain %, p-value)``; a p-value of the t-test fallback is marked
 "over seeds"."""
 
@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from recmig.report_collect import UnfinishedJob
-from recmig.report_statistics import DEFAULT_METRICS, headline_metric, wide_by_value
+from recmig.report.runs import UnfinishedJob
+from recmig.report.statistics import DEFAULT_METRICS, headline_metric, wide_by_value
 
 
 def _cell(row: pd.Series, metric: str) -> str:

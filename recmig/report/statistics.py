@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from recmig.evaluation.ranking import NEW_ITEMS
-from recmig.report_collect import from_one_earlier_report, user_rows
+from recmig.report.runs import from_one_earlier_report, user_rows
 
 BASELINE = "target_only"
 CLASSICAL_BASELINES = ("popularity", "itemknn", "ease", "user_bias")

@@ -39,9 +39,9 @@ from pathlib import Path
 import pandas as pd
 
 from recmig.atomic import write_csv_atomic, write_text_atomic
-from recmig.report_collect import EARLIER, UnfinishedJob, collect, earlier_report, unfinished_jobs
-from recmig.report_plots import plot, plot_slices
-from recmig.report_statistics import (
+from recmig.report.plots import plot, plot_slices
+from recmig.report.runs import EARLIER, UnfinishedJob, collect, earlier_report, unfinished_jobs
+from recmig.report.statistics import (
     BEYOND_METRICS,
     CLASSICAL_BASELINES,
     DEFAULT_METRICS,
@@ -50,13 +50,13 @@ from recmig.report_statistics import (
     strongest_baselines,
     summarize,
 )
-from recmig.report_tables import (
+from recmig.report.tables import (
     slices_markdown,
     strongest_markdown,
     to_markdown,
     unfinished_markdown,
 )
-from recmig.transfer_report import plot_privacy, privacy_markdown, weights_markdown
+from recmig.report.transfer import plot_privacy, privacy_markdown, weights_markdown
 
 __all__ = [  # what other modules and scripts import from here
     "CLASSICAL_BASELINES",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recmig.atomic import pyplot, save_figure
-from recmig.report_statistics import RATING_METRICS, wide_by_value
+from recmig.report.statistics import RATING_METRICS, wide_by_value
 
 
 def _grouped_bars(ax, categories: list, bars: list[tuple[str, np.ndarray, np.ndarray | None]]):
