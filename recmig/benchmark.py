@@ -503,8 +503,9 @@ def startup(overrides: list[str], run: Path | None, repeats: int = 3) -> dict[st
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
             start = time.perf_counter()
+            journal = Path(scratch) / "updates.sqlite"  # not in the run folder
             server = subprocess.Popen(
-                [*command, "serve", str(run), "--port", str(port)],
+                [*command, "serve", str(run), "--port", str(port), "--journal", str(journal)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

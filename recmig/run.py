@@ -105,18 +105,24 @@ def load_plain_checkpoint(path: str | Path, what: str) -> dict:
         ) from err
 
 
+def restore_frozen(module: torch.nn.Module, state: dict) -> None:
+    """Add ``module``'s frozen parameters missing from ``state`` (checkpoints leave the
+    pretrained language model under adapters out: it is rebuilt from its source), so loading
+    ``state`` can stay strict for everything else."""
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad and name not in state:
+            state[name] = parameter.detach().clone()
+
+
 def load_strategy_weights(strategy: TransferStrategy, checkpoint: dict) -> None:
     """Put a run checkpoint's strategy weights into ``strategy`` (built from the run's config),
-    strictly: frozen language-model weights, left out of checkpoints, come from the build, as
-    :meth:`recmig.training.module.TransferModule.on_load_checkpoint` does for a trainer."""
+    strictly, without the Lightning module that saved them (its ``strategy.`` prefix dropped)."""
     state = {
         name.removeprefix(STRATEGY_PREFIX): value
         for name, value in checkpoint["state_dict"].items()
         if name.startswith(STRATEGY_PREFIX)
     }
-    for name, parameter in strategy.named_parameters():
-        if not parameter.requires_grad and name not in state:
-            state[name] = parameter.detach().clone()
+    restore_frozen(strategy, state)
     strategy.load_state_dict(state)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import custom_table_overrides
+
 FAST = ["data=ml100k_genres", "trainer.max_epochs=1"]
 
 
@@ -188,17 +190,9 @@ def test_bad_files_end_in_one_line_error(tmp_path, change, expected):
 
 
 def _train_custom(tmp_path: Path, data, out: Path, *overrides: str):
-    inter = data.interactions.merge(data.items[["item_id", "genre"]], on="item_id")
-    inter["domain"] = inter.pop("genre").str.split(",").str[0]
-    inter.to_parquet(tmp_path / "inter.parquet")
-    data.items.to_csv(tmp_path / "items.csv", index=False)
     result = recmig(
         "train",
-        "data=custom_files",
-        f"data.dataset.interactions={tmp_path / 'inter.parquet'}",
-        f"data.dataset.items={tmp_path / 'items.csv'}",
-        "data.scenario.source_domains=[Books]",
-        "data.scenario.target_domains=[Films]",
+        *custom_table_overrides(tmp_path, data),
         "encoder=id",
         "logger=csv",
         "trainer.max_epochs=2",

@@ -7,6 +7,7 @@ from recmig.data.scenario import (
     COLD_VAL,
     SOURCE,
     TARGET,
+    Scenario,
     ScenarioConfig,
     _ratio_counts,
     build_scenario,
@@ -207,8 +208,12 @@ def test_a_saved_scenario_reads_back_exactly(data, scenario_cfg, tmp_path):
     table for table and array for array; a missing or damaged one reads as None (rebuild)."""
     from dataclasses import fields
 
+    from recmig.data import scenario_snapshot
     from recmig.data.scenario_snapshot import load_scenario, save_scenario
 
+    # Every field of Scenario is saved (a new field must be added to the snapshot too).
+    saved = {*scenario_snapshot.TABLES, *scenario_snapshot.ARRAYS, *scenario_snapshot.META_FIELDS}
+    assert saved | {"user_ids"} == {f.name for f in fields(Scenario)}
     scenario = build_scenario(data, scenario_cfg)
     save_scenario(scenario, tmp_path / "scenario")
     again = load_scenario(tmp_path / "scenario")

@@ -29,6 +29,8 @@ FORMAT = 1
 TABLES = ("items", "train", "warm", "cold", "user_profiles")
 ARRAYS = ("item_domain", "item_source", "new_items")
 META = "scenario.json"
+META_FIELDS = ("has_source", "stats", "source_names", "zero_shot")
+"""The scalar fields of :class:`Scenario`, kept in ``scenario.json``."""
 
 
 def save_scenario(scenario: Scenario, folder: str | Path) -> None:
@@ -41,13 +43,7 @@ def save_scenario(scenario: Scenario, folder: str | Path) -> None:
                 frame.to_parquet(tmp / f"{name}.parquet")
         pd.DataFrame({"user_id": scenario.user_ids}).to_parquet(tmp / "user_ids.parquet")
         np.savez(tmp / "arrays.npz", **{name: getattr(scenario, name) for name in ARRAYS})
-        meta = {
-            "format": FORMAT,
-            "has_source": scenario.has_source,
-            "stats": scenario.stats,
-            "source_names": list(scenario.source_names),
-            "zero_shot": scenario.zero_shot,
-        }
+        meta = {"format": FORMAT, **{name: getattr(scenario, name) for name in META_FIELDS}}
         (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     write_directory_atomic(folder, write, keep_existing=lambda: False)

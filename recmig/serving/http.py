@@ -56,7 +56,7 @@ class RatedItem(BaseModel):
     rating: float | None = Field(None, allow_inf_nan=False)
 
 
-Entry = Annotated[str, Field(max_length=MAX_ID)] | int | RatedItem
+Entry = Id | RatedItem
 
 
 class RecommendRequest(BaseModel):
@@ -106,8 +106,7 @@ def _errors(err: RequestValidationError) -> list[dict]:
     union (a NaN rating: three); a client needs the field and the first reason."""
     errors, seen = [], set()
     for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and "[" in x))
-        loc = tuple(x for x in loc if x not in UNION_BRANCHES)
+        loc = tuple(x for x in e["loc"] if x not in UNION_BRANCHES and "[" not in str(x))
         if loc in seen:
             continue
         seen.add(loc)

@@ -37,7 +37,12 @@ from recmig.data.tensors import ScenarioTensors, history_tokens
 from recmig.encoders.item import ItemEncoder
 from recmig.evaluation.ranking import top_items, with_fallback
 from recmig.paths import run_config_path
-from recmig.run import load_finished_run
+from recmig.run import (
+    build_strategy,
+    load_finished_run,
+    load_plain_checkpoint,
+    load_strategy_weights,
+)
 from recmig.serving.journal import Update, UpdateJournal, run_fingerprint
 from recmig.strategy import TransferStrategy
 
@@ -172,7 +177,7 @@ class Recommender:
             unknown = sorted(journal.item_ids() - self.token_of.keys())
             if unknown:
                 raise ValueError(
-                    f"update journal {journal.path}: item id {unknown[0]!r} (and "
+                    f"update journal {journal.path}: item id {shown(unknown[0])} (and "
                     f"{len(unknown) - 1} more) is not in this run's scenario"
                 )
         with torch.no_grad():
@@ -189,12 +194,11 @@ class Recommender:
         max_users: int | None = None,
     ) -> Recommender:
         """Load a finished run (``recmig train``'s output folder): its config, its scenario
-        (rebuilt from the dataset cache with the run's split seed) and its best checkpoint.
+        (the run's own ``scenario/`` snapshot; rebuilt from the dataset with the run's split
+        seed for runs made before it existed) and its best checkpoint.
         ``journal``: the update journal to keep updates in and replay (``recmig serve`` uses
         ``<run>/updates.sqlite``; None: updates stay in memory); ``max_users``: see
         :class:`Recommender`."""
-        from recmig.run import build_strategy, load_plain_checkpoint, load_strategy_weights
-
         run_dir = Path(run_dir)
         if journal is not None:  # a journal of another run fails before the model loads
             fingerprint = run_fingerprint(run_config_path(run_dir).read_text())
@@ -551,7 +555,7 @@ class Recommender:
         model for a cold user) has none."""
         history, index = self._resolve(**query)
         records = self.top_k([history], [index], k)[0]
-        contributions, items = np.zeros((0, len(records))), []  # a fallback list has no causes
+        contributions, items = np.zeros((0, len(records))), []  # an empty history: no causes
         if records and history.tokens:
             positions = self.local[np.array([self.token_of[r["item_id"]] for r in records])]
             contributions, items = self.attributions(history, positions)

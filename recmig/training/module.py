@@ -27,6 +27,7 @@ from recmig.evaluation.ranking import (
     top_items,
     with_fallback,
 )
+from recmig.run import restore_frozen
 from recmig.strategy import TransferStrategy
 from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
 
@@ -104,11 +105,7 @@ class TransferModule(L.LightningModule):
         checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Put the frozen weights back from this instance, so loading stays strict otherwise.
-        state = checkpoint["state_dict"]
-        for name, p in self.named_parameters():
-            if not p.requires_grad and name not in state:
-                state[name] = p.detach().clone()
+        restore_frozen(self, checkpoint["state_dict"])  # left out by on_save_checkpoint
         # Only a resumed fit continues the random streams; evaluating a checkpoint draws none.
         resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         if resuming and RNG_KEY in checkpoint:
