@@ -156,6 +156,7 @@ def training_stages(module, datamodule, steps: int = 12) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
     strategy = module.strategy.train()
+    strategy.prepare(datamodule.tensors.training_matrix())
     strategy.refresh()
     optimizer = module.configure_optimizers()
     stages: dict[str, list[float]] = {

@@ -68,6 +68,7 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         source_names=scenario.source_names,
         item_source=item_source,
+        trained_items=trained_items(scenario, vocab),
         release=GaussianRelease(privacy, seed=int(cfg.seed)) if privacy.enabled else None,
         make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
         make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
@@ -77,6 +78,13 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         return cls(context, **options)
     except TypeError as err:
         raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
+
+
+def trained_items(scenario, vocab: int) -> torch.Tensor:
+    """(vocab,) bool: the tokens with a training interaction in ``scenario``."""
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    mask[torch.from_numpy(scenario.train["item"].to_numpy(np.int64, copy=True))] = True
+    return mask
 
 
 def privacy_config(options: DictConfig | None) -> PrivacyConfig:

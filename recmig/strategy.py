@@ -12,7 +12,9 @@ A strategy decides three things; the training loop, data and evaluation are shar
 
 The methods of 2 and 3 are abstract: a subclass that lacks one fails when it is built, with
 Python's ``TypeError`` naming the class and the method. Everything else is a hook with a
-default, whose docstring says when to override it.
+default, whose docstring says when to override it; :meth:`TransferStrategy.prepare`, for
+example, receives the training interactions as sparse matrices before the first epoch (a
+distillation teacher fitted in closed form).
 
 A closed-form strategy (popularity, ItemKNN, EASE, ...) has no training loop: it subclasses
 :class:`recmig.closed_form.ClosedFormStrategy`, is fitted once from the training interactions
@@ -56,9 +58,10 @@ from torch import nn
 from recmig.encoders.item import SupportsTokenTable
 from recmig.objectives import Objective, RankingObjective
 from recmig.tokens import STREAM_ID, bos_token, is_item
-from recmig.users.interest import SupportsInterest
+from recmig.users.interest import MeanInterest, SupportsInterest
 
 if TYPE_CHECKING:  # (the accounting library loads only for runs that use privacy)
+    from recmig.data.tensors import TrainingMatrix
     from recmig.privacy import GaussianRelease
 
 
@@ -81,6 +84,10 @@ class StrategyContext:
     item_source: torch.Tensor | None = None
     """(vocab_size,) index into ``source_names`` of each source item token, -1 elsewhere
     (padding, target items, BOS); None: every source catalogue item is in the one domain."""
+    trained_items: torch.Tensor | None = None
+    """(vocab_size,) bool: tokens with a training interaction, given to every item encoder
+    that asks for it (``set_trained_items``; an ID residual only for items seen in training);
+    None: not known (the encoder keeps its own default)."""
     release: GaussianRelease | None = None
     """The privacy mechanism a strategy sends each user's source representation through
     (``privacy`` in the run config; None or disabled: no mechanism)."""
@@ -102,12 +109,21 @@ class StrategyContext:
         return len(self.source_names)
 
     def item_encoder(self) -> SupportsTokenTable:
-        """A new item encoder from ``make_item_encoder``, checked against the contract."""
-        return conforming(self.make_item_encoder(), SupportsTokenTable, "encoder")
+        """A new item encoder from ``make_item_encoder``, checked against the contract, told
+        which items have training interactions when it asks (``set_trained_items``)."""
+        encoder = conforming(self.make_item_encoder(), SupportsTokenTable, "encoder")
+        if self.trained_items is not None and callable(getattr(encoder, "set_trained_items", None)):
+            encoder.set_trained_items(self.trained_items)
+        return encoder
 
     def user_model(self) -> SupportsInterest:
         """A new user model from ``make_user_model``, checked against the contract."""
         return conforming(self.make_user_model(), SupportsInterest, "user_model")
+
+    def mean_model(self) -> SupportsInterest:
+        """An order-free user model of the run's width (:class:`MeanInterest`), for a part of a
+        strategy that reads a history as a set whatever the run's user model."""
+        return MeanInterest(self.dim)
 
 
 def conforming(component: object, protocol: type, option: str):
@@ -265,6 +281,11 @@ class TransferStrategy(nn.Module, abc.ABC):
         self.register_buffer("source_catalog", context.source_catalog, persistent=False)
         self.register_buffer("item_source", context.item_source, persistent=False)
         self.objective = context.objective
+
+    def prepare(self, matrix: TrainingMatrix) -> None:
+        """Called once before training (every fit, resumed ones too) with the training
+        interactions as sparse matrices: fit what the strategy learns from in closed form
+        rather than by gradient (a distillation teacher). Default: nothing."""
 
     def upgraded_key(self, name: str) -> str | None:
         """The current name of a parameter an earlier recmig saved under ``name`` (None:

@@ -338,13 +338,13 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup, 
     eval_batch = dm.eval_data["test"][0]
     cold = eval_batch["is_cold"]
     table = distill.teacher.table(None)
-    interest = distill.target_interest(eval_batch)
-    assert torch.allclose(
-        interest[cold], distill.student_interest(eval_batch["source_hist"][cold], table)
-    )
-    assert torch.allclose(
-        interest[~cold], distill.teacher.interest(eval_batch["pooled_hist"][~cold], table)
-    )
+    scores = distill.target_scores(eval_batch)
+    student = distill.student_scores(eval_batch["source_hist"][cold], None)
+    predictions = distill.objective.predictions
+    assert torch.allclose(scores[cold], predictions(student, distill.target_catalog))
+    warm = distill.teacher.interest(eval_batch["pooled_hist"][~cold], table)
+    warm = predictions(warm @ table[distill.target_catalog].T, distill.target_catalog)
+    assert torch.allclose(scores[~cold], warm)
 
 
 def test_unknown_strategy_name_lists_known_ones():

@@ -27,7 +27,10 @@ from recmig.encoders.text import DEFAULT_TEXT_MODEL, encode_texts, render_item_t
 class SupportsTokenTable(Protocol):
     """What a strategy calls on an item encoder (``encoder._target_`` may name any class that
     has it, an :class:`ItemEncoder` or not). A ``refresh()`` method, when present, is called
-    whenever the weights changed (:meth:`recmig.strategy.TransferStrategy.refresh`)."""
+    whenever the weights changed (:meth:`recmig.strategy.TransferStrategy.refresh`). A
+    ``set_trained_items(mask)`` method, when present, receives the (vocab_size,) bool mask of
+    the tokens with a training interaction as soon as the encoder is built
+    (:meth:`recmig.strategy.StrategyContext.item_encoder`)."""
 
     def __call__(self, active: torch.Tensor | None) -> torch.Tensor:
         """The (vocab_size, dim) token table; see :meth:`ItemEncoder.forward`."""
@@ -128,3 +131,37 @@ class TextItemEncoder(ItemEncoder):
 
     def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         return self.projection(self.features)
+
+
+class TextIdItemEncoder(TextItemEncoder):
+    """Text vectors plus a learned ID residual for the items seen in training ("text + ID"):
+
+        e_i = P t_i + m_i r_i,    m_i = 1 if item i has a training interaction, else 0
+
+    ``P t_i`` is :class:`TextItemEncoder`'s projection of the frozen language-model vector;
+    ``r_i`` (D,) starts at zero, so training starts from the text model, and lets an item
+    that users did interact with move away from where its text puts it (collaborative signal
+    a 384 -> D projection shared by all items cannot express). An item nobody interacted with
+    in training (a new item, a zero-shot catalogue) keeps exactly its text vector: its
+    residual is masked out, so the softmax's push on it as a negative never reaches ``r_i``.
+    The mask is a saved buffer, so a served model scores with the mask it was trained with.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, items: pd.DataFrame, **text_options):
+        super().__init__(vocab_size, dim, items, **text_options)
+        self.residual = nn.Parameter(torch.zeros(vocab_size - 2, dim))
+        # Until set_trained_items: no item is known to be trained, so none gets a residual.
+        self.register_buffer("trained", torch.zeros(vocab_size - 2, 1))
+
+    def set_trained_items(self, mask: torch.Tensor) -> None:
+        """``mask`` (vocab_size,) bool: tokens with a training interaction (padding and BOS
+        rows are ignored)."""
+        if mask.shape != (self.vocab_size,):
+            raise ValueError(
+                f"trained-item mask of shape {tuple(mask.shape)}, expected ({self.vocab_size},)"
+            )
+        self.trained.copy_(mask[1:-1].to(self.trained.dtype).unsqueeze(1))
+        self.refresh()
+
+    def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
+        return super().item_vectors(active) + self.residual * self.trained

@@ -221,6 +221,9 @@ class TransferModule(L.LightningModule):
             metric.reset()
         self.users_seen = {g: 0 for g in GROUPS}
 
+    def on_fit_start(self) -> None:
+        self.strategy.prepare(self.trainer.datamodule.tensors.training_matrix())
+
     def on_train_start(self) -> None:
         self.strategy.refresh()
 
