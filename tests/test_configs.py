@@ -41,6 +41,7 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 KWARGS_FORWARD = {
     "recmig.loggers.WandbLogger": "lightning.pytorch.loggers.WandbLogger",
     "lightning.pytorch.loggers.WandbLogger": "wandb.init",
+    "recmig.encoders.item.TextIdItemEncoder": "recmig.encoders.item.TextItemEncoder",
 }
 # Top-level keys of train.yaml that are not config groups, and the code that reads each.
 ROOT_CONSUMERS = {
