@@ -344,6 +344,16 @@ class TransferStrategy(nn.Module, abc.ABC):
         keep = batch["stream"] == STREAM_ID[stream]
         return {k: v[keep] for k, v in batch.items() if v.shape[:1] == keep.shape}
 
+    def set_loss(
+        self, interest: torch.Tensor, items: torch.Tensor, pairs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The cold-start question as a loss: (B, D) interests read from each user's source
+        history, scored over the (N_t, D) target catalogue's vectors, fit to the user's whole
+        target training set (``pairs``: ``overlap`` rows) by the objective's
+        :meth:`~recmig.objectives.Objective.history_loss` (under ``ranking`` the set-level
+        multinomial likelihood of Mult-VAE and EASE's regression target)."""
+        return self.objective.history_loss(interest @ items.T, pairs, "target", self.target_catalog)
+
     def stream_loss(
         self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor
     ) -> torch.Tensor:

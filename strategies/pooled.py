@@ -3,6 +3,16 @@
 score(u, i) = f(history_S+T(u)) . e_i with the next-item softmax over the union of both
 catalogues during training, and over the target catalogue at evaluation. A cold user's history
 is their source history, so the transfer is implicit in the shared model.
+
+Next-item windows never ask the cold-start question (a user's whole target set from their
+source history alone): trained on them, the model's cold-user ranking peaks after one or two
+epochs and then falls while warm users still improve (validation cold NDCG@10 0.308 at epoch 1,
+0.222 at epoch 9; warm 0.061 -> 0.076; cold_start_ml1m, beta 0.2, seed 0). ``set_weight`` > 0
+adds that question as a loss on warm overlapping users (``overlap`` rows):
+
+    L = L_next-item + w * ( - mean_{i in T(u)} log softmax_i( f(history_S(u)) . E_T ) )
+
+the set-level likelihood of :meth:`TransferStrategy.set_loss`.
 """
 
 from __future__ import annotations
@@ -17,8 +27,13 @@ class Pooled(TransferStrategy):
     streams = ("pooled",)
     objectives = ("ranking", "rating")
 
-    def __init__(self, context: StrategyContext):
+    def __init__(self, context: StrategyContext, set_weight: float = 0.0):
         super().__init__(context)
+        if set_weight < 0:
+            raise ValueError(f"strategy.set_weight must be >= 0, got {set_weight}")
+        self.set_weight = set_weight
+        if set_weight > 0:
+            self.streams = ("pooled", "overlap")
         self.tower = Tower(context)
         self.register_buffer(
             "all_items",
@@ -27,7 +42,14 @@ class Pooled(TransferStrategy):
         )
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": self.stream_loss(self.tower, batch, "pooled", self.all_items)}
+        windows = self.stream_loss(self.tower, batch, "pooled", self.all_items)
+        pairs = self.rows(batch, "overlap")
+        if self.set_weight == 0 or len(pairs["user"]) == 0:
+            return {"loss": windows}
+        table = self.tower.table(pairs["target_hist"])
+        interest = self.tower.interest(pairs["source_hist"], table)
+        cold = self.set_loss(interest, table[self.target_catalog], pairs)
+        return {"loss": windows + self.set_weight * cold, "loss_windows": windows, "loss_set": cold}
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.tower.interest(batch["pooled_hist"], self.tower.table(None))

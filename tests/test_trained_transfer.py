@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
-from recmig.data.scenario import TARGET, build_scenario
+from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextIdItemEncoder, TextItemEncoder
 from recmig.evaluation.ranking import ranking_metrics
 from recmig.objectives import history_likelihood_loss, load_objective
@@ -27,7 +27,7 @@ def context_for(scenario, tensors, dim=16, item_encoder=None) -> StrategyContext
     return StrategyContext(
         vocab_size=tensors.vocab_size,
         dim=dim,
-        source_catalog=torch.from_numpy(scenario.catalog("source")),
+        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=item_encoder or partial(IdItemEncoder, tensors.vocab_size, dim),
         make_user_model=partial(MeanInterest, dim, max_len=MAX_LEN),
@@ -148,3 +148,27 @@ def test_a_trained_strategy_is_no_closed_form_teacher(data, scenario_cfg):
         load_strategy("distillation")(context_for(scenario, tensors), teacher="bridge")
     with pytest.raises(ValueError, match="teacher_options: only for a closed-form teacher"):
         load_strategy("distillation")(context_for(scenario, tensors), teacher_options={"lam": 1})
+
+
+def test_pooled_set_weight_adds_the_cold_start_question(data, scenario_cfg):
+    scenario = build_scenario(data, scenario_cfg)
+    tensors = ScenarioTensors(scenario, MAX_LEN)
+    pooled = load_strategy("pooled")(context_for(scenario, tensors), set_weight=0.5)
+    assert pooled.streams == ("pooled", "overlap")
+    assert load_strategy("pooled")(context_for(scenario, tensors)).streams == ("pooled",)
+    dm = CrossDomainDataModule(tensors, pooled.streams, LoaderConfig(max_len=MAX_LEN))
+    batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
+    pooled.eval()  # (no dropout: the loss is recomputed by hand below)
+    losses = pooled.training_loss(batch)
+    pairs = pooled.rows(batch, "overlap")
+    table = pooled.tower.table(None)
+    scores = pooled.tower.interest(pairs["source_hist"], table) @ table[pooled.target_catalog].T
+    by_hand = history_likelihood_loss(
+        scores, pairs["target_hist"], pooled.target_catalog, pooled.context.bos
+    )
+    assert losses["loss_set"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert losses["loss"].item() == pytest.approx(
+        (losses["loss_windows"] + 0.5 * by_hand).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="set_weight must be >= 0"):
+        load_strategy("pooled")(context_for(scenario, tensors), set_weight=-1)
