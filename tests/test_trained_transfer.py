@@ -10,30 +10,25 @@ import pytest
 import torch
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
-from recmig.data.scenario import SOURCE, TARGET, build_scenario
-from recmig.encoders.item import IdItemEncoder, TextIdItemEncoder, TextItemEncoder
+from recmig.data.scenario import build_scenario
+from recmig.encoders.item import TextIdItemEncoder, TextItemEncoder
 from recmig.evaluation.ranking import ranking_metrics
-from recmig.objectives import history_likelihood_loss, load_objective
+from recmig.objectives import history_likelihood_loss
 from recmig.registry import load_strategy
 from recmig.run import trained_items
 from recmig.strategy import StrategyContext
 from recmig.tokens import STREAM_ID
-from recmig.users.interest import MeanInterest
+from tests.test_strategies import make_context
 
 MAX_LEN = 8
 
 
 def context_for(scenario, tensors, dim=16, item_encoder=None) -> StrategyContext:
-    return StrategyContext(
-        vocab_size=tensors.vocab_size,
-        dim=dim,
-        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
-        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
-        make_item_encoder=item_encoder or partial(IdItemEncoder, tensors.vocab_size, dim),
-        make_user_model=partial(MeanInterest, dim, max_len=MAX_LEN),
-        objective=load_objective("ranking").for_run({"dim": dim}, scenario, tensors.vocab_size),
-        trained_items=trained_items(scenario, tensors.vocab_size),
-    )
+    """test_strategies' context, told which items have training interactions (as
+    ``recmig train`` builds it)."""
+    context = make_context(scenario, tensors, dim=dim, item_encoder=item_encoder)
+    context.trained_items = trained_items(scenario, tensors.vocab_size)
+    return context
 
 
 def test_set_level_likelihood_matches_its_formula():
