@@ -43,6 +43,7 @@ warm model). Ranking objective only. ``student: mean`` reads the source history 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from recmig.data.scenario import SOURCE
@@ -102,8 +103,8 @@ class Distillation(TransferStrategy):
 
     @property
     def phases(self) -> tuple[Phase, ...]:
-        # A closed-form teacher is not the two-domain model, which keeps training (warm users).
-        # It needs nothing of the two-domain model, so the student trains from the start.
+        # Beside a closed-form teacher the student needs nothing of the warm model: both
+        # train from the first epoch.
         if self._closed_form is not None:
             return (Phase(self.streams),)
         return (Phase(("pooled",), self.teacher_epochs), Phase(("overlap",)))
@@ -112,9 +113,8 @@ class Distillation(TransferStrategy):
         if self._closed_form is None:
             return
         self._closed_form.fit(matrix)
-        source = (matrix.item_domain == SOURCE).astype("float32")
-        source = torch.cat([torch.from_numpy(source), torch.zeros(1)])  # (the BOS column)
-        self._source_rows = matrix.interactions.multiply(source.numpy()[None, :]).tocsr()
+        source = np.append(matrix.item_domain == SOURCE, False)  # (+ the BOS column)
+        self._source_rows = matrix.interactions.multiply(source[None, :]).tocsr()
 
     def closed_form_scores(self, users: torch.Tensor) -> torch.Tensor:
         """(B, N_t) the closed-form teacher's standardised scores from each user's source row."""
@@ -125,7 +125,9 @@ class Distillation(TransferStrategy):
         centred = scores - scores.mean(1, keepdim=True)
         return centred / centred.std(1, keepdim=True).clamp_min(1e-6)
 
-    def student_scores(self, source_hist: torch.Tensor, active: torch.Tensor | None):
+    def student_scores(
+        self, source_hist: torch.Tensor, active: torch.Tensor | None
+    ) -> torch.Tensor:
         """(B, N_t) the student's scores of the target catalogue from (B, L) source histories:
         over the frozen teacher's item vectors, or (closed-form teacher) its own encoder's,
         which ``active`` (the batch's items; None: no gradient wanted) trains."""
@@ -189,8 +191,8 @@ def closed_form_teacher(
         if options:
             raise ValueError("strategy.teacher_options: only for a closed-form teacher")
         return None
-    closed = sorted(n for n in discover() if load_strategy(n).fitted_once)
-    if name not in closed:
+    if name not in discover() or not load_strategy(name).fitted_once:
+        closed = sorted(n for n in discover() if load_strategy(n).fitted_once)
         raise ValueError(
             f"strategy.teacher={name!r}: expected {TRAINED_TEACHER!r} or a closed-form "
             f"strategy: {closed}"
