@@ -56,7 +56,10 @@ STUDENTS = ("user_model", "mean")
 
 
 class Distillation(TransferStrategy):
-    description = "frozen two-domain teacher distils target preferences into a source-only student"
+    description = (
+        "a frozen two-domain teacher, or a closed-form one (teacher=ridge_map), distils target "
+        "preferences into a source-only student"
+    )
     streams = ("pooled", "overlap")
     objectives = ("ranking", "rating")
 

@@ -23,7 +23,10 @@ from recmig.strategy import StrategyContext, Tower, TransferStrategy
 
 
 class Pooled(TransferStrategy):
-    description = "baseline: one model trained on both domains merged in time order"
+    description = (
+        "baseline: one model trained on both domains merged in time order (set_weight: plus the "
+        "cold-start question as a loss)"
+    )
     streams = ("pooled",)
     objectives = ("ranking", "rating")
 
