@@ -128,19 +128,16 @@ class Distillation(TransferStrategy):
         centred = scores - scores.mean(1, keepdim=True)
         return centred / centred.std(1, keepdim=True).clamp_min(1e-6)
 
-    def student_scores(
-        self, source_hist: torch.Tensor, active: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(B, N_t) the student's scores of the target catalogue from (B, L) source histories:
-        over the frozen teacher's item vectors, or (closed-form teacher) its own encoder's,
-        which ``active`` (the batch's items; None: no gradient wanted) trains."""
-        if self._closed_form is None:
-            with torch.no_grad():
-                table = self.teacher.table(None)
-        else:
-            table = self.student_items(active)
+    def student_scores(self, source_hist: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, N_t) the student's scores of the target catalogue from (B, L) source histories,
+        over ``table``: the frozen teacher's item vectors, or (closed-form teacher) those of
+        the student's own encoder."""
         interest = self.student.last(table[source_hist], source_hist)
         return interest @ table[self.target_catalog].T
+
+    def warm_scores(self, batch: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+        """(B, N_t) the warm model's scores from the history it reads, over its ``table``."""
+        return self.target_interest(batch, table) @ table[self.target_catalog].T
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         teacher_loss = self.stream_loss(self.teacher, batch, self.warm_stream, self.warm_catalog)
@@ -148,14 +145,18 @@ class Distillation(TransferStrategy):
         if len(pairs["user"]) == 0:
             return {"loss": teacher_loss, "loss_teacher": teacher_loss}
         if self._closed_form is None:
+            # One evaluation-mode table of the frozen teacher: its soft targets and the
+            # student's item vectors.
             with torch.no_grad():
                 was_training = self.teacher.training
                 self.teacher.eval()
-                teacher_scores = self.target_interest(pairs) @ self.target_items().T
+                table = self.teacher.table(None)
+                teacher_scores = self.warm_scores(pairs, table)
                 self.teacher.train(was_training)
         else:
+            table = self.student_items(pairs["source_hist"])
             teacher_scores = self.closed_form_scores(pairs["user"])
-        student_scores = self.student_scores(pairs["source_hist"], pairs["source_hist"])
+        student_scores = self.student_scores(pairs["source_hist"], table)
         # The objective's own parameters (a rating scale) are frozen with the teacher, whose
         # warm-user predictions use them too.
         frozen = self.objective.frozen()
@@ -169,20 +170,23 @@ class Distillation(TransferStrategy):
             "loss_distill": soft,
         }
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_interest(
+        self, batch: dict[str, torch.Tensor], table: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The warm model's interest from the history it reads (both domains' or the
-        target's)."""
-        history = batch[f"{self.warm_stream}_hist"]
-        return self.teacher.interest(history, self.teacher.table(None))
+        target's), over its ``table`` (None: computed here)."""
+        table = self.teacher.table(None) if table is None else table
+        return self.teacher.interest(batch[f"{self.warm_stream}_hist"], table)
 
     def target_items(self) -> torch.Tensor:
         return self.teacher.table(None)[self.target_catalog]
 
     def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        warm = super().target_scores(batch)
-        cold = self.student_scores(batch["source_hist"], None)
-        cold = self.objective.predictions(cold, self.target_catalog)
-        return torch.where(batch["is_cold"].unsqueeze(1), cold, warm)
+        table = self.teacher.table(None)  # once, for both paths over the teacher's items
+        own = table if self._closed_form is None else self.student_items(None)
+        cold = self.student_scores(batch["source_hist"], own)
+        scores = torch.where(batch["is_cold"].unsqueeze(1), cold, self.warm_scores(batch, table))
+        return self.objective.predictions(scores, self.target_catalog)
 
 
 def closed_form_teacher(

@@ -339,7 +339,7 @@ def test_distillation_phases_freeze_the_teacher_and_split_cold_from_warm(setup, 
     cold = eval_batch["is_cold"]
     table = distill.teacher.table(None)
     scores = distill.target_scores(eval_batch)
-    student = distill.student_scores(eval_batch["source_hist"][cold], None)
+    student = distill.student_scores(eval_batch["source_hist"][cold], table)
     predictions = distill.objective.predictions
     assert torch.allclose(scores[cold], predictions(student, distill.target_catalog))
     warm = distill.teacher.interest(eval_batch["pooled_hist"][~cold], table)

@@ -112,7 +112,7 @@ def test_distillation_from_a_closed_form_teacher_reaches_its_ranking(data, scena
     def agreement() -> float:
         """Mean NDCG@5 of the student's ranking against the teacher's top 5."""
         with torch.no_grad():
-            student = distill.student_scores(source_hist, None)
+            student = distill.student_scores(source_hist, distill.student_items(None))
         top = torch.zeros_like(teacher, dtype=torch.bool)
         top.scatter_(1, teacher.topk(5, dim=1).indices, True)
         return ranking_metrics(student, top, ks=(5,))["ndcg@5"].mean().item()
@@ -122,7 +122,9 @@ def test_distillation_from_a_closed_form_teacher_reaches_its_ranking(data, scena
         [*distill.student.parameters(), *distill.student_items.parameters()], lr=0.05
     )
     for _ in range(300):
-        student = distill.student_scores(pairs["source_hist"], pairs["source_hist"])
+        student = distill.student_scores(
+            pairs["source_hist"], distill.student_items(pairs["source_hist"])
+        )
         soft = distill.objective.soft_target_loss(
             distill.closed_form_scores(pairs["user"]), student, distill.temperature
         )

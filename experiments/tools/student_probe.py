@@ -34,7 +34,9 @@ def cold_ndcg(strategy, datamodule, split: str) -> float:
         for batch in datamodule.eval_data[split]:
             cold = batch["is_cold"]
             if cold.any():
-                scores = strategy.student_scores(batch["source_hist"][cold], None)
+                scores = strategy.student_scores(
+                    batch["source_hist"][cold], strategy.student_items(None)
+                )
                 metrics = ranking_metrics(
                     scores, batch["relevant"][cold], batch["excluded"][cold], ks=(10,)
                 )
@@ -60,7 +62,9 @@ def main(epochs: int, overrides: list[str]) -> None:
         losses = []
         for chunk in rows[torch.randperm(len(rows))].split(batch_size):
             pairs = strategy.rows(datamodule._train_batch(chunk.tolist()), "overlap")
-            scores = strategy.student_scores(pairs["source_hist"], pairs["source_hist"])
+            scores = strategy.student_scores(
+                pairs["source_hist"], strategy.student_items(pairs["source_hist"])
+            )
             objective = strategy.objective
             hard = objective.history_loss(scores, pairs, "target", strategy.target_catalog)
             teacher = strategy.closed_form_scores(pairs["user"])
