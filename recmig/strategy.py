@@ -180,6 +180,14 @@ def lookup(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.embedding(tokens, table)
 
 
+def set_weight_streams(streams: tuple[str, ...], set_weight: float) -> tuple[str, ...]:
+    """A strategy's streams with ``overlap`` added when its ``strategy.set_weight`` > 0 (the
+    rows :meth:`TransferStrategy.with_set_loss` trains on); a negative weight is an error."""
+    if set_weight < 0:
+        raise ValueError(f"strategy.set_weight must be >= 0, got {set_weight}")
+    return (*streams, "overlap") if set_weight > 0 else streams
+
+
 def has_items(history: torch.Tensor, bos: int) -> torch.Tensor:
     """(B,) whether each (B, L) history holds any item besides padding and BOS."""
     return is_item(history, bos).any(1)
@@ -327,6 +335,14 @@ class TransferStrategy(nn.Module, abc.ABC):
             for d in range(self.context.num_sources)
         ]
 
+    def group_parameters(self) -> dict[str, tuple[str, ...]] | None:
+        """The weights that score each user group, as name prefixes of this module's state
+        (``{"cold": ("student.",), "warm": ("teacher.",)}``), when the groups share none; then
+        ``callbacks=per_group`` keeps each group's weights from its own best validation epoch
+        (:mod:`recmig.training.group_selection`). None (the default): the groups share
+        weights, and one epoch is selected for both."""
+        return None
+
     def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-user weights the strategy gave each domain when scoring ``batch`` (name ->
         (B,)), recorded per test user and summarised in ``metrics.json``; none by default.
@@ -353,6 +369,26 @@ class TransferStrategy(nn.Module, abc.ABC):
         :meth:`~recmig.objectives.Objective.history_loss` (under ``ranking`` the set-level
         multinomial likelihood of Mult-VAE and EASE's regression target)."""
         return self.objective.history_loss(interest @ items.T, pairs, "target", self.target_catalog)
+
+    def with_set_loss(
+        self,
+        losses: dict[str, torch.Tensor],
+        weight: float,
+        tower: Tower,
+        batch: dict[str, torch.Tensor],
+        cold_interest: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """``losses`` plus ``weight`` x :meth:`set_loss` on the batch's ``overlap`` rows (the
+        stream a strategy adds when its ``set_weight`` > 0), logged as ``loss_set``.
+        ``cold_interest(pairs, table)`` is the (B, D) interest the strategy gives a user with
+        no target history, read from ``pairs["source_hist"]`` over ``tower``'s item table:
+        what it ranks cold users by, so the loss trains exactly the cold path."""
+        pairs = self.rows(batch, "overlap")
+        if weight == 0 or len(pairs["user"]) == 0:
+            return losses
+        table = tower.table(pairs["target_hist"])
+        cold = self.set_loss(cold_interest(pairs, table), table[self.target_catalog], pairs)
+        return {**losses, "loss": losses["loss"] + weight * cold, "loss_set": cold}
 
     def stream_loss(
         self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor

@@ -119,6 +119,14 @@ class Distillation(TransferStrategy):
         source = np.append(matrix.item_domain == SOURCE, False)  # (+ the BOS column)
         self._source_rows = matrix.interactions.multiply(source[None, :]).tocsr()
 
+    def group_parameters(self) -> dict[str, tuple[str, ...]] | None:
+        # Beside a closed-form teacher the student (cold users) reads its own item encoder and
+        # the warm model nothing of the student's; the trained teacher's student reads the
+        # teacher's items.
+        if self._closed_form is None:
+            return None
+        return {"cold": ("student.", "student_items."), "warm": ("teacher.",)}
+
     def closed_form_scores(self, users: torch.Tensor) -> torch.Tensor:
         """(B, N_t) the closed-form teacher's standardised scores from each user's source row."""
         if self._source_rows is None:

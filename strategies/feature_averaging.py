@@ -6,7 +6,8 @@ One shared item encoder and user model serve both domains (next-item losses on t
 on the target stream), so both interests live in one space; with a text encoder that space is
 the language model's, which is what lets a film history say something about books. A cold user
 has no target history and gets the source side alone (a = 1); a user without source history
-gets the target side alone (a = 0). This is :class:`~.fusion.Fusion` with a fixed weight.
+gets the target side alone (a = 0); ``set_weight`` trains the cold side on the cold-start
+question (:mod:`.fusion`). This is :class:`~.fusion.Fusion` with a fixed weight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from .fusion import Fusion
 
 
 class FeatureAveraging(Fusion):
-    description = "u_T = a * source interest + (1 - a) * target interest, shared encoder"
+    description = (
+        "u_T = a * source interest + (1 - a) * target interest, shared encoder (set_weight: "
+        "plus the cold-start question as a loss)"
+    )
 
-    def __init__(self, context: StrategyContext, alpha: float = 0.5):
-        super().__init__(context, mode="fixed", alpha=alpha)
+    def __init__(self, context: StrategyContext, alpha: float = 0.5, set_weight: float = 0.0):
+        super().__init__(context, mode="fixed", alpha=alpha, set_weight=set_weight)

@@ -21,7 +21,12 @@ A domain in which the user has no history gets weight 0 and its share goes to th
 cold-start user is fused from their source domains alone, a user without source history reads
 the target side alone, so w = (1, 0) and (0, 1) reduce exactly to the single-domain sides.
 Trained with next-item losses on the merged source stream and on the target stream; the
-target loss uses the fused interest at every position of the target window.
+target loss uses the fused interest at every position of the target window. ``set_weight`` > 0
+adds the cold-start question on warm overlapping users, as ``pooled`` does:
+
+    L = L_source + L_target + w * ( - mean_{i in T(u)} log softmax_i( F_t(u | no target) . E_T ) )
+
+with F_t(u | no target) the fusion of the user's source domains alone (what a cold user gets).
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy, has_items
+from recmig.strategy import (
+    StrategyContext,
+    Tower,
+    TransferStrategy,
+    has_items,
+    set_weight_streams,
+)
 from recmig.tokens import is_item
 
 MODES = ("fixed", "learned", "gate")
@@ -71,7 +82,10 @@ def start_logits(alphas: list[float]) -> torch.Tensor:
 
 
 class Fusion(TransferStrategy):
-    description = "F_t = sum_d w_d F_td + w_T F_tT over source domains d; w fixed/learned/gated"
+    description = (
+        "F_t = sum_d w_d F_td + w_T F_tT over source domains d; w fixed/learned/gated "
+        "(set_weight: plus the cold-start question as a loss)"
+    )
     streams = ("source", "target")
     objectives = ("ranking", "rating")
 
@@ -81,8 +95,11 @@ class Fusion(TransferStrategy):
         mode: str = "gate",
         alpha: float | list[float] = 0.5,
         gate_context: bool = False,
+        set_weight: float = 0.0,
     ):
         super().__init__(context)
+        self.streams = set_weight_streams(self.streams, set_weight)
+        self.set_weight = set_weight
         if mode not in MODES:
             raise ValueError(f"strategy.mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -193,10 +210,19 @@ class Fusion(TransferStrategy):
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.tower, batch, "source", self.source_catalog)
-        part = self.rows(batch, "target")
-        if len(part["user"]) == 0:  # (a batch of source windows only: nothing to fuse)
-            zero = batch["tokens"].new_zeros((), dtype=torch.float)
-            return {"loss": source_loss, "loss_source": source_loss, "loss_target": zero}
+        target_loss = self.fused_window_loss(self.rows(batch, "target"))
+        losses = {
+            "loss": source_loss + target_loss,
+            "loss_source": source_loss,
+            "loss_target": target_loss,
+        }
+        return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
+
+    def fused_window_loss(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective on the target windows with the fused interest at every position (0
+        for a batch of source windows only: nothing to fuse)."""
+        if len(part["user"]) == 0:
+            return part["tokens"].new_zeros((), dtype=torch.float)
         table = self.tower.table(part["labels"])
         target = self.tower.interests(part["tokens"], table)
         # Every target window fuses at every position (a user with target training data),
@@ -204,12 +230,15 @@ class Fusion(TransferStrategy):
         seen = torch.cumsum(is_item(part["tokens"], self.bos).long(), dim=1)
         present = torch.ones_like(part["user"], dtype=torch.bool)
         fused, _ = self.fuse(part["source_hist"], table, target, present, seen)
-        target_loss = self.objective.window_loss(fused, part, table, self.target_catalog)
-        return {
-            "loss": source_loss + target_loss,
-            "loss_source": source_loss,
-            "loss_target": target_loss,
-        }
+        return self.objective.window_loss(fused, part, table, self.target_catalog)
+
+    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+        """The fused interest of a user with no target history: their source domains alone."""
+        n, dim = len(pairs["user"]), table.shape[1]
+        none = torch.zeros(n, dtype=torch.bool, device=table.device)
+        target = table.new_zeros(n, 1, dim)
+        counts = torch.zeros(n, 1, dtype=torch.long, device=table.device)
+        return self.fuse(pairs["source_hist"], table, target, none, counts)[0].squeeze(1)
 
     def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) fused interests and (B, S + 1) weights of an evaluation batch."""

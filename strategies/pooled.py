@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from recmig.strategy import StrategyContext, Tower, TransferStrategy
+from recmig.strategy import StrategyContext, Tower, TransferStrategy, set_weight_streams
 
 
 class Pooled(TransferStrategy):
@@ -32,11 +32,8 @@ class Pooled(TransferStrategy):
 
     def __init__(self, context: StrategyContext, set_weight: float = 0.0):
         super().__init__(context)
-        if set_weight < 0:
-            raise ValueError(f"strategy.set_weight must be >= 0, got {set_weight}")
+        self.streams = set_weight_streams(self.streams, set_weight)
         self.set_weight = set_weight
-        if set_weight > 0:
-            self.streams = ("pooled", "overlap")
         self.tower = Tower(context)
         self.register_buffer(
             "all_items",
@@ -46,13 +43,12 @@ class Pooled(TransferStrategy):
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         windows = self.stream_loss(self.tower, batch, "pooled", self.all_items)
-        pairs = self.rows(batch, "overlap")
-        if self.set_weight == 0 or len(pairs["user"]) == 0:
-            return {"loss": windows}
-        table = self.tower.table(pairs["target_hist"])
-        interest = self.tower.interest(pairs["source_hist"], table)
-        cold = self.set_loss(interest, table[self.target_catalog], pairs)
-        return {"loss": windows + self.set_weight * cold, "loss_windows": windows, "loss_set": cold}
+        losses = {"loss": windows, "loss_windows": windows}
+        return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
+
+    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+        """A cold user's pooled history is their source history."""
+        return self.tower.interest(pairs["source_hist"], table)
 
     def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.tower.interest(batch["pooled_hist"], self.tower.table(None))

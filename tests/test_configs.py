@@ -120,7 +120,7 @@ def instantiate_cheap(cfg: DictConfig, tmp_path: Path) -> None:
     assert isinstance(optimizer, torch.optim.Optimizer)
     options = OmegaConf.to_container(cfg.strategy, resolve=True)
     inspect.signature(load_strategy(options.pop("name"))).bind(None, **options)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     assert all(isinstance(c, L.Callback) for c in callbacks)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     assert all(isinstance(x, L.pytorch.loggers.Logger) for x in loggers)

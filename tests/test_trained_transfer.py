@@ -3,9 +3,11 @@ likelihood of a user's target items, text + ID item vectors, a closed-form teach
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from functools import partial
 
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from recmig.registry import load_strategy
 from recmig.run import trained_items
 from recmig.strategy import StrategyContext
 from recmig.tokens import STREAM_ID
+from tests.test_configs import recmig_train
 from tests.test_strategies import make_context
 
 MAX_LEN = 8
@@ -147,25 +150,58 @@ def test_a_trained_strategy_is_no_closed_form_teacher(data, scenario_cfg):
         load_strategy("distillation")(context_for(scenario, tensors), teacher_options={"lam": 1})
 
 
-def test_pooled_set_weight_adds_the_cold_start_question(data, scenario_cfg):
+@pytest.mark.parametrize("name", ["pooled", "feature_averaging", "fusion"])
+def test_set_weight_adds_the_cold_start_question(data, scenario_cfg, name):
+    """The shared-tower strategies' set loss: a warm overlapping user's whole target set
+    scored from the interest a cold user gets (one source domain: the source history's)."""
     scenario = build_scenario(data, scenario_cfg)
     tensors = ScenarioTensors(scenario, MAX_LEN)
-    pooled = load_strategy("pooled")(context_for(scenario, tensors), set_weight=0.5)
-    assert pooled.streams == ("pooled", "overlap")
-    assert load_strategy("pooled")(context_for(scenario, tensors)).streams == ("pooled",)
-    dm = CrossDomainDataModule(tensors, pooled.streams, LoaderConfig(max_len=MAX_LEN))
+    plain = load_strategy(name)(context_for(scenario, tensors))
+    strategy = load_strategy(name)(context_for(scenario, tensors), set_weight=0.5)
+    assert strategy.streams == (*plain.streams, "overlap")
+    assert "overlap" not in plain.streams
+    dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
     batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
-    pooled.eval()  # (no dropout: the loss is recomputed by hand below)
-    losses = pooled.training_loss(batch)
-    pairs = pooled.rows(batch, "overlap")
-    table = pooled.tower.table(None)
-    scores = pooled.tower.interest(pairs["source_hist"], table) @ table[pooled.target_catalog].T
+    strategy.eval()  # (no dropout: the loss is recomputed by hand below)
+    losses = strategy.training_loss(batch)
+    pairs = strategy.rows(batch, "overlap")
+    assert len(pairs["user"]) > 0
+    table = strategy.tower.table(None)
+    items = table[strategy.target_catalog]
+    scores = strategy.tower.interest(pairs["source_hist"], table) @ items.T
     by_hand = history_likelihood_loss(
-        scores, pairs["target_hist"], pooled.target_catalog, pooled.context.bos
+        scores, pairs["target_hist"], strategy.target_catalog, strategy.context.bos
     )
     assert losses["loss_set"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain.load_state_dict(strategy.state_dict())  # the same weights, without the set loss
+    plain.eval()
+    windows_only = plain.training_loss(batch)["loss"]
     assert losses["loss"].item() == pytest.approx(
-        (losses["loss_windows"] + 0.5 * by_hand).item(), rel=1e-6
+        windows_only.item() + 0.5 * by_hand.item(), rel=1e-6
     )
     with pytest.raises(ValueError, match="set_weight must be >= 0"):
-        load_strategy("pooled")(context_for(scenario, tensors), set_weight=-1)
+        load_strategy(name)(context_for(scenario, tensors), set_weight=-1)
+
+
+def test_per_group_selection_keeps_each_groups_best_epoch(tmp_path):
+    """callbacks=per_group: the merged checkpoint scores cold validation users as their best
+    epoch did and warm ones as theirs did (distillation beside a closed-form teacher: the
+    groups share no weights), and a strategy whose groups share weights is refused."""
+    out = tmp_path / "run"
+    recmig_train(
+        tmp_path,
+        out,
+        *("strategy=distillation", "strategy.teacher=ridge_map", "strategy.student=mean"),
+        *("callbacks=per_group", "logger=csv", "trainer.max_epochs=6"),
+    )
+    log = pd.read_csv(out / "csv" / "version_0" / "metrics.csv")
+    epochs = log.dropna(subset=["val/cold/ndcg@10"]).iloc[:-1]  # (the last: the merged model)
+    metrics = json.loads((out / "metrics.json").read_text())
+    (best,) = (out / "checkpoints").glob("best-*.ckpt")
+    for group in ("cold", "warm"):
+        curve = epochs[f"val/{group}/ndcg@10"].to_numpy()
+        assert metrics[f"val/{group}/ndcg@10"] == pytest.approx(curve.max(), abs=1e-6)
+        assert f"{group}{int(epochs['epoch'].iloc[curve.argmax()]):03d}" in best.name
+    refused = tmp_path / "refused"
+    with pytest.raises(AssertionError, match="shares? weights|shared weights"):
+        recmig_train(tmp_path, refused, "strategy=target_only", "callbacks=per_group")
