@@ -7,9 +7,12 @@ import torch and read the run (:mod:`recmig.train` builds on the same functions)
 
 from __future__ import annotations
 
+import inspect
 import pickle
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +26,8 @@ from recmig.paths import run_config_path
 from recmig.privacy import GaussianRelease, PrivacyConfig
 from recmig.registry import discover, load_strategy
 from recmig.strategy import StrategyContext, TransferStrategy
+
+T = TypeVar("T")
 
 STRATEGY_PREFIX = "strategy."
 """Where a run checkpoint keeps the strategy's weights (the Lightning module's attribute)."""
@@ -70,14 +75,33 @@ def build_strategy(cfg: DictConfig, tensors: ScenarioTensors):
         item_source=item_source,
         trained_items=trained_items(scenario, vocab),
         release=GaussianRelease(privacy, seed=int(cfg.seed)) if privacy.enabled else None,
-        make_item_encoder=partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items),
-        make_user_model=partial(instantiate(cfg.user_model), cfg.dim),
+        make_item_encoder=config_built(
+            "encoder", partial(instantiate(cfg.encoder), vocab, cfg.dim, scenario.items)
+        ),
+        make_user_model=config_built("user_model", partial(instantiate(cfg.user_model), cfg.dim)),
         objective=load_objective(objective).for_run(cfg, scenario, vocab),
     )
     try:
-        return cls(context, **options)
+        inspect.signature(cls).bind(context, **options)
     except TypeError as err:
         raise ValueError(f"strategy {name!r}: {err} (check the keys under `strategy`)") from err
+    return cls(context, **options)
+
+
+def config_built(group: str, factory: Callable[[], T]) -> Callable[[], T]:
+    """``factory`` (a config group's partially applied target), whose argument errors name
+    the group: a strategy builds its encoder and user model, and a key one of them does not
+    take (an experiment's ``encoder.template`` under ``encoder=id``) is that group's error."""
+
+    def build() -> T:
+        try:
+            inspect.signature(factory).bind()
+        except (TypeError, ValueError) as err:  # (a partial with a bad keyword: ValueError)
+            reason = err.__cause__ or err
+            raise ValueError(f"{group}: {reason} (check the keys under `{group}`)") from err
+        return factory()
+
+    return build
 
 
 def trained_items(scenario, vocab: int) -> torch.Tensor:

@@ -209,6 +209,10 @@ CASES = {
         _options("strategy=distillation", "strategy.temprature=1"),
         ["'strategy.temprature'", "close valid keys: strategy.temperature"],
     ),
+    "key-the-encoder-does-not-take": (
+        _options("+encoder.pooling_mode=max"),
+        ["encoder:", "'pooling_mode'", "check the keys under `encoder`"],
+    ),
     "misspelled-data-key": (
         _options("data.dataset.interaction=x.csv"),
         ["'data.dataset.interaction'", "data.dataset.interactions"],
