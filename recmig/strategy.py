@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmig.encoders.item import SupportsTokenTable
+from recmig.encoders.item import IdItemEncoder, SupportsTokenTable
 from recmig.objectives import Objective, RankingObjective
 from recmig.tokens import STREAM_ID, bos_token, is_item
 from recmig.users.interest import MeanInterest, SupportsInterest
@@ -125,6 +125,12 @@ class StrategyContext:
         strategy that reads a history as a set whatever the run's user model."""
         return MeanInterest(self.dim)
 
+    def id_encoder(self) -> SupportsTokenTable:
+        """A learned vector per item id of the run's width (:class:`IdItemEncoder`), whatever
+        the run's encoder: for a part of a strategy that only ranks for users with
+        interactions (a warm model), where the text's vectors are not what carries the signal."""
+        return IdItemEncoder(self.vocab_size, self.dim)
+
 
 def conforming(component: object, protocol: type, option: str):
     """``component`` itself when it has every method of ``protocol`` (inheriting the base class
@@ -154,9 +160,10 @@ class Phase:
 class Tower(nn.Module):
     """An item encoder and a user model that together score items for users."""
 
-    def __init__(self, context: StrategyContext):
+    def __init__(self, context: StrategyContext, items: SupportsTokenTable | None = None):
+        """``items``: the item encoder (None: a new one of the run's, ``context.item_encoder``)."""
         super().__init__()
-        self.items = context.item_encoder()
+        self.items = context.item_encoder() if items is None else items
         self.users = context.user_model()
 
     def table(self, active: torch.Tensor | None) -> torch.Tensor:

@@ -39,6 +39,11 @@ seed 0). The student has an item encoder of its own, trained by its loss, for th
 items it reads and the target items it scores (a cold user's ranking then never depends on the
 warm model). Ranking objective only. ``student: mean`` reads the source history as a set
 (:class:`recmig.users.interest.MeanInterest`) instead of through the run's user model.
+``warm_items: id`` gives the warm model learned ID vectors instead of the run's encoder (the
+student keeps it): text carries what a cold user's ranking needs, while for users with
+interactions text + ID items ranked below ID items alone on both data sets measured
+(``target_only`` warm NDCG@10 0.108 vs 0.147 on cold_start_ml1m; the distilled strategy's warm
+users 0.037 vs 0.046 on the sparse titles-only proxy).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from recmig.strategy import Phase, StrategyContext, Tower, TransferStrategy
 
 TRAINED_TEACHER = "pooled"
 STUDENTS = ("user_model", "mean")
+WARM_ITEMS = ("encoder", "id")
 
 
 class Distillation(TransferStrategy):
@@ -72,6 +78,7 @@ class Distillation(TransferStrategy):
         teacher: str = TRAINED_TEACHER,
         teacher_options: dict | None = None,
         student: str = "user_model",
+        warm_items: str = "encoder",
     ):
         super().__init__(context)
         if teacher_epochs < 1:
@@ -81,7 +88,14 @@ class Distillation(TransferStrategy):
         self.teacher_epochs = teacher_epochs
         self.temperature = temperature
         self.distill_weight = distill_weight
-        self.teacher = Tower(context)
+        if warm_items not in WARM_ITEMS:
+            raise ValueError(f"strategy.warm_items={warm_items!r}: expected one of {WARM_ITEMS}")
+        if warm_items == "id" and teacher == TRAINED_TEACHER:
+            raise ValueError(
+                "strategy.warm_items=id: only beside a closed-form teacher (the trained "
+                "teacher's student reads the teacher's item vectors)"
+            )
+        self.teacher = Tower(context, context.id_encoder() if warm_items == "id" else None)
         if student not in STUDENTS:
             raise ValueError(f"strategy.student={student!r}: expected one of {list(STUDENTS)}")
         # The run's user model, or an order-free mean: a cold user's question is a set (their

@@ -13,7 +13,7 @@ import torch
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import build_scenario
-from recmig.encoders.item import TextIdItemEncoder, TextItemEncoder
+from recmig.encoders.item import IdItemEncoder, TextIdItemEncoder, TextItemEncoder
 from recmig.evaluation.ranking import ranking_metrics
 from recmig.objectives import history_likelihood_loss
 from recmig.registry import load_strategy
@@ -205,3 +205,17 @@ def test_per_group_selection_keeps_each_groups_best_epoch(tmp_path):
     refused = tmp_path / "refused"
     with pytest.raises(AssertionError, match="shares? weights|shared weights"):
         recmig_train(tmp_path, refused, "strategy=target_only", "callbacks=per_group")
+
+
+def test_distillation_warm_model_reads_id_items_when_asked(new_item_setup):
+    """warm_items=id: the warm model learns ID vectors, the student keeps the run's encoder."""
+    _, _, context = new_item_setup
+    build = partial(load_strategy("distillation"), context, teacher="ridge_map", student="mean")
+    strategy = build(warm_items="id")
+    assert isinstance(strategy.teacher.items, IdItemEncoder)
+    assert isinstance(strategy.student_items, TextIdItemEncoder)
+    assert isinstance(build().teacher.items, TextIdItemEncoder)
+    with pytest.raises(ValueError, match="warm_items=id: only beside a closed-form teacher"):
+        load_strategy("distillation")(context, warm_items="id")
+    with pytest.raises(ValueError, match="strategy.warm_items='text'"):
+        build(warm_items="text")
