@@ -1,4 +1,4 @@
-"""``recmig reproduce <experiment> [--quick]``: rerun an experiment and check its numbers.
+"""``recmig reproduce <experiment> [--quick | --section NAME]``: rerun an experiment, check it.
 
 Every experiment folder (``experiments/<name>/``) holds a ``reproduce.yaml``::
 
@@ -10,6 +10,9 @@ Every experiment folder (``experiments/<name>/``) holds a ``reproduce.yaml``::
                                 # every run folder after the sweep; their summaries are
                                 # metrics (streaming/..., faithfulness/...) like any other
     quick:                      # a small version of the same pipeline, minutes on a CPU (CI)
+      sweep: [...]
+      expected: [...]
+    <name>:                     # optional: rows added by a sweep of their own (--section)
       sweep: [...]
       expected: [...]
 
@@ -50,7 +53,7 @@ def load_spec(folder: Path, mode: str) -> dict:
         raise FileNotFoundError(f"{path}: no reproduce.yaml (is {folder} an experiment folder?)")
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if mode not in spec:
-        raise ValueError(f"{path}: no {mode!r} section (expected keys: full, quick)")
+        raise ValueError(f"{path}: no {mode!r} section (its sections: {sorted(spec)})")
     section = spec[mode]
     for key in ("sweep", "expected"):
         if key not in section:
@@ -147,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("experiment", help="folder name under --experiments (or a path)")
     parser.add_argument("--quick", action="store_true", help="the small version (CI)")
+    parser.add_argument(
+        "--section",
+        help="another section of reproduce.yaml than full and quick (e.g. trained: rows added "
+        "by their own sweep)",
+    )
     parser.add_argument("--experiments", type=Path, default=Path("experiments"))
     parser.add_argument(
         "--out",
@@ -163,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(args.experiment)
     if not (folder / SPEC).is_file():
         folder = args.experiments / args.experiment
-    mode = "quick" if args.quick else "full"
+    if args.quick and args.section:
+        parser.error("--quick and --section: choose one section")
+    mode = args.section or ("quick" if args.quick else "full")
     try:
         section = load_spec(folder, mode)
     except (FileNotFoundError, ValueError) as err:

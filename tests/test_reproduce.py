@@ -119,3 +119,36 @@ def test_a_recorded_setting_matches_runs_by_their_overrides(tmp_path):
     )
     both = compare([{**recorded, "mean": 0.3}], collect(tmp_path / "a"))
     assert not both["ok"].any() and both["seeds"].tolist() == [0]  # which beta? not a mean of both
+
+
+def test_a_named_section_is_checked_on_its_own(tmp_path, capsys):
+    """--section: rows added by a sweep of their own, checked apart from full and quick."""
+    for seed in range(2):
+        make_run(tmp_path / "sweep", f"d{seed}", "distillation", seed, [], np.full(40, 0.5))
+    spec = tmp_path / "exp"
+    spec.mkdir()
+    (spec / "reproduce.yaml").write_text(
+        "full:\n  sweep: [seed=0]\n  expected:\n"
+        "    - {strategy: target_only, metric: test/cold/ndcg@10, mean: 0.3, tolerance: 0.01}\n"
+        "trained:\n  sweep: [strategy=distillation]\n  expected:\n"
+        "    - {strategy: distillation, metric: test/cold/ndcg@10, mean: 0.5, tolerance: 0.01}\n"
+    )
+    sweep = str(tmp_path / "sweep")
+    main([str(spec), "--section", "trained", "--from", sweep, "--out", str(tmp_path / "r")])
+    assert "all numbers within tolerance" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the full section's target_only row is missing there
+        main([str(spec), "--from", sweep, "--out", str(tmp_path / "r2")])
+    with pytest.raises(
+        ValueError, match=r"no 'other' section \(its sections: \['full', 'trained'\]\)"
+    ):
+        load_spec(spec, "other")
+    for name in EXPERIMENTS:  # every committed section beyond full and quick is recorded
+        folder = ROOT / "experiments" / name
+        for section in set(_sections(folder)) - {"full", "quick"}:
+            assert all(row["mean"] != 0.0 for row in load_spec(folder, section)["expected"])
+
+
+def _sections(folder: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return list(OmegaConf.load(folder / "reproduce.yaml"))
