@@ -107,7 +107,7 @@ class GroupSelection(Checkpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Load every group's selected weights into the module and write it as the run's best
         checkpoint."""
-        if not self.weights:
+        if not self.weights or trainer.fast_dev_run:  # (debug=one_batch writes no checkpoint)
             return
         pl_module.load_state_dict({**pl_module.state_dict(), **self.merged()})
         epochs = "-".join(f"{g}{self.epoch[g]:03d}" for g in self.groups if g in self.epoch)
