@@ -58,16 +58,16 @@ class GroupSelection(Checkpoint):
         self.best_model_path = ""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        strategy = type(pl_module.strategy).__name__
         self.groups = pl_module.strategy.group_parameters()
         if self.groups is None:
             raise ValueError(
-                f"callbacks=per_group: strategy {type(pl_module.strategy).__name__} scores "
+                f"callbacks=per_group: strategy {strategy} scores "
                 "cold and warm users with shared weights, so one group's best epoch cannot be "
                 "kept apart from the other's; use callbacks=default (the mean of both groups)"
             )
         names = [n.removeprefix(STRATEGY_PREFIX) for n in pl_module.state_dict()]
         owners = {n: [g for g, p in self.groups.items() if n.startswith(tuple(p))] for n in names}
-        strategy = type(pl_module.strategy).__name__
         for group, prefixes in self.groups.items():
             if not any(group in claimed for claimed in owners.values()):
                 raise ValueError(
