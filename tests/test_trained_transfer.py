@@ -150,16 +150,18 @@ def test_a_trained_strategy_is_no_closed_form_teacher(data, scenario_cfg):
         load_strategy("distillation")(context_for(scenario, tensors), teacher_options={"lam": 1})
 
 
-@pytest.mark.parametrize("name", ["pooled", "feature_averaging", "fusion"])
+@pytest.mark.parametrize("name", ["pooled", "feature_averaging", "fusion", "lora"])
 def test_set_weight_adds_the_cold_start_question(data, scenario_cfg, name):
     """The shared-tower strategies' set loss: a warm overlapping user's whole target set
-    scored from the interest a cold user gets (one source domain: the source history's)."""
+    scored from the interest a cold user gets (one source domain: the source history's),
+    trained in the last phase (lora's target phase)."""
     scenario = build_scenario(data, scenario_cfg)
     tensors = ScenarioTensors(scenario, MAX_LEN)
     plain = load_strategy(name)(context_for(scenario, tensors))
     strategy = load_strategy(name)(context_for(scenario, tensors), set_weight=0.5)
     assert strategy.streams == (*plain.streams, "overlap")
     assert "overlap" not in plain.streams
+    assert "overlap" in strategy.phases[-1].streams
     dm = CrossDomainDataModule(tensors, strategy.streams, LoaderConfig(max_len=MAX_LEN))
     batch = dm._train_batch(list(range(len(dm.train_data["user"]))))
     strategy.eval()  # (no dropout: the loss is recomputed by hand below)
