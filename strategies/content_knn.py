@@ -2,7 +2,7 @@
 
 The content-based yardstick of text recommenders: a target item scores by how much it reads
 like the items of the user's history. With t_i the item encoder's frozen language-model
-features of item i (centred, unit length; see :func:`recmig_strategies.text_ease.item_text`),
+features of item i (centred, unit length; see :func:`recmig.linear.item_text`),
 
     s(i, j) = max(t_i . t_j, 0) ** alpha                               (i != j)
     score(u, j) = sum_{i in history(u), j in N_k(i)} s(i, j)           for target items j
@@ -25,9 +25,8 @@ import numpy as np
 
 from recmig.data.tensors import TrainingMatrix
 from recmig.linear import item_text
+from recmig.neighbours import NeighbourVotes
 from recmig.strategy import StrategyContext
-
-from .itemknn import NeighbourVotes
 
 
 class ContentKNN(NeighbourVotes):

@@ -6,7 +6,7 @@ source row first densified by source-side EASE (Steck, WWW 2019) and, optionally
 model's text neighbours. :mod:`.ridge_map` is the same map without the densifier and the text
 (the baseline that shows what they add); :mod:`.text_prior` regularises the map toward text.
 
-EASE (:mod:`.ease`) learns the source -> target weights of B as what a source item adds to a
+EASE (:mod:`recmig.ease`) learns the source -> target weights of B as what a source item adds to a
 target item *given all the user's other items*, target items included. A cold user has no
 target item, so at test time EASE's source -> target weights answer a question they were not
 fit for. Here the cold path is fit on exactly the cold-start question, "which target items
@@ -68,11 +68,10 @@ from recmig import sparse_ridge
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.scenario import SOURCE, TARGET
 from recmig.data.tensors import TrainingMatrix
+from recmig.ease import EASEModel
 from recmig.evaluation.ranking import ranking_metrics
 from recmig.linear import ease_weights, gram_matrix, item_text, text_neighbours
 from recmig.strategy import StrategyContext
-
-from .ease import EASE
 
 SHRINK_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)
 """Candidate shrinkages of the private cold map's user-specific part (see RidgeTransfer)."""
@@ -134,7 +133,7 @@ class RidgeTransfer(ClosedFormStrategy):
             neighbours,
             approximable,
         )
-        self.warm = EASE(
+        self.warm = EASEModel(
             context, lam=lam, max_items=max_items, solver=self.solver, neighbours=neighbours
         )
         self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam

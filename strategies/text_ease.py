@@ -18,13 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from recmig.data.tensors import TrainingMatrix
+from recmig.ease import EASEModel
 from recmig.linear import item_text
 from recmig.strategy import StrategyContext
 
-from .ease import EASE
 
-
-class TextEASE(EASE):
+class TextEASE(EASEModel):
     description = "EASE whose Gram matrix adds item text similarity from the language model"
     config_name = "text_ease"
     approximable = False  # the text term fills the Gram matrix densely

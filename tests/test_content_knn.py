@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from recmig_strategies import itemknn
 from recmig_strategies.content_knn import ContentKNN
 
+from recmig import neighbours
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors, TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
@@ -143,7 +143,7 @@ def test_fit_reads_no_interaction_data():
 
 def test_blocks_give_the_same_neighbours(monkeypatch):
     whole = fitted(plane_context(), k=2)
-    monkeypatch.setattr(itemknn, "BLOCK_BYTES", 4 * len(TARGET_CATALOG))  # one row a block
+    monkeypatch.setattr(neighbours, "BLOCK_BYTES", 4 * len(TARGET_CATALOG))  # one row a block
     rows = fitted(plane_context(), k=2)
     torch.testing.assert_close(rows.neighbours, whole.neighbours)
     torch.testing.assert_close(rows.similarity, whole.similarity)
