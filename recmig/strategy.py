@@ -331,8 +331,19 @@ class TransferStrategy(nn.Module, abc.ABC):
         """(B, N_t) what the evaluator ranks the target catalogue by: the objective's
         predictions from interest . item vector (under ``rating`` the predicted ratings).
         Override only to score other than by that dot product (closed-form strategies)."""
-        scores = self.target_interest(batch) @ self.target_items().T
-        return self.objective.predictions(scores, self.target_catalog)
+        return self.interest_scores(self.target_interest(batch))
+
+    def interest_scores(self, interest: torch.Tensor) -> torch.Tensor:
+        """(B, N_t) the objective's predictions from (B, D) target interests."""
+        return self.objective.predictions(interest @ self.target_items().T, self.target_catalog)
+
+    def scores_and_weights(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`target_scores` and :meth:`transfer_weights` of one batch (the evaluator's
+        test pass). A strategy whose weights come out of its scoring overrides it to compute
+        both in one forward pass."""
+        return self.target_scores(batch), self.transfer_weights(batch)
 
     def source_histories(self, source_hist: torch.Tensor) -> list[torch.Tensor]:
         """The merged (B, L) source history split into one history per source domain, in

@@ -6,6 +6,7 @@ F_td = f(history_d(u)) is the interest read from source domain d, F_tT = f(histo
 one read from the target domain; one item encoder and user model serve every domain, so all
 live in one space (with a text encoder, the language model's). With one source domain this is
 F_t = a F_tA + (1 - a) F_tB. The source weights w_d are
+a component of :mod:`recmig.fusion` chosen by ``mode``:
 
 - ``fixed``: constants, ``alpha`` (one weight per source domain, or one number: the total
   source weight, split equally) and w_T = 1 - sum(alpha) (this is feature averaging,
@@ -18,10 +19,9 @@ F_t = a F_tA + (1 - a) F_tB. The source weights w_d are
   and in the target (log(1 + count), learned slopes).
 
 A domain in which the user has no history gets weight 0 and its share goes to the others: a
-cold-start user is fused from their source domains alone, a user without source history reads
-the target side alone, so w = (1, 0) and (0, 1) reduce exactly to the single-domain sides.
-Trained with next-item losses on the merged source stream and on the target stream; the
-target loss uses the fused interest at every position of the target window. ``set_weight`` > 0
+cold-start user is fused from their source domains alone. Trained with next-item losses on the
+merged source stream and on the target stream (the fused interest at every position of the
+target window; :class:`recmig.fusion.DomainFusion`). ``set_weight`` > 0
 adds the cold-start question on warm overlapping users, as ``pooled`` does:
 
     L = L_source + L_target + w * ( - mean_{i in T(u)} log softmax_i( F_t(u | no target) . E_T ) )
@@ -31,63 +31,25 @@ with F_t(u | no target) the fusion of the user's source domains alone (what a co
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from functools import partial
 
-from recmig.strategy import (
-    StrategyContext,
-    Tower,
-    TransferStrategy,
-    has_items,
-    set_weight_streams,
+from recmig.fusion import (
+    DomainFusion,
+    FixedWeights,
+    GatedWeights,
+    LearnedWeights,
+    source_alphas,
 )
-from recmig.tokens import is_item
+from recmig.strategy import StrategyContext
 
 MODES = ("fixed", "learned", "gate")
-MASKED = -1e9
-"""Logit of a domain without history: finite, so no 0 * inf reaches a gradient."""
 
 
-def item_count(history: torch.Tensor, bos: int) -> torch.Tensor:
-    """(B,) number of items (not padding, not BOS) in each (B, L) history."""
-    return is_item(history, bos).sum(1)
-
-
-def source_alphas(alpha: float | list[float], names: tuple[str, ...]) -> list[float]:
-    """``alpha`` as one weight per source domain (a number: the total, split equally)."""
-    if isinstance(alpha, int | float):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"strategy.alpha must be in [0, 1], got {alpha}")
-        return [float(alpha) / len(names)] * len(names)
-    alphas = [float(a) for a in alpha]
-    if len(alphas) != len(names):
-        raise ValueError(
-            f"strategy.alpha has {len(alphas)} weights but the scenario has {len(names)} "
-            f"source domains {list(names)}: give one weight per source domain (or one number)"
-        )
-    if min(alphas) < 0 or sum(alphas) > 1.0 + 1e-6:
-        raise ValueError(
-            f"strategy.alpha must be weights >= 0 that sum to at most 1 (the target gets the "
-            f"rest), got {alphas}"
-        )
-    return alphas
-
-
-def start_logits(alphas: list[float]) -> torch.Tensor:
-    """Logits whose softmax with the target's logit 0 gives ``alphas`` (and the target the
-    rest): logit_d = logit(alpha_d / (alpha_d + alpha_T)); one domain: logit(alpha)."""
-    rest = max(1.0 - sum(alphas), 0.0)
-    shares = [alphas[0]] if len(alphas) == 1 else [a / max(a + rest, 1e-12) for a in alphas]
-    return torch.logit(torch.tensor(shares).clamp(1e-4, 1 - 1e-4))
-
-
-class Fusion(TransferStrategy):
+class Fusion(DomainFusion):
     description = (
         "F_t = sum_d w_d F_td + w_T F_tT over source domains d; w fixed/learned/gated "
         "(set_weight: plus the cold-start question as a loss)"
     )
-    streams = ("source", "target")
-    objectives = ("ranking", "rating")
 
     def __init__(
         self,
@@ -97,179 +59,13 @@ class Fusion(TransferStrategy):
         gate_context: bool = False,
         set_weight: float = 0.0,
     ):
-        super().__init__(context)
-        self.streams = set_weight_streams(self.streams, set_weight)
-        self.set_weight = set_weight
         if mode not in MODES:
             raise ValueError(f"strategy.mode must be one of {MODES}, got {mode!r}")
+        alphas = source_alphas(alpha, context.source_names)
+        weighting = {
+            "fixed": partial(FixedWeights, alphas),
+            "learned": partial(LearnedWeights, alphas),
+            "gate": partial(GatedWeights, context.dim, len(alphas), gate_context),
+        }[mode]
+        super().__init__(context, weighting, set_weight)
         self.mode = mode
-        self.names = context.source_names
-        alphas = source_alphas(alpha, self.names)
-        self.register_buffer("alphas", torch.tensor(alphas), persistent=False)
-        self.tower = Tower(context)
-        self.bos = context.bos
-        if mode == "learned":
-            self.logit = nn.Parameter(start_logits(alphas))
-        elif mode == "gate":
-            self.gate = nn.Linear(2 * context.dim, 1)
-        self.gate_context = gate_context and mode == "gate"
-        if self.gate_context:  # zeros: the gate starts as the plain one
-            self.domain_bias = nn.Parameter(torch.zeros(len(self.names)))
-            self.history_slopes = nn.Parameter(torch.zeros(2))
-
-    def source_logits(self, sources, target, counts) -> torch.Tensor:
-        """(B, S, P) logit of each source domain against the target's (0) at each of P
-        positions; sources (B, S, D), target (B, P, D), counts (B, S + P): history lengths
-        in each source domain, then in the target at each position."""
-        batch, n, positions = sources.shape[0], sources.shape[1], target.shape[1]
-        if self.mode == "learned":
-            return self.logit.view(1, n, 1).expand(batch, n, positions)
-        pair = torch.cat(
-            [
-                sources.unsqueeze(2).expand(-1, -1, positions, -1),
-                target.unsqueeze(1).expand(-1, n, -1, -1),
-            ],
-            dim=-1,
-        )
-        logits = self.gate(pair).squeeze(-1)
-        if self.gate_context:
-            lengths = torch.log1p(counts.to(logits.dtype))
-            source_part = self.domain_bias.view(1, n) + self.history_slopes[0] * lengths[:, :n]
-            target_part = self.history_slopes[1] * lengths[:, n:]
-            logits = logits + source_part.unsqueeze(-1) - target_part.unsqueeze(1)
-        return logits
-
-    def fixed_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """(B, S + 1, 1) mode=fixed: alpha_d on the source domains the user has history in;
-        the target takes the rest (1 - a, as the two-domain rule), and a user without target
-        history splits everything over their source domains by alpha (evenly when those
-        alphas are 0)."""
-        n = present.shape[1] - 1
-        source = self.alphas.view(1, n) * present[:, :n]
-        total = source.sum(1, keepdim=True)
-        cold = torch.where(
-            total > 0,
-            source / total.clamp_min(1e-30),
-            present[:, :n] / present[:, :n].sum(1, keepdim=True).clamp_min(1),
-        )
-        has_target = present[:, n:]
-        source = torch.where(has_target, source, cold)
-        rest = torch.where(has_target, 1 - source.sum(1, keepdim=True), 0.0)
-        return torch.cat([source, rest], dim=1).unsqueeze(-1)
-
-    def weights(self, sources, target, present, counts) -> torch.Tensor:
-        """(B, S + 1, P) weight of each source domain and of the target (last) at each of P
-        positions; ``present`` (B, S + 1): whether the user has history in each domain."""
-        n, positions = sources.shape[1], target.shape[1]
-        nothing = ~present.any(1).view(-1, 1, 1)
-        even = torch.zeros(n + 1, device=sources.device)
-        even[:n] = 1.0 / n  # no history anywhere: an empty history's interest is the prior
-        even = even.view(1, -1, 1).expand(len(sources), -1, positions)
-        if self.mode == "fixed":
-            return torch.where(nothing, even, self.fixed_weights(present).expand(-1, -1, positions))
-        logits = self.source_logits(sources, target, counts)
-        logits = torch.where(present[:, :n].unsqueeze(-1), logits, MASKED)
-        target_logit = torch.where(present[:, n:], 0.0, MASKED).unsqueeze(-1)
-        target_logit = target_logit.expand(-1, 1, positions)
-        # w_d = softmax over [logit_1..logit_S, target] written as sigmoid(logit_d - logsumexp
-        # (the other logits)): with one source domain that is the two-domain rule
-        # sigmoid(logit) exactly.
-        source_w = []
-        for d in range(n):
-            others = torch.cat([logits[:, :d], logits[:, d + 1 :], target_logit], dim=1)
-            source_w.append(torch.sigmoid(logits[:, d] - torch.logsumexp(others, dim=1)))
-        w = torch.stack(source_w, 1)
-        # The target's weight is the rest, and exactly 0 without target history (the sources'
-        # sigmoids may then sum to 1 - 1 ulp).
-        rest = torch.where(present[:, n:].unsqueeze(-1), 1 - w.sum(1, keepdim=True), 0.0)
-        w = torch.cat([w, rest], dim=1)
-        return torch.where(nothing, even, w)
-
-    def fuse(
-        self,
-        source_hist: torch.Tensor,
-        table: torch.Tensor,
-        target: torch.Tensor,
-        target_present: torch.Tensor,
-        target_counts: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused interest (B, P, D) and the weights (B, S + 1, P). ``target`` (B, P, D):
-        the target-side interest at each fused position; ``target_present`` (B,) whether the
-        user has target history, ``target_counts`` (B, P) how much at each position."""
-        histories = self.source_histories(source_hist)
-        # One user-model pass over every domain's histories (S x B rows) -> (B, S, D).
-        batch, n = len(source_hist), len(histories)
-        sources = self.tower.interest(torch.cat(histories), table)
-        sources = sources.view(n, batch, -1).transpose(0, 1)
-        source_counts = torch.stack([item_count(h, self.bos) for h in histories], 1)
-        present = torch.cat([source_counts > 0, target_present.unsqueeze(1)], 1)
-        counts = torch.cat([source_counts, target_counts], 1)
-        w = self.weights(sources, target, present, counts)
-        fused = (w[:, :n].unsqueeze(-1) * sources.unsqueeze(2)).sum(1)
-        return fused + w[:, n].unsqueeze(-1) * target, w
-
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        source_loss = self.stream_loss(self.tower, batch, "source", self.source_catalog)
-        target_loss = self.fused_window_loss(self.rows(batch, "target"))
-        losses = {
-            "loss": source_loss + target_loss,
-            "loss_source": source_loss,
-            "loss_target": target_loss,
-        }
-        return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
-
-    def fused_window_loss(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The objective on the target windows with the fused interest at every position (0
-        for a batch of source windows only: nothing to fuse)."""
-        if len(part["user"]) == 0:
-            return part["tokens"].new_zeros((), dtype=torch.float)
-        table = self.tower.table(part["labels"])
-        target = self.tower.interests(part["tokens"], table)
-        # Every target window fuses at every position (a user with target training data),
-        # counting the target items seen up to each position.
-        seen = torch.cumsum(is_item(part["tokens"], self.bos).long(), dim=1)
-        present = torch.ones_like(part["user"], dtype=torch.bool)
-        fused, _ = self.fuse(part["source_hist"], table, target, present, seen)
-        return self.objective.window_loss(fused, part, table, self.target_catalog)
-
-    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
-        """The fused interest of a user with no target history: their source domains alone."""
-        n, dim = len(pairs["user"]), table.shape[1]
-        none = torch.zeros(n, dtype=torch.bool, device=table.device)
-        target = table.new_zeros(n, 1, dim)
-        counts = torch.zeros(n, 1, dtype=torch.long, device=table.device)
-        return self.fuse(pairs["source_hist"], table, target, none, counts)[0].squeeze(1)
-
-    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, D) fused interests and (B, S + 1) weights of an evaluation batch."""
-        table = self.tower.table(None)
-        target_hist = batch["target_hist"]
-        target = self.tower.interest(target_hist, table).unsqueeze(1)
-        present = has_items(target_hist, self.bos)
-        counts = item_count(target_hist, self.bos).unsqueeze(1)
-        fused, w = self.fuse(batch["source_hist"], table, target, present, counts)
-        return fused.squeeze(1), w.squeeze(-1)
-
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._scored(batch)[0]
-
-    def target_items(self) -> torch.Tensor:
-        return self.tower.table(None)[self.target_catalog]
-
-    def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        w = self._scored(batch)[1]
-        names = [*self.names, "target"]
-        return {f"weight/{name}": w[:, i] for i, name in enumerate(names)}
-
-    def transfer_summary(self) -> dict[str, float]:
-        """The global weights of ``fixed`` and ``learned`` (for a user with history in every
-        domain); ``gate`` weights are per user (``transfer_weights``)."""
-        if self.mode == "gate":
-            return {}
-        if self.mode == "learned":
-            logits = torch.cat([self.logit.detach(), self.logit.new_zeros(1)])
-            w = torch.softmax(logits, 0)
-        else:
-            w = self.fixed_weights(torch.ones(1, len(self.names) + 1, dtype=torch.bool)).flatten()
-        names = [*self.names, "target"]
-        return {f"fusion/weight/{name}": float(w[i]) for i, name in enumerate(names)}

@@ -33,9 +33,7 @@ class LoRA(TransferStrategy):
     streams = ("source", "target")
     objectives = ("ranking", "rating")
 
-    def __init__(
-        self, context: StrategyContext, source_epochs: int = 2, set_weight: float = 0.0
-    ):
+    def __init__(self, context: StrategyContext, source_epochs: int = 2, set_weight: float = 0.0):
         super().__init__(context)
         if source_epochs < 1:
             raise ValueError(f"strategy.source_epochs must be >= 1, got {source_epochs}")

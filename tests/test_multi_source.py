@@ -222,9 +222,10 @@ def test_learned_and_gated_weights_sum_to_one_train_and_are_reported(multi_setup
     dm = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN))
     loss = fusion.training_loss(dm._train_batch(list(range(len(dm.train_data["user"])))))
     loss["loss"].backward()
-    weight_params = [fusion.logit] if mode == "learned" else [fusion.gate.weight]
+    weighting = fusion.weighting
+    weight_params = [weighting.logit] if mode == "learned" else [weighting.gate.weight]
     if mode == "gate":
-        weight_params += [fusion.domain_bias, fusion.history_slopes]
+        weight_params += [weighting.domain_bias, weighting.history_slopes]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weight_params)
 
 

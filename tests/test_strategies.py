@@ -173,7 +173,7 @@ def test_feature_averaging_equation(setup):
     assert torch.allclose(mixed[~cold], 0.25 * source[~cold] + 0.75 * target[~cold], atol=1e-6)
     assert torch.equal(mixed[cold], source[cold])
     # No source history: the target side alone (weights for present = (no source, target)).
-    w = fa.weights(source[:1, None], target[:1, None], torch.tensor([[False, True]]), None)
+    w = fa.weighting(source[:1, None], target[:1, None], torch.tensor([[False, True]]), None)
     assert w.flatten().tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="alpha"):
         cls(make_context(scenario, tensors), alpha=1.5)
@@ -191,10 +191,10 @@ def test_fusion_reduces_exactly_to_each_side(setup, mode):
         fusion = cls(make_context(scenario, tensors), mode=mode, alpha=alpha)
         saturated = 1e4 if alpha else -1e4  # sigmoid(saturated) is exactly alpha in float32
         if mode == "gate":
-            torch.nn.init.zeros_(fusion.gate.weight)
-            torch.nn.init.constant_(fusion.gate.bias, saturated)
+            torch.nn.init.zeros_(fusion.weighting.gate.weight)
+            torch.nn.init.constant_(fusion.weighting.gate.bias, saturated)
         elif mode == "learned":
-            torch.nn.init.constant_(fusion.logit, saturated)
+            torch.nn.init.constant_(fusion.weighting.logit, saturated)
         fused = fusion.target_interest(batch)
         side = "source_hist" if alpha == 1.0 else "target_hist"
         assert torch.allclose(
@@ -214,17 +214,17 @@ def test_fusion_gate_is_per_user_and_learned_weight_trains(setup):
     cls = load_strategy("fusion")
     gate = cls(make_context(scenario, tensors), mode="gate")
     s, t = torch.randn(5, 1, 16), torch.randn(5, 1, 16)
-    w = gate.weights(s, t, torch.ones(5, 2, dtype=torch.bool), torch.ones(5, 2))
+    w = gate.weighting(s, t, torch.ones(5, 2, dtype=torch.bool), torch.ones(5, 2))
     a = w[:, 0, 0]
     assert w.shape == (5, 2, 1) and torch.allclose(w.sum(1), torch.ones(5, 1))
     assert ((a > 0) & (a < 1)).all() and a.unique().numel() > 1
     learned = cls(make_context(scenario, tensors), mode="learned", alpha=0.3)
-    assert torch.sigmoid(learned.logit).item() == pytest.approx(0.3, abs=1e-5)
+    assert torch.sigmoid(learned.weighting.logit).item() == pytest.approx(0.3, abs=1e-5)
     dm = CrossDomainDataModule(tensors, cls.streams, LoaderConfig(max_len=MAX_LEN))
     learned.training_loss(dm._train_batch(list(range(len(dm.train_data["user"])))))[
         "loss"
     ].backward()
-    assert learned.logit.grad is not None and learned.logit.grad.abs() > 0
+    assert learned.weighting.logit.grad is not None and learned.weighting.logit.grad.abs() > 0
     with pytest.raises(ValueError, match="strategy.mode"):
         cls(make_context(scenario, tensors), mode="sometimes")
 

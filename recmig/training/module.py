@@ -126,7 +126,10 @@ class TransferModule(L.LightningModule):
         return losses["loss"]
 
     def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
-        scores = self.strategy.target_scores(batch)
+        if self.trainer.testing:  # the per-user records keep each user's domain weights
+            scores, weights = self.strategy.scores_and_weights(batch)
+        else:
+            scores, weights = self.strategy.target_scores(batch), {}
         ranked, _ = with_fallback(scores, batch["excluded"], self.fallback)
         top = top_items(ranked, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
@@ -140,7 +143,6 @@ class TransferModule(L.LightningModule):
             values.update(self._user_errors(errors, rated))
         new_values = self._new_item_metrics(scores, top, batch) if NEW_ITEMS in batch else {}
         if self.trainer.testing:
-            weights = self.strategy.transfer_weights(batch)
             self.test_records.append(
                 {
                     "user": batch["user"],
