@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 from recmig.data.scenario import TARGET
 from recmig.data.tensors import TrainingMatrix
@@ -35,7 +36,26 @@ from recmig.sparse_ridge import columns_matrix, sparse_product
 from recmig.strategy import StrategyContext, TransferStrategy
 
 
-class ClosedFormStrategy(TransferStrategy):
+class FittedBuffers(nn.Module):
+    """A module whose buffers are filled by fitting (:meth:`register_fitted`): a closed-form
+    strategy, or a part of one (:class:`recmig.private_map.PrivateColdMap`)."""
+
+    def register_fitted(self, name: str) -> None:
+        """A buffer that ``fit`` fills: saved in checkpoints, sized when one is loaded (its
+        shape is known only after fitting)."""
+        self.register_buffer(name, torch.empty(0))
+        if "_fitted" not in self.__dict__:
+            self._fitted: list[str] = []
+        self._fitted.append(name)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self.__dict__.get("_fitted", ()):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class ClosedFormStrategy(TransferStrategy, FittedBuffers):
     """Base of strategies fitted once from the training matrix (see the module docstring)."""
 
     fitted_once: ClassVar[bool] = True
@@ -44,14 +64,7 @@ class ClosedFormStrategy(TransferStrategy):
 
     def __init__(self, context: StrategyContext):
         super().__init__(context)
-        self._fitted: list[str] = []
         self._sparse: dict[str, sp.csr_matrix] = {}
-
-    def register_fitted(self, name: str) -> None:
-        """A buffer that ``fit`` fills: saved in checkpoints, sized when one is loaded (its
-        shape is known only after fitting)."""
-        self.register_buffer(name, torch.empty(0))
-        self._fitted.append(name)
 
     def register_sparse(self, name: str) -> None:
         """Sparse (vocab_size, N_t) weights that ``fit`` fills with :meth:`set_sparse`: k
@@ -79,9 +92,6 @@ class ClosedFormStrategy(TransferStrategy):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._sparse.clear()
-        for name in self._fitted:
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @abc.abstractmethod

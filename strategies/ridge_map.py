@@ -5,8 +5,8 @@
     score = x_u^S M        for a user without target history (cold)
             x_u B_ease     for everyone else
 
-The baseline that :mod:`.ridge_transfer` extends (a source-side densifier D = I + delta B_ss +
-gamma S before the map) and :mod:`.text_prior` regularises toward the language model: with
+The baseline that ``ridge_transfer`` extends (a source-side densifier D = I + delta B_ss +
+gamma S before the map) and ``text_prior`` regularises toward the language model: with
 densify = 0 and text_weight = 0 ridge_transfer is exactly this model, so tables show what each
 extra term adds. Man et al. (IJCAI 2017) fit the map between latent factors; here it runs
 between item spaces directly, so no factorisation stands between the data and the map.
@@ -14,12 +14,11 @@ between item spaces directly, so no factorisation stands between the data and th
 
 from __future__ import annotations
 
+from recmig.item_map import ItemMapTransfer
 from recmig.strategy import StrategyContext
 
-from .ridge_transfer import RidgeTransfer
 
-
-class RidgeMap(RidgeTransfer):
+class RidgeMap(ItemMapTransfer):
     description = "baseline: ridge map from a user's source row to their target items (cold), EASE"
     config_name = "ridge_map"
 

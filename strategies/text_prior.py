@@ -2,7 +2,7 @@
 
 Interaction models know nothing of an item nobody has interacted with, and little of a rare
 one. Here the language model supplies a dense prior B0 over every (item, target item) pair, and
-both closed-form paths of :mod:`.ridge_map` shrink toward it instead of toward zero:
+both closed-form paths of ``ridge_map`` shrink toward it instead of toward zero:
 
 1. *Text mapped into the collaborative space.* EASE on all training interactions gives every
    item j with interactions (any domain) a column B[:, j] of weights from every item. A ridge
@@ -21,7 +21,7 @@ both closed-form paths of :mod:`.ridge_map` shrink toward it instead of toward z
 2. *Warm users:* EASE toward B0, argmin ||X - X B||^2 + lambda ||B - B0||^2, diag(B) = 0
    (closed form in :func:`.ease.ease_weights`).
 3. *Cold users:* the ridge map (on the source history densified by source-side EASE,
-   D = I + delta B_ss, as :mod:`.ridge_transfer` without its text neighbours; ``densify`` = 0:
+   D = I + delta B_ss, as ``ridge_transfer`` without its text neighbours; ``densify`` = 0:
    D = I) toward a prior M0 of its own: the same text regression fit on the plain map's
    columns of the target items it has seen (its weights are in units of their own),
 
@@ -32,7 +32,7 @@ A target item with many interactions follows its data. An item nobody has in tra
 data term (its zero column is unobserved, not evidence against it): its column is the prior's.
 On a target platform with no interactions at all (zero-shot) M0 comes from B0's source rows,
 and text alone carries the user's source interests. ``prior_weight = 0`` is exactly
-:mod:`.ridge_map` (``densify`` = 0) or :mod:`.ridge_transfer` without text (``densify`` > 0,
+``ridge_map`` (``densify`` = 0) or ``ridge_transfer`` without text (``densify`` > 0,
 ``text_weight`` = 0): the ablation that measures the language model.
 """
 
@@ -42,10 +42,9 @@ import numpy as np
 import scipy.linalg
 
 from recmig.data.tensors import TrainingMatrix
+from recmig.item_map import ItemMapTransfer
 from recmig.linear import ease_weights, gram_matrix, item_text
 from recmig.strategy import StrategyContext
-
-from .ridge_transfer import RidgeTransfer
 
 
 def text_to_columns(columns: np.ndarray, text: np.ndarray, text_lam: float) -> np.ndarray:
@@ -60,7 +59,7 @@ def text_to_columns(columns: np.ndarray, text: np.ndarray, text_lam: float) -> n
     return scipy.linalg.solve(gram, t.T @ columns.T.astype(np.float64), assume_a="pos").T
 
 
-class TextPrior(RidgeTransfer):
+class TextPrior(ItemMapTransfer):
     description = "ridge map (cold) and EASE (warm) regularised toward the language model's prior"
     releases_source = False  # the prior reads every user's raw source rows
     config_name = "text_prior"

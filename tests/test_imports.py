@@ -25,10 +25,12 @@ def module_files() -> dict[str, Path]:
     return found
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The project modules ``path`` imports (a ``from a import b`` of a submodule ``a.b``
-    counts as importing ``a.b``)."""
+def imports_of(path: Path, modules: set[str], name: str = "") -> set[str]:
+    """The project modules ``path`` (module ``name``) imports (a ``from a import b`` of a
+    submodule ``a.b`` counts as importing ``a.b``; ``from .a import b`` is resolved against
+    ``name``'s package)."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -41,9 +43,11 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             continue
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module)
-            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            imported.add(module)
+            imported.update(f"{module}.{alias.name}" for alias in node.names)
     return {name for name in imported if name in modules}
 
 
@@ -75,7 +79,7 @@ def test_the_module_import_graph_has_no_cycle():
     graph = {}
     for name, path in files.items():
         # A package's __init__ importing its own submodules is not a cycle with them.
-        graph[name] = {m for m in imports_of(path, set(files)) if m != name}
+        graph[name] = {m for m in imports_of(path, set(files), name) if m != name}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -98,3 +102,26 @@ def test_serving_a_finished_run_imports_no_training_stack():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_no_strategy_imports_another_strategy():
+    """A strategy plugin depends on ``recmig`` only: what two strategies share (a model, its
+    math) lives in ``recmig``, so any strategy file can be copied out as a plugin's start."""
+    files = module_files()
+    strategies = {name for name in files if name.startswith("recmig_strategies.")}
+    assert {"recmig_strategies.ridge_map", "recmig_strategies.feature_averaging"} <= strategies
+    crossing = {
+        name: sorted(imports_of(files[name], set(files), name) & strategies) for name in strategies
+    }
+    assert {name: found for name, found in crossing.items() if found} == {}
+
+
+def test_relative_imports_are_resolved(tmp_path):
+    """``from .a import b`` inside a package counts, as ``from package.a import b`` would."""
+    module = tmp_path / "one.py"
+    module.write_text("from .two import Thing\nfrom . import three\n")
+    init = tmp_path / "__init__.py"
+    init.write_text("from .two import Thing\n")
+    modules = {"pkg.two", "pkg.three", "pkg.one"}
+    assert imports_of(module, modules, "pkg.one") == {"pkg.two", "pkg.three"}
+    assert imports_of(init, modules, "pkg") == {"pkg.two"}

@@ -279,7 +279,7 @@ def test_epsilon_inf_is_exactly_no_privacy_and_a_finite_budget_releases_fixed_no
     assert source_rows.abs().sum() == 0
     # A huge budget and a clip above every row: releases of two noise seeds nearly agree.
     loose = [GaussianRelease(PrivacyConfig(epsilon=1e9, clip=100.0), seed) for seed in (0, 1)]
-    a, b = (ridge(scenario, tensors, tmp_path, r).releases for r in loose)
+    a, b = (ridge(scenario, tensors, tmp_path, r).private.releases for r in loose)
     assert loose[0].sigma < 1e-2 and a.norm(dim=1).max() < 100
     assert torch.allclose(a, b, atol=0.05) and not torch.equal(a, b)
     # A history from outside the scenario was never released.
@@ -288,20 +288,57 @@ def test_epsilon_inf_is_exactly_no_privacy_and_a_finite_budget_releases_fixed_no
         private.target_scores(outside)
 
 
+def test_the_private_maps_shrink_is_a_fitted_buffer_and_older_checkpoints_load(
+    multi_setup, tmp_path
+):
+    """gamma travels in the checkpoint (reported after loading); a checkpoint made when the
+    private path's buffers sat at the strategy's top level loads into the same scores."""
+    scenario, tensors = multi_setup
+    batch = closed_form_batch(tensors)
+    release = GaussianRelease(PrivacyConfig(epsilon=1.0), 0)
+    fitted = ridge(scenario, tensors, tmp_path, release)
+    gamma = fitted.transfer_summary()["privacy/map_shrink"]
+    text = partial(TextItemEncoder, tensors.vocab_size, 16, scenario.items, cache_dir=tmp_path)
+
+    def unfitted():
+        context = context_of(scenario, tensors, release=release, item_encoder=text)
+        return load_strategy("ridge_transfer")(context, text_neighbours=5)
+
+    loaded = unfitted()
+    loaded.load_state_dict(fitted.state_dict())
+    assert loaded.transfer_summary() == {"privacy/map_shrink": gamma}
+    assert torch.equal(loaded.target_scores(batch), fitted.target_scores(batch))
+    old_names = {"weights": "cold_weights"}
+    legacy = {
+        (old_names.get(k[8:], k[8:]) if k.startswith("private.") else k): v
+        for k, v in fitted.state_dict().items()
+        if k != "private.shrink"
+    }
+    assert "releases" in legacy and "cold_weights" in legacy
+    old = unfitted()
+    old.load_state_dict(legacy)
+    assert torch.equal(old.target_scores(batch), fitted.target_scores(batch))
+    assert old.transfer_summary() == {}  # gamma was not kept then
+
+
 @pytest.mark.parametrize("basis", ["public", "source_model"])
 def test_release_basis_decides_what_the_release_depends_on(multi_setup, tmp_path, basis):
     scenario, tensors = multi_setup
     matrix = tensors.training_matrix()
     strategy = ridge(scenario, tensors, tmp_path, GaussianRelease(PrivacyConfig(1.0), 0))
-    strategy.basis = basis
+    strategy.private.basis = basis
     x = strategy.item_matrix(matrix).tocsc()
     source = np.flatnonzero(matrix.item_domain[1:] == SOURCE)
+    public = strategy.public_basis(source)
+
+    def basis_of(rows):
+        return strategy.private.release_basis(rows, public, strategy.densifier(rows, source))
+
     x_source = x[:, source].tocsr()
-    f = strategy.release_basis(x_source, strategy.densifier(x_source, source), source)
+    f = basis_of(x_source)
     assert f.shape == (len(source), 8)
     # The public basis reads no interaction: other users' histories leave it unchanged.
-    fewer = x_source[: x_source.shape[0] // 2]
-    g = strategy.release_basis(fewer, strategy.densifier(fewer, source), source)
+    g = basis_of(x_source[: x_source.shape[0] // 2])
     assert np.allclose(f, g) == (basis == "public")
 
 
