@@ -68,7 +68,7 @@ from recmig.registry import load_strategy
 from recmig.strategy import StrategyContext
 from recmig.timing import compose_scratch, quiet_trainer, time_epochs
 from recmig.tokens import vocab_size
-from recmig.train import build_run
+from recmig.training.build import build_run
 from recmig.users.interest import MeanInterest
 
 

@@ -30,7 +30,7 @@ import lightning as L
 
 from recmig.config import compose_config
 from recmig.timing import compose_scratch, quiet_trainer, time_epochs
-from recmig.train import build_run
+from recmig.training.build import build_run
 
 
 def sweep_jobs(params: dict[str, str]) -> list[dict[str, str]]:

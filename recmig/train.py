@@ -13,7 +13,6 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -25,8 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
 from recmig.atomic import write_atomic, write_json_atomic
-from recmig.data.loaders import CrossDomainDataModule, ScenarioTensors
-from recmig.data.scenario import TARGET, Scenario, build_scenario
+from recmig.data.scenario import TARGET, Scenario
 from recmig.data.scenario_snapshot import SNAPSHOT, save_scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.evaluation.ranking import METRICS
@@ -36,6 +34,11 @@ from recmig.run import (  # noqa: F401  (re-exported: where callers have always 
     load_finished_run,
     load_plain_checkpoint,
     privacy_config,
+)
+from recmig.training.build import (  # noqa: F401  (re-exported, as for recmig.run above)
+    RunParts,
+    build_run,
+    selection_metric,
 )
 from recmig.training.module import TransferModule
 
@@ -77,64 +80,6 @@ def per_user_results(
             axis=1,
         )
     return table, metrics
-
-
-class RunParts(NamedTuple):
-    """Everything a run trains and evaluates, built from a config (also used by the benchmark)."""
-
-    scenario: Scenario
-    datamodule: CrossDomainDataModule
-    module: TransferModule
-    timings: dict[str, float]
-
-
-def build_run(cfg: DictConfig) -> RunParts:
-    """dataset -> scenario -> tensors -> strategy -> Lightning module, timing each stage."""
-    timings = {}
-    start = time.perf_counter()
-    data = instantiate(cfg.data.dataset)
-    scenario = build_scenario(data, instantiate(cfg.data.scenario))
-    loader_cfg = instantiate(cfg.loader)
-    tensors = ScenarioTensors(scenario, loader_cfg.max_len)
-    timings["time/data_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    strategy = build_strategy(cfg, tensors)
-    timings["time/model_build_s"] = time.perf_counter() - start
-    datamodule = CrossDomainDataModule(
-        tensors,
-        strategy.streams,
-        loader_cfg,
-        schedule=strategy.streams_for_epoch,
-        ratings=strategy.objective.needs_ratings,
-        input_matrix=strategy.fitted_once,
-    )
-    module = TransferModule(
-        strategy,
-        instantiate(cfg.optimizer),
-        ks=tuple(cfg.ks),
-        selection=selection_metric(cfg),
-        fallback=tensors.target_popularity,
-    )
-    return RunParts(scenario, datamodule, module, timings)
-
-
-def selection_metric(cfg: DictConfig) -> str:
-    """The validation metric that selects the checkpoint, stops training and is what a Hydra
-    sweeper optimises: ``selection.<objective>.monitor`` (``val/...`` only: selecting on test
-    users would leak them into the choice)."""
-    objective = cfg.get("objective", "ranking")
-    rule = (cfg.get("selection") or {}).get(objective)
-    if rule is None or "monitor" not in rule or rule.get("mode") not in ("min", "max"):
-        raise ValueError(
-            f"selection.{objective}: expected {{monitor: val/<metric>, mode: min|max}} for "
-            f"objective={objective}, got {rule}"
-        )
-    if not str(rule.monitor).startswith("val/"):
-        raise ValueError(
-            f"selection.{objective}.monitor={rule.monitor!r}: must be a validation metric (val/...)"
-        )
-    return str(rule.monitor)
 
 
 def resume_checkpoint(path: str, trainer: L.Trainer, output_dir: Path) -> str:

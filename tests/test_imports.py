@@ -125,3 +125,26 @@ def test_relative_imports_are_resolved(tmp_path):
     modules = {"pkg.two", "pkg.three", "pkg.one"}
     assert imports_of(module, modules, "pkg.one") == {"pkg.two", "pkg.three"}
     assert imports_of(init, modules, "pkg") == {"pkg.two"}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_serving_report_and_benchmark_do_not_import_the_train_entry_point():
+    """Opening a finished run, reporting and benchmarking need a run's parts, not ``recmig
+    train``: they reach ``recmig.run`` and ``recmig.training.build``, never ``recmig.train``."""
+    files = module_files()
+    graph = {name: imports_of(path, set(files), name) - {name} for name, path in files.items()}
+    users = [
+        name
+        for name in files
+        if name.startswith(("recmig.serving", "recmig.report")) or name == "recmig.benchmark"
+    ]
+    assert "recmig.serving.recommender" in users and "recmig.report" in users
+    assert {name for name in users if "recmig.train" in reachable(graph, name)} == set()
