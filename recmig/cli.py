@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -173,7 +174,12 @@ def strategy_kind(cls) -> str:
     source = "; needs a source domain" if cls.needs_source else ""
     if cls.fitted_once:
         return f"closed form: fitted once on the training interactions{source}"
-    return f"trained: reads the {', '.join(cls.streams)} stream(s){source}"
+    # Streams an option adds (set_weight > 0: the overlap rows of the set loss) are known only
+    # once the strategy is built; the option that adds them is named instead.
+    optional = ""
+    if "set_weight" in inspect.signature(cls).parameters and "overlap" not in cls.streams:
+        optional = " (+ overlap with set_weight > 0)"
+    return f"trained: reads the {', '.join(cls.streams)} stream(s){optional}{source}"
 
 
 def evaluate_main(argv: list[str]) -> None:

@@ -14,6 +14,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
+from recmig.encoders.item import SupportsTextFeatures
 from recmig.strategy import StrategyContext
 
 BLOCK_BYTES = 2**28
@@ -98,13 +99,12 @@ def item_text(context: StrategyContext, strategy: str) -> np.ndarray:
     """(N, d) text features of items 1..N from the run's item encoder (its frozen language-model
     output), centred and scaled to unit length: dot products are cosine similarities."""
     encoder = context.make_item_encoder()
-    features = getattr(encoder, "features", None)
-    if features is None:
+    if not isinstance(encoder, SupportsTextFeatures):
         raise ValueError(
             f"strategy={strategy} reads item text features, but the item encoder "
-            f"{type(encoder).__name__} has none; use encoder=text"
+            f"{type(encoder).__name__} has none (no text_features()); use encoder=text"
         )
-    features = features.detach().to(torch.float32).cpu().numpy()
+    features = encoder.text_features().detach().to(torch.float32).cpu().numpy()
     features = features - features.mean(0)
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, 1e-12)

@@ -251,6 +251,9 @@ def test_strategies_command_lists_every_registered_strategy(tmp_path):
         cls = load_strategy(entry.name)
         kind = "closed form:" if cls.fitted_once else f"trained: reads the {cls.streams[0]}"
         assert lines[row + 2].strip().startswith(kind), lines[row + 2]
+    # An option that adds a stream is named beside the streams the class always reads.
+    (pooled,) = [i for i, line in enumerate(lines) if line.split()[:1] == ["pooled"]]
+    assert "(+ overlap with set_weight > 0)" in lines[pooled + 2]
     assert "failed to load" not in result.stdout
 
 

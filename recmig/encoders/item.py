@@ -36,6 +36,17 @@ class SupportsTokenTable(Protocol):
         """The (vocab_size, dim) token table; see :meth:`ItemEncoder.forward`."""
 
 
+@runtime_checkable
+class SupportsTextFeatures(Protocol):
+    """An item encoder that reads item text with a frozen language model and exposes those
+    features: what the strategies that compare items by their text (``content_knn``,
+    ``text_ease``, ``ridge_transfer``'s text neighbours, ``text_prior``) read, through
+    :func:`recmig.linear.item_text`."""
+
+    def text_features(self) -> torch.Tensor:
+        """(N, d) the language model's features of items 1..N (row j is token j + 1)."""
+
+
 class ItemEncoder(nn.Module, abc.ABC):
     """Base: subclasses must fill :meth:`item_vectors`; padding and BOS rows are handled here."""
 
@@ -131,6 +142,10 @@ class TextItemEncoder(ItemEncoder):
 
     def item_vectors(self, active: torch.Tensor | None) -> torch.Tensor:
         return self.projection(self.features)
+
+    def text_features(self) -> torch.Tensor:
+        """The frozen, standardised features the projection reads (text feature protocol)."""
+        return self.features
 
 
 class TextIdItemEncoder(TextItemEncoder):
