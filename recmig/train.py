@@ -15,8 +15,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
@@ -24,9 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
 from recmig.atomic import write_atomic, write_json_atomic
-from recmig.data.scenario import TARGET, Scenario
 from recmig.data.scenario_snapshot import SNAPSHOT, save_scenario
-from recmig.evaluation.beyond import beyond_accuracy, item_popularity
+from recmig.evaluation.evaluator import ERROR_METRICS, GROUPS, per_user_results
 from recmig.evaluation.ranking import METRICS
 from recmig.run import (  # noqa: F401  (re-exported: where callers have always found them)
     MOVED_TARGETS,
@@ -48,38 +45,6 @@ FITTED_CHECKPOINT = "best-fitted.ckpt"
 # Lightning 2.x builds torch pytree LeafSpec objects, which torch 2.13 deprecates: a warning
 # per fit/test call that says nothing about the run. Only this message is silenced.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-
-
-def per_user_results(
-    table: pd.DataFrame, scenario: Scenario, k: int
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Test users with ids, profile and top-K item ids; beyond-accuracy metrics per group, and
-    the distribution of per-user domain weights (``weight/<domain>`` columns) per group."""
-    catalog = scenario.catalog(TARGET)
-    counts, n_users = item_popularity(scenario.train, catalog)
-    metrics = {}
-    weights = [c for c in table.columns if c.startswith("weight/")]
-    for group, rows in table.groupby("group"):
-        top = np.stack(rows["top"].to_numpy())
-        for name, value in beyond_accuracy(top, counts, n_users, k).items():
-            metrics[f"test/{group}/{name}"] = value
-        for column in weights:
-            values = rows[column].to_numpy(dtype=float)
-            metrics[f"test/{group}/{column}/mean"] = float(values.mean())
-            for q in (10, 50, 90):
-                metrics[f"test/{group}/{column}/p{q}"] = float(np.percentile(values, q))
-    item_ids = scenario.items["item_id"].to_numpy()
-    table = table.assign(
-        user_id=scenario.user_ids[table["user"].to_numpy()],
-        top=[list(item_ids[catalog[positions] - 1]) for positions in table["top"]],
-    )
-    if scenario.user_profiles is not None:
-        profiles = scenario.user_profiles.drop(columns="user_id")
-        table = pd.concat(
-            [table.reset_index(drop=True), profiles.iloc[table["user"]].reset_index(drop=True)],
-            axis=1,
-        )
-    return table, metrics
 
 
 def resume_checkpoint(path: str, trainer: L.Trainer, output_dir: Path) -> str:
@@ -243,14 +208,14 @@ def reevaluate(run_dir: Path) -> dict[str, float]:
 
 def format_table(metrics: dict[str, float], title: str) -> str:
     """A short cold/warm table of the test metrics for the end of a run."""
-    groups = [g for g in ("cold", "warm") if any(k.startswith(f"test/{g}/") for k in metrics)]
+    groups = [g for g in GROUPS if any(k.startswith(f"test/{g}/") for k in metrics)]
     # The ranking metrics at every k and any error metric, where every group has them.
     names = sorted(
         set.intersection(
             *({k.split("/", 2)[2] for k in metrics if k.startswith(f"test/{g}/")} for g in groups)
         )
     )
-    wanted = [n for n in names if n.split("@")[0] in (*METRICS, "mae", "rmse")]
+    wanted = [n for n in names if n.split("@")[0] in (*METRICS, *ERROR_METRICS)]
     width = max([12, *(len(n) + 2 for n in wanted)])  # the longest name and a gap
     header = f"{'metric':<{width}}" + "".join(f"{g:>10}" for g in groups)
     lines = [f"test metrics ({title})", header]

@@ -10,6 +10,7 @@ from test_strategies import MAX_LEN, make_context
 
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import TARGET, build_scenario
+from recmig.evaluation.evaluator import user_errors
 from recmig.objectives import rating_baselines, rating_squared_error
 from recmig.registry import load_strategy
 from recmig.training.module import TransferModule
@@ -144,7 +145,7 @@ def test_rating_loss_adds_each_labels_baseline():
 def test_per_user_errors_skip_unrated_items_but_keep_a_nan_prediction():
     ratings = torch.tensor([[4.0, float("nan"), 2.0], [float("nan")] * 3, [3.0, 5.0, 1.0]])
     predicted = torch.tensor([[3.0, 9.0, 4.0], [1.0, 1.0, 1.0], [float("nan"), 5.0, 1.0]])
-    errors = TransferModule._user_errors(predicted - ratings, ~torch.isnan(ratings))
+    errors = user_errors(predicted - ratings, ~torch.isnan(ratings))
     assert errors["mae"][0].item() == pytest.approx(1.5)  # |-1| and |2|; the 9 is unrated
     assert errors["rmse"][0].item() == pytest.approx((2.5) ** 0.5)
     assert torch.isnan(errors["mae"][1])  # no held-out rating at all
@@ -206,3 +207,14 @@ def test_a_checkpoint_saved_before_the_objective_owned_its_scale_still_loads(dat
     del state["objective.scale"]
     strategy.load_state_dict(state, strict=True)
     assert strategy.objective.scale.item() == 0.25
+
+
+def test_the_evaluator_refuses_an_error_metric_it_does_not_compute():
+    """An objective's error metrics must be ones the evaluator computes (ERROR_METRICS), named
+    in the error, so a plugin objective cannot ask for one that would silently be missing."""
+    from recmig.evaluation.evaluator import ERROR_METRICS, Evaluator
+
+    assert set(ERROR_METRICS) == {"mae", "rmse"}
+    Evaluator((10,), ("rmse",), "rating")  # a subset is fine: only its running mean is kept
+    with pytest.raises(ValueError, match=r"objective 'odd': error metrics \['mape'\] are not"):
+        Evaluator((10,), ("mae", "mape"), "odd")

@@ -16,9 +16,9 @@ from recmig_strategies.text_prior import TextPrior, text_to_columns
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import COLD_TEST, COLD_VAL, SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.encoders.item import TextItemEncoder
+from recmig.evaluation.evaluator import Evaluator
 from recmig.evaluation.ranking import metrics_of_top, top_items
 from recmig.linear import ease_weights
-from recmig.training.module import TransferModule
 from tests.test_closed_form import context_for, dense_items, scores_of
 
 
@@ -173,11 +173,11 @@ def test_evaluator_ranks_new_items_among_themselves(text_setup):
     _, tensors, context, dm = text_setup
     strategy = TextPrior(context, lam=5.0, map_lam=2.0)
     strategy.fit(tensors.training_matrix())
-    module = TransferModule(strategy, optimizer=None, ks=(5,), selection="val/ndcg@5")
+    evaluator = Evaluator(ks=(5,))
     batch = dm.eval_data["test"][0]
     scores = strategy.target_scores(batch)
     top = top_items(scores, batch["excluded"], 5)
-    values = module._new_item_metrics(scores, top, batch)
+    values = evaluator._new_item_metrics(scores, top, batch)
     new = batch["new_items"]
     relevant = batch["relevant"] & new
     rows = relevant.any(1)
