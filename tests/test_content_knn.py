@@ -40,7 +40,8 @@ COSINE = [
 
 def text_encoder(features) -> SimpleNamespace:
     """What item_text reads from an item encoder: its frozen (N, d) text features."""
-    return SimpleNamespace(features=torch.tensor(features, dtype=torch.float32))
+    table = torch.tensor(features, dtype=torch.float32)
+    return SimpleNamespace(text_features=lambda: table)
 
 
 def plane_context() -> StrategyContext:
