@@ -226,6 +226,7 @@ class DomainFusion(TransferStrategy):
         self.streams = set_weight_streams(self.streams, set_weight)
         self.set_weight = set_weight
         self.names = context.source_names
+        self.domains = (*self.names, "target")  # weight columns: source domains, then target
         self.tower = Tower(context)
         self.weighting = weighting()
         self.bos = context.bos
@@ -318,8 +319,7 @@ class DomainFusion(TransferStrategy):
 
     def named_weights(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, S + 1) weights as ``weight/<domain>`` -> (B,), the target last."""
-        names = [*self.names, "target"]
-        return {f"weight/{name}": w[:, i] for i, name in enumerate(names)}
+        return {f"weight/{name}": w[:, i] for i, name in enumerate(self.domains)}
 
     def transfer_summary(self) -> dict[str, float]:
         """The global weights of a weighting that has them (for a user with history in every
@@ -327,5 +327,4 @@ class DomainFusion(TransferStrategy):
         w = self.weighting.global_weights()
         if w is None:
             return {}
-        names = [*self.names, "target"]
-        return {f"fusion/weight/{name}": float(w[i]) for i, name in enumerate(names)}
+        return {f"fusion/weight/{name}": float(w[i]) for i, name in enumerate(self.domains)}

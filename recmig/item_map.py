@@ -30,7 +30,7 @@ from recmig.data.scenario import SOURCE, TARGET
 from recmig.data.tensors import TrainingMatrix
 from recmig.ease import EASEModel
 from recmig.linear import ease_weights, gram_matrix, item_text, text_neighbours
-from recmig.private_map import PrivateColdMap
+from recmig.private_map import PrivateColdMap, check_release_options
 from recmig.strategy import StrategyContext
 
 LEGACY_PRIVATE_KEYS = {
@@ -96,10 +96,9 @@ class ItemMapTransfer(ClosedFormStrategy):
         self.map_lam, self.densify, self.source_lam = map_lam, densify, source_lam
         self.text_weight, self.k = text_weight, int(text_neighbours)
         self.neighbours = int(neighbours)
-        # The private cold path checks its options even when the run has no budget.
-        private = PrivateColdMap(self.release, release_basis, release_dim, map_lam)
+        check_release_options(release_basis, release_dim)
         if self.release is not None:
-            self.private = private
+            self.private = PrivateColdMap(self.release, release_basis, release_dim, map_lam)
         elif self.solver == "exact":
             self.register_fitted("cold_weights")  # (vocab_size, N_t): D M on the source rows
         else:
@@ -109,18 +108,22 @@ class ItemMapTransfer(ClosedFormStrategy):
         is_target[context.target_catalog] = 1.0
         self.register_buffer("is_target", is_target, persistent=False)
 
-    def densifier(self, x_source, source: np.ndarray) -> np.ndarray:
-        """D = I + delta B_ss + gamma S over the source items (item columns ``source``)."""
+    def densifier(self, x_source, source: np.ndarray, text=None) -> np.ndarray:
+        """D = I + delta B_ss + gamma S over the source items (item columns ``source``);
+        ``text``: gamma S when the caller has it already (:meth:`text_part`)."""
         d = np.eye(len(source), dtype=np.float32)
         if self.densify > 0:
             b_ss = ease_weights(gram_matrix(x_source), self.source_lam, np.arange(len(source)))
             d += self.densify * b_ss
-        return d + self.text_part(source)
+        return d + (self.text_part(source) if text is None else text)
 
-    def public_basis(self, source: np.ndarray) -> np.ndarray:
+    def public_basis(self, source: np.ndarray, text=None) -> np.ndarray:
         """I + gamma S over the source items: fixed before any interaction is read (item text
-        is public), what a ``public`` release basis starts from."""
-        return np.eye(len(source), dtype=np.float32) + self.text_part(source)
+        is public), what a ``public`` release basis starts from; ``text`` as in
+        :meth:`densifier`."""
+        return np.eye(len(source), dtype=np.float32) + (
+            self.text_part(source) if text is None else text
+        )
 
     def text_part(self, source: np.ndarray) -> np.ndarray | float:
         """gamma S: the text neighbours among the source items (item columns ``source``), 0
@@ -133,7 +136,7 @@ class ItemMapTransfer(ClosedFormStrategy):
     def warm_prior(self, matrix: TrainingMatrix) -> np.ndarray | None:
         """(N, N_t) weights B0 from every item to the target items that the warm EASE is
         regularised toward instead of toward zero; None here (a subclass with side
-        information provides one, :mod:`.text_prior`)."""
+        information provides one, as ``text_prior``)."""
         return None
 
     def cold_prior(
@@ -171,9 +174,10 @@ class ItemMapTransfer(ClosedFormStrategy):
             )
             self.set_sparse("cold_map", np.where(index >= 0, source[index], -1), weights)
             return
-        d = self.densifier(x_source, source)  # dense (N_s, N_s): the exact solver only
+        text = self.text_part(source)  # computed once: the densifier and a public basis share it
+        d = self.densifier(x_source, source, text)  # dense (N_s, N_s): the exact solver only
         if private:
-            basis = self.private.release_basis(x_source, self.public_basis(source), d)
+            basis = self.private.release_basis(x_source, self.public_basis(source, text), d)
             self.private.fit(x_source, x_target, both, basis)
             return
         gram = d.T @ gram_matrix(xs) @ d
@@ -183,7 +187,7 @@ class ItemMapTransfer(ClosedFormStrategy):
         mapping = scipy.linalg.cho_solve(factor, cross, check_finite=False)
         seen = xt.getnnz(axis=0) > 0
         warm_rows = None if warm_prior is None else warm_prior[source]
-        prior = None if private else self.cold_prior(d @ mapping, seen, warm_rows)
+        prior = self.cold_prior(d @ mapping, seen, warm_rows)
         if prior is not None:  # argmin ||X_T - X_S D M||^2 + mu ||M - M0||^2
             mapping = scipy.linalg.cho_solve(factor, cross + self.map_lam * prior)
             # A target item no fitting user has has no data term: its zero column is

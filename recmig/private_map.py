@@ -47,17 +47,23 @@ SHRINK_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)
 BASES = ("public", "source_model")
 
 
+def check_release_options(basis: str, dim: int) -> None:
+    """``strategy.release_basis`` and ``strategy.release_dim``, checked whether or not the run
+    has a privacy budget (a typo should not wait for the first private run)."""
+    if basis not in BASES:
+        raise ValueError(
+            f"strategy.release_basis must be 'public' or 'source_model', got {basis!r}"
+        )
+    if dim < 0:
+        raise ValueError(f"strategy.release_dim must be >= 0 (0: full rows), got {dim}")
+
+
 class PrivateColdMap(FittedBuffers):
     """Released source rows and the centred ridge map fit on them (see the module docstring)."""
 
     def __init__(self, release: GaussianRelease, basis: str, dim: int, map_lam: float):
         super().__init__()
-        if basis not in BASES:
-            raise ValueError(
-                f"strategy.release_basis must be 'public' or 'source_model', got {basis!r}"
-            )
-        if dim < 0:
-            raise ValueError(f"strategy.release_dim must be >= 0 (0: full rows), got {dim}")
+        check_release_options(basis, dim)
         self.release, self.basis, self.dim, self.map_lam = release, basis, int(dim), map_lam
         self.register_fitted("releases")  # (num_users, k): each user's release r_u
         self.register_fitted("release_mean")  # (k,) mu_R

@@ -68,4 +68,3 @@ class Fusion(DomainFusion):
             "gate": partial(GatedWeights, context.dim, len(alphas), gate_context),
         }[mode]
         super().__init__(context, weighting, set_weight)
-        self.mode = mode

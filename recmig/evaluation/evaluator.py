@@ -106,6 +106,7 @@ class Evaluator(nn.Module):
         )
         self.users_seen = {g: 0 for g in GROUPS}
         self.records: list[dict[str, torch.Tensor]] = []
+        self.keep_records = False  # a test pass keeps per-user rows (start)
 
     def logged(self) -> list[str]:
         """The names :meth:`compute` can return (without the split prefix): every metric, of
@@ -118,7 +119,8 @@ class Evaluator(nn.Module):
         for metric in (*self.means.values(), *self.rating_means.values()):
             metric.reset()
         self.users_seen = {g: 0 for g in GROUPS}
-        if keep_records:
+        self.keep_records = keep_records
+        if keep_records:  # (a validation pass leaves the last test pass's rows alone)
             self.records = []
 
     def update(
@@ -127,8 +129,8 @@ class Evaluator(nn.Module):
         batch: dict[str, torch.Tensor],
         weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Add a batch's (B, N_t) ``scores``; ``weights`` (a test pass: the strategy's per-user
-        domain weights, maybe none) keeps the batch's per-user rows."""
+        """Add a batch's (B, N_t) ``scores``; in a pass that keeps records (:meth:`start`),
+        also its per-user rows with the strategy's per-user domain ``weights`` (name -> (B,))."""
         ranked, _ = with_fallback(scores, batch["excluded"], self.fallback)
         top = top_items(ranked, batch["excluded"], max(self.ks))
         values = metrics_of_top(top, batch["relevant"], self.ks)
@@ -141,7 +143,7 @@ class Evaluator(nn.Module):
             errors = scores - batch["relevant_ratings"]
             values.update(user_errors(errors, rated, self.error_names))
         new_values = self._new_item_metrics(scores, top, batch) if NEW_ITEMS in batch else {}
-        if weights is not None:
+        if self.keep_records:
             self.records.append(
                 {
                     "user": batch["user"],
@@ -149,7 +151,7 @@ class Evaluator(nn.Module):
                     "top": top,
                     **values,
                     **new_values,
-                    **weights,
+                    **(weights or {}),
                 }
             )
         for group, rows in (("cold", batch["is_cold"]), ("warm", ~batch["is_cold"])):
