@@ -57,6 +57,7 @@ import torch
 from hydra.utils import instantiate
 
 from recmig.atomic import write_text_atomic
+from recmig.batches import UserBatch
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.data.synthetic import with_taste
 from recmig.data.tensors import TrainingMatrix
@@ -65,10 +66,11 @@ from recmig.encoders.text import render_item_texts
 from recmig.encoders.throughput import encoding_figures, encoding_profile, synthetic_titles
 from recmig.evaluation.ranking import metrics_of_top, top_items
 from recmig.registry import load_strategy
-from recmig.strategy import StrategyContext
+from recmig.strategy import StrategyContext, TransferStrategy
 from recmig.timing import compose_scratch, quiet_trainer, time_epochs
 from recmig.tokens import vocab_size
 from recmig.training.build import build_run
+from recmig.training.fit import fit_strategy
 from recmig.users.interest import MeanInterest
 
 
@@ -115,13 +117,21 @@ def measure(overrides: list[str], epochs: int) -> dict[str, float]:
 
     L.seed_everything(cfg.seed)
     scenario, datamodule, module, _ = build_run(cfg)
-    if module.strategy.fitted_once:
-        seconds, peak = timed_fit(module.strategy, datamodule.tensors.training_matrix())
+    fit = fit_strategy(
+        module.strategy,
+        datamodule.tensors,
+        train=lambda: {
+            **time_epochs(cfg, datamodule, module, epochs),
+            **training_stages(module, datamodule),
+        },
+        fit_once=lambda matrix: timed_fit(module.strategy, matrix),
+    )
+    if fit.closed_form:
+        seconds, peak = fit.result
         results["closed-form fit (s)"] = seconds
         results["closed-form fit, peak allocated (MiB)"] = peak
     else:
-        results.update(time_epochs(cfg, datamodule, module, epochs))
-        results.update(training_stages(module, datamodule))
+        results.update(fit.result)
     results.update(evaluation_stages(module, datamodule))
     n_users = sum(len(b["user"]) for b in datamodule.eval_data["val"])
     evaluator = quiet_trainer(cfg)
@@ -201,9 +211,9 @@ def evaluation_stages(module, datamodule) -> dict[str, float]:
         start = time.perf_counter()
         scores = strategy.target_scores(batch)
         ranked = time.perf_counter()
-        top = top_items(scores, batch["excluded"], max(module.ks))
+        top = top_items(scores, batch.excluded, max(module.ks))
         measured = time.perf_counter()
-        metrics_of_top(top, batch["relevant"], module.ks)
+        metrics_of_top(top, batch.relevant, module.ks)
         for name, seconds in zip(
             stages, (ranked - start, measured - ranked, time.perf_counter() - measured), strict=True
         ):
@@ -260,7 +270,7 @@ def synthetic_context(items: int) -> StrategyContext:
     )
 
 
-def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[TrainingMatrix, dict]:
+def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[TrainingMatrix, UserBatch]:
     """One random target interaction of up to ``users`` users (with another interaction left)
     removed from the training matrix, and the evaluation batch that ranks it: each user's
     remaining history as sparse ``inputs``, training target items ``excluded``."""
@@ -278,27 +288,27 @@ def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[Trainin
     position = np.searchsorted(target, held)
     relevant = torch.zeros(len(chosen), len(target), dtype=torch.bool)
     relevant[torch.arange(len(chosen)), torch.from_numpy(position)] = True
-    batch = {
-        "inputs": torch.sparse_coo_tensor(
+    batch = UserBatch(
+        inputs=torch.sparse_coo_tensor(
             np.vstack([inputs.row, inputs.col]), inputs.data, inputs.shape, check_invariants=True
         ).float(),
-        "excluded": torch.from_numpy(x[chosen][:, target].toarray() > 0),
-        "relevant": relevant,
-    }
+        excluded=torch.from_numpy(x[chosen][:, target].toarray() > 0),
+        relevant=relevant,
+    )
     training = TrainingMatrix(x, x.copy(), matrix.item_domain)
     return training, batch
 
 
-def held_out_ndcg(strategy, batch: dict, block: int = 500) -> float:
+def held_out_ndcg(strategy, batch: UserBatch, block: int = 500) -> float:
     """Mean NDCG@10 of the held-out items (see :func:`hold_out`), scored in user blocks."""
     values = []
-    inputs = batch["inputs"].coalesce()
+    inputs = batch.inputs.coalesce()
     for start in range(0, inputs.shape[0], block):
         rows = slice(start, start + block)
         part = torch.index_select(inputs, 0, torch.arange(*rows.indices(inputs.shape[0])))
-        scores = strategy.target_scores({"inputs": part})
-        top = top_items(scores, batch["excluded"][rows], 10)
-        values.append(metrics_of_top(top, batch["relevant"][rows], (10,))["ndcg@10"])
+        scores = strategy.target_scores(UserBatch(inputs=part))
+        top = top_items(scores, batch.excluded[rows], 10)
+        values.append(metrics_of_top(top, batch.relevant[rows], (10,))["ndcg@10"])
     return float(torch.cat(values).mean())
 
 
@@ -400,7 +410,7 @@ def catalogue_curve(
             cfg = compose_scratch([*extra, *overrides, f"sampled_negatives={setting}"])
             L.seed_everything(cfg.seed)
             _, datamodule, module, _ = build_run(cfg)
-            if module.strategy.fitted_once:
+            if not isinstance(module.strategy, TransferStrategy):
                 raise ValueError(
                     "--catalogue-curve times training epochs: choose a trained strategy"
                 )
@@ -433,8 +443,8 @@ def serving(overrides: list[str], requests: int, load_requests: int, clients: in
     cfg = compose_scratch(overrides)
     L.seed_everything(cfg.seed)
     _, datamodule, module, _ = build_run(cfg)
-    if module.strategy.fitted_once:
-        module.strategy.fit(datamodule.tensors.training_matrix())
+    # A trained strategy is served untrained: its latency does not depend on its weights.
+    fit_strategy(module.strategy, datamodule.tensors, train=lambda: None)
     rec = Recommender(module.strategy, datamodule.tensors, name=str(cfg.strategy.name))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

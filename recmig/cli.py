@@ -171,15 +171,16 @@ def strategies_main(argv: list[str]) -> None:
 
 def strategy_kind(cls) -> str:
     """How a strategy learns and what it reads, for ``recmig strategies``."""
+    learns = cls.kind
+    if cls.streams:
+        # Streams an option adds (set_weight > 0: the overlap rows of the set loss) are known
+        # only once the strategy is built; the option that adds them is named instead.
+        optional = ""
+        if "set_weight" in inspect.signature(cls).parameters and "overlap" not in cls.streams:
+            optional = " (+ overlap with set_weight > 0)"
+        learns += f" on the {', '.join(cls.streams)} stream(s){optional}"
     source = "; needs a source domain" if cls.needs_source else ""
-    if cls.fitted_once:
-        return f"closed form: fitted once on the training interactions{source}"
-    # Streams an option adds (set_weight > 0: the overlap rows of the set loss) are known only
-    # once the strategy is built; the option that adds them is named instead.
-    optional = ""
-    if "set_weight" in inspect.signature(cls).parameters and "overlap" not in cls.streams:
-        optional = " (+ overlap with set_weight > 0)"
-    return f"trained: reads the {', '.join(cls.streams)} stream(s){optional}{source}"
+    return f"{learns}; scores from {', '.join(sorted(cls.reads))}{source}"
 
 
 def evaluate_main(argv: list[str]) -> None:

@@ -1,23 +1,23 @@
-"""The closed-form side of the strategy contract: fitted once, then scored by the shared evaluator.
+"""The closed-form sibling of the strategy contract: fitted once, then scored by the shared
+evaluator.
 
 Popularity, ItemKNN and EASE are not trained for epochs; pretending they were (a loss, an
 optimizer, early stopping) would only cost time and hide what they are. A closed-form strategy
-fills in two methods:
+is a :class:`recmig.strategy.Strategy` like a trained one and fills in two methods:
 
 1. :meth:`ClosedFormStrategy.fit` receives the training interactions as sparse user x token
    matrices (:class:`recmig.data.loaders.TrainingMatrix`) and stores what it learns in
    *fitted buffers* (:meth:`ClosedFormStrategy.register_fitted`), which go into the run's
    checkpoint like any weights;
-2. :meth:`TransferStrategy.target_scores` scores the target catalogue for an evaluation batch,
-   whose ``inputs`` key holds each user's whole history (training interactions of both
-   domains, plus the warm validation items at test) as a sparse (B, vocab_size) tensor.
+2. :meth:`recmig.strategy.Strategy.target_scores` scores the target catalogue for a
+   :class:`recmig.batches.UserBatch` whose ``inputs`` hold each user's whole history (training
+   interactions of both domains, plus the warm validation items at test) as a sparse
+   (B, vocab_size) tensor (``reads``: ``inputs`` by default).
 
-``recmig train`` calls ``fit`` once instead of ``Trainer.fit``, then validates and tests with
-the same module, metrics, ``metrics.json`` and ``test_users.parquet`` as every other strategy.
-
-Both are abstract here: a closed-form strategy that lacks one fails when it is built. It needs
-none of the trained side's methods (``training_loss``, ``target_interest``, ``target_items``),
-which refuse to run.
+``recmig train`` fits it once (:func:`recmig.training.fit.fit_strategy`) instead of
+``Trainer.fit``, then validates and tests with the same module, metrics, ``metrics.json`` and
+``test_users.parquet`` as every other strategy. Both methods are abstract here: a closed-form
+strategy that lacks one fails when it is built.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from recmig.batches import MATRIX_ROWS, UserBatch
 from recmig.data.scenario import TARGET
 from recmig.data.tensors import TrainingMatrix
 from recmig.sparse_ridge import columns_matrix, sparse_product
-from recmig.strategy import StrategyContext, TransferStrategy
+from recmig.strategy import Strategy, StrategyContext
 
 
 class FittedBuffers(nn.Module):
@@ -55,11 +56,11 @@ class FittedBuffers(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class ClosedFormStrategy(TransferStrategy, FittedBuffers):
+class ClosedFormStrategy(Strategy, FittedBuffers):
     """Base of strategies fitted once from the training matrix (see the module docstring)."""
 
-    fitted_once: ClassVar[bool] = True
-    streams: ClassVar[tuple[str, ...]] = ()
+    kind = "closed form: fitted once on the training interactions"
+    reads: ClassVar[frozenset[str]] = MATRIX_ROWS
     needs_source: ClassVar[bool] = False
 
     def __init__(self, context: StrategyContext):
@@ -99,18 +100,9 @@ class ClosedFormStrategy(TransferStrategy, FittedBuffers):
         """Learn from the training interactions; fill the fitted buffers."""
 
     @abc.abstractmethod
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, N_t) scores of the target catalogue from each user's sparse ``batch["inputs"]``
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
+        """(B, N_t) scores of the target catalogue from each user's sparse ``batch.inputs``
         row (under ``rating`` the predicted ratings)."""
-
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise TypeError(f"{type(self).__name__} is fitted in closed form (fit), not trained")
-
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} scores users directly (target_scores)")
-
-    def target_items(self) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} scores users directly (target_scores)")
 
     def item_matrix(self, matrix: TrainingMatrix) -> sp.csr_matrix:
         """(num_users, N) binary interactions over the item tokens 1..N of both domains

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from recmig import sparse_ridge
+from recmig.batches import UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.tensors import TrainingMatrix
 from recmig.linear import ease_weights, gram_matrix
@@ -92,7 +93,7 @@ class EASEModel(ClosedFormStrategy):
         )
         self.set_sparse("neighbour", index, weights)
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
         if self.solver == "exact":
-            return self.multiply(batch["inputs"], self.weights)
-        return self.sparse_scores("neighbour", batch["inputs"])
+            return self.multiply(batch.inputs, self.weights)
+        return self.sparse_scores("neighbour", batch.inputs)

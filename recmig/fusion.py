@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.strategy import (
     StrategyContext,
     Tower,
@@ -260,7 +261,7 @@ class DomainFusion(TransferStrategy):
         fused = (w[:, :n].unsqueeze(-1) * sources.unsqueeze(2)).sum(1)
         return fused + w[:, n].unsqueeze(-1) * target, w
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.tower, batch, "source", self.source_catalog)
         target_loss = self.fused_window_loss(self.rows(batch, "target"))
         losses = {
@@ -270,50 +271,48 @@ class DomainFusion(TransferStrategy):
         }
         return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
 
-    def fused_window_loss(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+    def fused_window_loss(self, part: TrainBatch) -> torch.Tensor:
         """The objective on the target windows with the fused interest at every position (0
         for a batch of source windows only: nothing to fuse)."""
-        if len(part["user"]) == 0:
-            return part["tokens"].new_zeros((), dtype=torch.float)
-        table = self.tower.table(part["labels"])
-        target = self.tower.interests(part["tokens"], table)
+        if len(part.user) == 0:
+            return part.tokens.new_zeros((), dtype=torch.float)
+        table = self.tower.table(part.labels)
+        target = self.tower.interests(part.tokens, table)
         # Every target window fuses at every position (a user with target training data),
         # counting the target items seen up to each position.
-        seen = torch.cumsum(is_item(part["tokens"], self.bos).long(), dim=1)
-        present = torch.ones_like(part["user"], dtype=torch.bool)
-        fused, _ = self.fuse(part["source_hist"], table, target, present, seen)
+        seen = torch.cumsum(is_item(part.tokens, self.bos).long(), dim=1)
+        present = torch.ones_like(part.user, dtype=torch.bool)
+        fused, _ = self.fuse(part.source_hist, table, target, present, seen)
         return self.objective.window_loss(fused, part, table, self.target_catalog)
 
-    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    def cold_interest(self, pairs: TrainBatch, table: torch.Tensor) -> torch.Tensor:
         """The fused interest of a user with no target history: their source domains alone."""
-        n, dim = len(pairs["user"]), table.shape[1]
+        n, dim = len(pairs.user), table.shape[1]
         none = torch.zeros(n, dtype=torch.bool, device=table.device)
         target = table.new_zeros(n, 1, dim)
         counts = torch.zeros(n, 1, dtype=torch.long, device=table.device)
-        return self.fuse(pairs["source_hist"], table, target, none, counts)[0].squeeze(1)
+        return self.fuse(pairs.source_hist, table, target, none, counts)[0].squeeze(1)
 
-    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scored(self, batch: UserBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) fused interests and (B, S + 1) weights of an evaluation batch."""
         table = self.tower.table(None)
-        target_hist = batch["target_hist"]
+        target_hist = batch.target_hist
         target = self.tower.interest(target_hist, table).unsqueeze(1)
         present = has_items(target_hist, self.bos)
         counts = item_count(target_hist, self.bos).unsqueeze(1)
-        fused, w = self.fuse(batch["source_hist"], table, target, present, counts)
+        fused, w = self.fuse(batch.source_hist, table, target, present, counts)
         return fused.squeeze(1), w.squeeze(-1)
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
         return self._scored(batch)[0]
 
     def target_items(self) -> torch.Tensor:
         return self.tower.table(None)[self.target_catalog]
 
-    def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def transfer_weights(self, batch: UserBatch) -> dict[str, torch.Tensor]:
         return self.named_weights(self._scored(batch)[1])
 
-    def scores_and_weights(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scores_and_weights(self, batch: UserBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fused, w = self._scored(batch)  # one fused forward pass for both
         return self.interest_scores(fused), self.named_weights(w)
 

@@ -25,6 +25,7 @@ import scipy.linalg
 import torch
 
 from recmig import sparse_ridge
+from recmig.batches import UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.scenario import SOURCE, TARGET
 from recmig.data.tensors import TrainingMatrix
@@ -216,8 +217,8 @@ class ItemMapTransfer(ClosedFormStrategy):
                 state_dict[f"{prefix}private.{new}"] = state_dict.pop(prefix + old)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = batch["inputs"]
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
+        inputs = batch.inputs
         # Cold: no target item in the history (for evaluation, exactly the cold group).
         has_target = self.multiply(inputs, self.is_target) > 0
         warm = self.warm.target_scores(batch)
@@ -226,5 +227,5 @@ class ItemMapTransfer(ClosedFormStrategy):
         elif self.release is None:
             cold = self.multiply(inputs, self.cold_weights)
         else:
-            cold = self.private.scores(batch["user"])
+            cold = self.private.scores(batch.user)
         return torch.where(has_target, warm, cold)

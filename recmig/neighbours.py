@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from recmig.batches import UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.strategy import StrategyContext
 
@@ -55,9 +56,9 @@ class NeighbourVotes(ClosedFormStrategy):
         self.neighbours = torch.from_numpy(np.concatenate(neighbours).astype(np.int64))
         self.similarity = torch.from_numpy(np.concatenate(weights).astype(np.float32))
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
         # Each history entry (row b, token t) adds its item's k weights to row b's scores.
-        inputs = batch["inputs"].coalesce()
+        inputs = batch.inputs.coalesce()
         rows, tokens = inputs.indices()
         k = self.neighbours.shape[1]
         scores = self.similarity.new_zeros(inputs.shape[0], len(self.context.target_catalog))

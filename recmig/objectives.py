@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmig.batches import TrainBatch
 from recmig.plugins import load_registered, registered
 from recmig.tokens import bos_token, catalog_positions, is_item
 
@@ -192,7 +193,7 @@ class Objective(nn.Module):
     def window_loss(
         self,
         interests: torch.Tensor,
-        part: dict[str, torch.Tensor],
+        part: TrainBatch,
         table: torch.Tensor,
         catalog: torch.Tensor,
     ) -> torch.Tensor:
@@ -203,7 +204,7 @@ class Objective(nn.Module):
     def history_loss(
         self,
         scores: torch.Tensor,
-        part: dict[str, torch.Tensor],
+        part: TrainBatch,
         history: str,
         catalog: torch.Tensor,
     ) -> torch.Tensor:
@@ -256,14 +257,14 @@ class RankingObjective(Objective):
 
     def window_loss(self, interests, part, table, catalog):
         if self.negatives is None:
-            return catalog_cross_entropy(interests, part["labels"], table, catalog)
+            return catalog_cross_entropy(interests, part.labels, table, catalog)
         log_q = torch.log_softmax(self.log_counts[catalog], dim=0)
         return sampled_catalog_cross_entropy(
-            interests, part["labels"], table, catalog, log_q, self.negatives
+            interests, part.labels, table, catalog, log_q, self.negatives
         )
 
     def history_loss(self, scores, part, history, catalog):
-        return history_likelihood_loss(scores, part[f"{history}_hist"], catalog, self.bos)
+        return history_likelihood_loss(scores, part.history(history), catalog, self.bos)
 
     def soft_target_loss(self, teacher, student, temperature):
         return distillation_kl(teacher, student, temperature)
@@ -299,11 +300,11 @@ class RatingObjective(Objective):
 
     def window_loss(self, interests, part, table, catalog):
         return rating_squared_error(
-            interests, part["labels"], part["label_ratings"], table, self.offsets, self._scale()
+            interests, part.labels, part.label_ratings, table, self.offsets, self._scale()
         )
 
     def history_loss(self, scores, part, history, catalog):
-        tokens, ratings = part[f"{history}_hist"], part[f"{history}_hist_ratings"]
+        tokens, ratings = part.history(history), part.history_ratings(history)
         return history_rating_error(
             scores, tokens, ratings, catalog, self.bos, self.offsets, self._scale()
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint
 
 from recmig.plugins import load_registered, registered
-from recmig.strategy import TransferStrategy
+from recmig.strategy import Strategy
 
 GROUP = "recmig.strategies"
 
@@ -21,5 +21,5 @@ def discover() -> dict[str, EntryPoint]:
     return registered(GROUP)
 
 
-def load_strategy(name: str) -> type[TransferStrategy]:
-    return load_registered(GROUP, name, TransferStrategy, "strategy.name")
+def load_strategy(name: str) -> type[Strategy]:
+    return load_registered(GROUP, name, Strategy, "strategy.name")

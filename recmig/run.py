@@ -25,7 +25,7 @@ from recmig.objectives import load_objective
 from recmig.paths import run_config_path
 from recmig.privacy import GaussianRelease, PrivacyConfig
 from recmig.registry import discover, load_strategy
-from recmig.strategy import StrategyContext, TransferStrategy
+from recmig.strategy import Strategy, StrategyContext
 
 T = TypeVar("T")
 
@@ -146,7 +146,7 @@ def restore_frozen(module: torch.nn.Module, state: dict) -> None:
             state[name] = parameter.detach().clone()
 
 
-def load_strategy_weights(strategy: TransferStrategy, checkpoint: dict) -> None:
+def load_strategy_weights(strategy: Strategy, checkpoint: dict) -> None:
     """Put a run checkpoint's strategy weights into ``strategy`` (built from the run's config),
     strictly, without the Lightning module that saved them (its ``strategy.`` prefix dropped)."""
     state = {

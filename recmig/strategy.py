@@ -1,41 +1,35 @@
-"""The contract a transfer strategy fills in, and the parts strategies share.
+"""The contract a strategy fills in, and the parts strategies share.
 
-A strategy decides three things; the training loop, data and evaluation are shared:
+Every strategy is a :class:`Strategy`: it scores the target catalogue for a batch of users
+(:meth:`Strategy.target_scores`, what the evaluator and the recommender call) from the inputs it
+declares in ``reads`` (:mod:`recmig.batches`: the users' histories as token rows, or their whole
+histories as sparse matrix rows). How it learns makes two siblings, and one function,
+:func:`recmig.training.fit.fit_strategy`, tells them apart:
 
-1. ``streams``: which training windows it learns from (``target``, ``source``, ``pooled``,
-   ``overlap``; see :mod:`recmig.data.loaders`), and, for a strategy that trains in phases,
-   ``phases``: which of them each stretch of epochs uses (:class:`Phase`);
-2. :meth:`TransferStrategy.training_loss`: the loss on a batch of those windows;
-3. :meth:`TransferStrategy.target_interest` and :meth:`TransferStrategy.target_items`: a user
-   vector and the target catalogue's item vectors, whose dot product ranks the catalogue
-   (:meth:`TransferStrategy.target_scores`, what the evaluator calls).
+- a **trained** strategy (:class:`TransferStrategy`) learns for epochs, in the shared Lightning
+  module, from the training windows of its ``streams`` (``target``, ``source``, ``pooled``,
+  ``overlap``; see :mod:`recmig.data.loaders`), in ``phases`` if it trains in stretches
+  (:class:`Phase`). It fills in :meth:`TransferStrategy.training_loss` (the loss on a
+  :class:`~recmig.batches.TrainBatch`), :meth:`TransferStrategy.target_interest` and
+  :meth:`TransferStrategy.target_items` (a user vector and the target catalogue's item vectors,
+  whose dot product ranks the catalogue);
+- a **closed-form** strategy (:class:`recmig.closed_form.ClosedFormStrategy`: popularity,
+  ItemKNN, EASE, ...) is fitted once from the training interactions as sparse matrices and
+  fills in ``fit`` and :meth:`Strategy.target_scores`.
 
-The methods of 2 and 3 are abstract: a subclass that lacks one fails when it is built, with
+The abstract methods must be filled in: a subclass that lacks one fails when it is built, with
 Python's ``TypeError`` naming the class and the method. Everything else is a hook with a
 default, whose docstring says when to override it; :meth:`TransferStrategy.prepare`, for
 example, receives the training interactions as sparse matrices before the first epoch (a
 distillation teacher fitted in closed form).
 
-A closed-form strategy (popularity, ItemKNN, EASE, ...) has no training loop: it subclasses
-:class:`recmig.closed_form.ClosedFormStrategy`, is fitted once from the training interactions
-as a sparse matrix and overrides :meth:`TransferStrategy.target_scores` directly.
-
 A strategy is built as ``Strategy(context, **options)`` where ``options`` are the keys of its
 Hydra config (``configs/strategy/<name>.yaml``) besides ``name``; an unknown key is an error.
 It registers under the ``recmig.strategies`` entry-point group, exactly like a plugin.
 
-Batch keys (B rows; L = max_len; -> shape):
-    tokens, labels (B, L): input tokens and next-item labels of a window (0 = padding);
-    user (B,), stream (B,): user index and stream id (``STREAM_ID``) of each row; scoring
-        must not depend on ``user``: a recommender (:mod:`recmig.serving`) scores histories
-        of users outside the scenario (user -1) through the same methods;
-    source_hist, target_hist, pooled_hist (B, L): the user's histories as model input
-        (``source_hist`` merges every source domain; :meth:`TransferStrategy.source_histories`
-        splits it by domain);
-    label_ratings, <name>_hist_ratings (B, L) [training]: the ratings of those items (NaN: none);
-    is_cold (B,) [evaluation only]: the user has no target history;
-    inputs, input_ratings (B, vocab_size) sparse [evaluation, closed-form strategies only]:
-        the whole history as binary rows and its ratings (rating objective).
+What a batch holds is written in :mod:`recmig.batches` (fields, shapes, and which are there
+when). Scoring must not depend on ``batch.user``: a recommender (:mod:`recmig.serving`) scores
+histories of users outside the scenario (user -1) through the same methods.
 
 The objective (``objective`` in the run config: ranking, rating or a plugin; see
 :mod:`recmig.objectives`) is a component of the strategy, ``self.objective``: a strategy whose
@@ -55,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmig.batches import SEQUENCES, TrainBatch, UserBatch
 from recmig.encoders.item import IdItemEncoder, SupportsTokenTable
 from recmig.objectives import Objective, RankingObjective
 from recmig.tokens import STREAM_ID, bos_token, is_item
@@ -225,14 +220,20 @@ def combine_domains(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return (weights.unsqueeze(-1) * values).sum(1) / weights.sum(1, keepdim=True)
 
 
-class TransferStrategy(nn.Module, abc.ABC):
-    """Base class of every transfer strategy: subclasses set the class variables and must fill
-    in the abstract methods; the other methods are hooks with defaults."""
+class Strategy(nn.Module, abc.ABC):
+    """What every strategy provides, trained or closed form: scores of the target catalogue for
+    a batch of users (:meth:`target_scores`). Subclass :class:`TransferStrategy` or
+    :class:`recmig.closed_form.ClosedFormStrategy`, not this class."""
 
+    kind: ClassVar[str] = ""
+    """How the strategy learns, for ``recmig strategies`` (set by the two kinds' base classes)."""
     description: ClassVar[str] = ""
     """One line shown by ``recmig strategies``."""
-    streams: ClassVar[tuple[str, ...]] = ("target",)
-    """Training streams the strategy needs."""
+    reads: ClassVar[frozenset[str]] = SEQUENCES
+    """The batch inputs the strategy reads (:data:`recmig.batches.READABLE`); batches provide
+    exactly these."""
+    streams: ClassVar[tuple[str, ...]] = ()
+    """Training streams the strategy learns from (none: it has no training windows)."""
     needs_source: ClassVar[bool] = True
     """False only for strategies that also run on single-domain scenarios."""
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)
@@ -242,9 +243,84 @@ class TransferStrategy(nn.Module, abc.ABC):
     """True for strategies whose target side reads a user's source history only through one
     per-user vector released once per run (``StrategyContext.release``), so ``privacy``
     applies to them."""
-    fitted_once: ClassVar[bool] = False
-    """True for closed-form strategies (:class:`recmig.closed_form.ClosedFormStrategy`): fitted
-    once from the training matrix instead of trained for epochs."""
+
+    def __init__(self, context: StrategyContext):
+        super().__init__()
+        self.context = context
+        self.register_buffer("target_catalog", context.target_catalog, persistent=False)
+        self.register_buffer("source_catalog", context.source_catalog, persistent=False)
+        self.register_buffer("item_source", context.item_source, persistent=False)
+        self.objective = context.objective
+
+    def streams_for_epoch(self, epoch: int) -> tuple[str, ...]:
+        """The streams one epoch trains on: what the DataModule serves that epoch."""
+        return self.streams
+
+    @property
+    def min_epochs(self) -> int:
+        """Epochs before early stopping may end training (none by default)."""
+        return 0
+
+    @abc.abstractmethod
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
+        """(B, N_t) what the evaluator ranks the target catalogue by, in ``target_catalog``
+        order (under ``rating`` the predicted ratings)."""
+
+    def scores_and_weights(self, batch: UserBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`target_scores` and :meth:`transfer_weights` of one batch (the evaluator's
+        test pass). A strategy whose weights come out of its scoring overrides it to compute
+        both in one forward pass."""
+        return self.target_scores(batch), self.transfer_weights(batch)
+
+    def refresh(self) -> None:
+        """Called before each evaluation and at the start of training: recompute caches that
+        depend on the weights (e.g. item vectors of a fine-tuned language model) in every
+        component that has such a cache. Override only for a cache of the strategy itself
+        (``super().refresh()`` first)."""
+        for module in self.modules():
+            if module is not self and callable(getattr(module, "refresh", None)):
+                module.refresh()
+
+    def upgraded_key(self, name: str) -> str | None:
+        """The current name of a parameter an earlier recmig saved under ``name`` (None:
+        unchanged), so earlier checkpoints still load. Subclasses add their own renames
+        (``super().upgraded_key(name)`` first)."""
+        return "objective.scale" if name == "rating_scale" else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = self.upgraded_key(key[len(prefix) :])
+            if new is not None:
+                state_dict[prefix + new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def group_parameters(self) -> dict[str, tuple[str, ...]] | None:
+        """The weights that score each user group, as name prefixes of this module's state
+        (``{"cold": ("student.",), "warm": ("teacher.",)}``), when the groups share none; then
+        ``callbacks=per_group`` keeps each group's weights from its own best validation epoch
+        (:mod:`recmig.training.group_selection`). None (the default): the groups share
+        weights, and one epoch is selected for both."""
+        return None
+
+    def transfer_weights(self, batch: UserBatch) -> dict[str, torch.Tensor]:
+        """Per-user weights the strategy gave each domain when scoring ``batch`` (name ->
+        (B,)), recorded per test user and summarised in ``metrics.json``; none by default.
+        Override in a strategy that weighs source domains per user."""
+        return {}
+
+    def transfer_summary(self) -> dict[str, float]:
+        """Strategy-level numbers for ``metrics.json`` (e.g. learned global domain weights);
+        none by default. Override when the strategy learns such numbers."""
+        return {}
+
+
+class TransferStrategy(Strategy):
+    """Base class of trained strategies (see the module docstring): subclasses set the class
+    variables and must fill in the abstract methods; the other methods are hooks with
+    defaults."""
+
+    kind = "trained"
+    streams: ClassVar[tuple[str, ...]] = ("target",)
 
     @property
     def phases(self) -> tuple[Phase, ...]:
@@ -280,70 +356,31 @@ class TransferStrategy(nn.Module, abc.ABC):
         starts = self.phase_starts()
         return starts[-1] + 1 if len(starts) > 1 else 0
 
-    def refresh(self) -> None:
-        """Called before each evaluation and at the start of training: recompute caches that
-        depend on the weights (e.g. item vectors of a fine-tuned language model) in every
-        component that has such a cache. Override only for a cache of the strategy itself
-        (``super().refresh()`` first)."""
-        for module in self.modules():
-            if module is not self and callable(getattr(module, "refresh", None)):
-                module.refresh()
-
-    def __init__(self, context: StrategyContext):
-        super().__init__()
-        self.context = context
-        self.register_buffer("target_catalog", context.target_catalog, persistent=False)
-        self.register_buffer("source_catalog", context.source_catalog, persistent=False)
-        self.register_buffer("item_source", context.item_source, persistent=False)
-        self.objective = context.objective
-
     def prepare(self, matrix: TrainingMatrix) -> None:
         """Called once before training (every fit, resumed ones too) with the training
         interactions as sparse matrices: fit what the strategy learns from in closed form
         rather than by gradient (a distillation teacher). Default: nothing."""
 
-    def upgraded_key(self, name: str) -> str | None:
-        """The current name of a parameter an earlier recmig saved under ``name`` (None:
-        unchanged), so earlier checkpoints still load. Subclasses add their own renames
-        (``super().upgraded_key(name)`` first)."""
-        return "objective.scale" if name == "rating_scale" else None
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            new = self.upgraded_key(key[len(prefix) :])
-            if new is not None:
-                state_dict[prefix + new] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @abc.abstractmethod
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Losses on a training batch; key ``loss`` is optimised, all keys are logged."""
 
     @abc.abstractmethod
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
         """(B, D) user vectors for the target domain, cold users included."""
 
     @abc.abstractmethod
     def target_items(self) -> torch.Tensor:
         """(N_t, D) vectors of the target catalogue, in ``target_catalog`` order."""
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, N_t) what the evaluator ranks the target catalogue by: the objective's
-        predictions from interest . item vector (under ``rating`` the predicted ratings).
-        Override only to score other than by that dot product (closed-form strategies)."""
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
+        """The objective's predictions from interest . item vector (under ``rating`` the
+        predicted ratings). Override only to score other than by that dot product."""
         return self.interest_scores(self.target_interest(batch))
 
     def interest_scores(self, interest: torch.Tensor) -> torch.Tensor:
         """(B, N_t) the objective's predictions from (B, D) target interests."""
         return self.objective.predictions(interest @ self.target_items().T, self.target_catalog)
-
-    def scores_and_weights(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """:meth:`target_scores` and :meth:`transfer_weights` of one batch (the evaluator's
-        test pass). A strategy whose weights come out of its scoring overrides it to compute
-        both in one forward pass."""
-        return self.target_scores(batch), self.transfer_weights(batch)
 
     def source_histories(self, source_hist: torch.Tensor) -> list[torch.Tensor]:
         """The merged (B, L) source history split into one history per source domain, in
@@ -353,33 +390,13 @@ class TransferStrategy(nn.Module, abc.ABC):
             for d in range(self.context.num_sources)
         ]
 
-    def group_parameters(self) -> dict[str, tuple[str, ...]] | None:
-        """The weights that score each user group, as name prefixes of this module's state
-        (``{"cold": ("student.",), "warm": ("teacher.",)}``), when the groups share none; then
-        ``callbacks=per_group`` keeps each group's weights from its own best validation epoch
-        (:mod:`recmig.training.group_selection`). None (the default): the groups share
-        weights, and one epoch is selected for both."""
-        return None
-
-    def transfer_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-user weights the strategy gave each domain when scoring ``batch`` (name ->
-        (B,)), recorded per test user and summarised in ``metrics.json``; none by default.
-        Override in a strategy that weighs source domains per user."""
-        return {}
-
-    def transfer_summary(self) -> dict[str, float]:
-        """Strategy-level numbers for ``metrics.json`` (e.g. learned global domain weights);
-        none by default. Override when the strategy learns such numbers."""
-        return {}
-
     @staticmethod
-    def rows(batch: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Tensor]:
+    def rows(batch: TrainBatch, stream: str) -> TrainBatch:
         """The rows of a mixed batch that belong to one stream."""
-        keep = batch["stream"] == STREAM_ID[stream]
-        return {k: v[keep] for k, v in batch.items() if v.shape[:1] == keep.shape}
+        return batch.select(batch.stream == STREAM_ID[stream])
 
     def set_loss(
-        self, interest: torch.Tensor, items: torch.Tensor, pairs: dict[str, torch.Tensor]
+        self, interest: torch.Tensor, items: torch.Tensor, pairs: TrainBatch
     ) -> torch.Tensor:
         """The cold-start question as a loss: (B, D) interests read from each user's source
         history, scored over the (N_t, D) target catalogue's vectors, fit to the user's whole
@@ -393,30 +410,30 @@ class TransferStrategy(nn.Module, abc.ABC):
         losses: dict[str, torch.Tensor],
         weight: float,
         tower: Tower,
-        batch: dict[str, torch.Tensor],
-        cold_interest: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+        batch: TrainBatch,
+        cold_interest: Callable[[TrainBatch, torch.Tensor], torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         """``losses`` plus ``weight`` x :meth:`set_loss` on the batch's ``overlap`` rows (the
         stream a strategy adds when its ``set_weight`` > 0), logged as ``loss_set``.
         ``cold_interest(pairs, table)`` is the (B, D) interest the strategy gives a user with
-        no target history, read from ``pairs["source_hist"]`` over ``tower``'s item table:
+        no target history, read from ``pairs.source_hist`` over ``tower``'s item table:
         what it ranks cold users by, so the loss trains exactly the cold path."""
         pairs = self.rows(batch, "overlap")
-        if weight == 0 or len(pairs["user"]) == 0:
+        if weight == 0 or len(pairs) == 0:
             return losses
-        table = tower.table(pairs["target_hist"])
+        table = tower.table(pairs.target_hist)
         cold = self.set_loss(cold_interest(pairs, table), table[self.target_catalog], pairs)
         return {**losses, "loss": losses["loss"] + weight * cold, "loss_set": cold}
 
     def stream_loss(
-        self, tower: Tower, batch: dict[str, torch.Tensor], stream: str, catalog: torch.Tensor
+        self, tower: Tower, batch: TrainBatch, stream: str, catalog: torch.Tensor
     ) -> torch.Tensor:
         """The objective on one stream's windows over one catalogue (0 when absent)."""
         part = self.rows(batch, stream)
-        if len(part["user"]) == 0:
-            return batch["tokens"].new_zeros((), dtype=torch.float)
-        table = tower.table(part["labels"])
-        interests = tower.interests(part["tokens"], table)
+        if len(part) == 0:
+            return batch.tokens.new_zeros((), dtype=torch.float)
+        table = tower.table(part.labels)
+        interests = tower.interests(part.tokens, table)
         return self.objective.window_loss(interests, part, table, catalog)
 
 
@@ -453,14 +470,14 @@ class MappedTransfer(TransferStrategy):
         return combine_domains(mapped, present)
 
     @abc.abstractmethod
-    def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def transfer_loss(self, pairs: TrainBatch) -> torch.Tensor:
         """Loss that fits the map on overlap rows (users with both histories)."""
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         source_loss = self.stream_loss(self.source, batch, "source", self.source_catalog)
         target_loss = self.stream_loss(self.target, batch, "target", self.target_catalog)
         pairs = self.rows(batch, "overlap")
-        transfer = self.transfer_loss(pairs) if len(pairs["user"]) else source_loss.new_zeros(())
+        transfer = self.transfer_loss(pairs) if len(pairs.user) else source_loss.new_zeros(())
         loss = source_loss + target_loss + self.transfer_weight * transfer
         return {
             "loss": loss,
@@ -469,10 +486,10 @@ class MappedTransfer(TransferStrategy):
             "loss_transfer": transfer,
         }
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mapped = self.map_interest(batch["source_hist"])
-        own = self.target.interest(batch["target_hist"], self.target.table(None))
-        return torch.where(batch["is_cold"].unsqueeze(1), mapped, own)
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
+        mapped = self.map_interest(batch.source_hist)
+        own = self.target.interest(batch.target_hist, self.target.table(None))
+        return torch.where(batch.is_cold.unsqueeze(1), mapped, own)
 
     def target_items(self) -> torch.Tensor:
         return self.target.table(None)[self.target_catalog]

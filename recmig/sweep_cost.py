@@ -31,6 +31,7 @@ import lightning as L
 from recmig.config import compose_config
 from recmig.timing import compose_scratch, quiet_trainer, time_epochs
 from recmig.training.build import build_run
+from recmig.training.fit import fit_strategy
 
 
 def sweep_jobs(params: dict[str, str]) -> list[dict[str, str]]:
@@ -55,13 +56,17 @@ def time_job(overrides: list[str]) -> dict[str, float]:
     start = time.perf_counter()
     _, datamodule, module, _ = build_run(cfg)
     parts = {"build": time.perf_counter() - start}
-    if module.strategy.fitted_once:
-        start = time.perf_counter()
-        module.strategy.fit(datamodule.tensors.training_matrix())
+    start = time.perf_counter()
+    fit = fit_strategy(
+        module.strategy,
+        datamodule.tensors,
+        train=lambda: time_epochs(cfg, datamodule, module, 1)["training epoch, median (s)"],
+    )
+    if fit.closed_form:
         parts["fit"] = time.perf_counter() - start
         parts["epochs"] = 0
     else:
-        parts["epoch"] = time_epochs(cfg, datamodule, module, 1)["training epoch, median (s)"]
+        parts["epoch"] = fit.result
         parts["epochs"] = int(cfg.trainer.max_epochs)
         parts["validations per epoch"] = 1 / int(cfg.trainer.check_val_every_n_epoch)
     evaluator = quiet_trainer(cfg)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import recmig.config  # noqa: F401  (registers the config resolvers train configs use)
 from recmig.atomic import write_atomic, write_json_atomic
+from recmig.data.loaders import CrossDomainDataModule
 from recmig.data.scenario_snapshot import SNAPSHOT, save_scenario
 from recmig.evaluation.evaluator import ERROR_METRICS, GROUPS, per_user_results
 from recmig.evaluation.ranking import METRICS
@@ -37,6 +38,7 @@ from recmig.training.build import (  # noqa: F401  (re-exported, as for recmig.r
     build_run,
     selection_metric,
 )
+from recmig.training.fit import fit_strategy
 from recmig.training.module import TransferModule
 
 log = logging.getLogger(__name__)
@@ -116,28 +118,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
 
     start = time.perf_counter()
-    if module.strategy.fitted_once:  # closed form: one fit, no epochs (recmig.closed_form)
-        module.strategy.fit(datamodule.tensors.training_matrix())
-        ckpt = None
-    else:
-        given = cfg.get("resume")
-        resume = resume_checkpoint(given, trainer, output_dir) if given else None
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        finally:
-            if resume is not None and resume != str(given):
-                Path(resume).unlink(missing_ok=True)
-        # The checkpoint that watches a metric holds the best model (the other one, `last`).
-        selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
-        ckpt = (selecting[0].best_model_path or None) if selecting else None
+    fit = fit_strategy(
+        module.strategy,
+        datamodule.tensors,
+        train=lambda: trained_checkpoint(
+            trainer, module, datamodule, cfg.get("resume"), output_dir
+        ),
+    )
+    ckpt = fit.result if not fit.closed_form else None
     timings["time/fit_s"] = time.perf_counter() - start
     timings["epochs"] = trainer.current_epoch
     # Float order, and so the last digits of every number, depends on the thread count.
     timings["time/torch_threads"] = torch.get_num_threads()
     metrics = evaluate(trainer, parts, ckpt, output_dir)
-    if ckpt is not None or module.strategy.fitted_once:  # a run that can be served
+    if ckpt is not None or fit.closed_form:  # a run that can be served
         save_scenario(scenario, output_dir / SNAPSHOT)  # opened without rebuilding the split
-    if module.strategy.fitted_once:  # the fitted model, for `recmig evaluate` like any run
+    if fit.closed_form:  # the model is in memory only: kept for `recmig evaluate` like any run
         # weights_only=False: the same full checkpoint as a trained run's best epoch (saying so
         # keeps Lightning from logging its default); loading it stays weights-only.
         trainer.save_checkpoint(output_dir / "checkpoints" / FITTED_CHECKPOINT, weights_only=False)
@@ -150,6 +146,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     written = sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir())
     print(f"results in {output_dir}: {', '.join(n for n in written if not n.startswith('.'))}")
     return metrics
+
+
+def trained_checkpoint(
+    trainer: L.Trainer,
+    module: TransferModule,
+    datamodule: CrossDomainDataModule,
+    given: str | None,
+    output_dir: Path,
+) -> str | None:
+    """Train for epochs (resuming from ``given``: a checkpoint path or ``last``); the checkpoint
+    of the best epoch (None when no checkpoint watches a metric)."""
+    resume = resume_checkpoint(given, trainer, output_dir) if given else None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        if resume is not None and resume != str(given):
+            Path(resume).unlink(missing_ok=True)
+    # The checkpoint that watches a metric holds the best model (the other one, `last`).
+    selecting = [c for c in trainer.checkpoint_callbacks if c.monitor]
+    return (selecting[0].best_model_path or None) if selecting else None
 
 
 def log_model_size(module: TransferModule) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recmig.batches import TrainBatch
 from recmig.strategy import MappedTransfer, StrategyContext
 from recmig.tokens import is_item
 
@@ -67,7 +68,7 @@ class Bridge(MappedTransfer):
             source = self.source.interest(history, self.source.table(None))
         return torch.bmm(source.unsqueeze(1), self.bridges(domain, history)).squeeze(1)
 
-    def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
-        mapped = self.map_interest(pairs["source_hist"])
+    def transfer_loss(self, pairs: TrainBatch) -> torch.Tensor:
+        mapped = self.map_interest(pairs.source_hist)
         targets = self.target.table(None).detach()[self.target_catalog]
         return self.objective.history_loss(mapped @ targets.T, pairs, "target", self.target_catalog)

@@ -51,6 +51,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recmig.batches import Batch, TrainBatch, UserBatch
+from recmig.closed_form import ClosedFormStrategy
 from recmig.data.scenario import SOURCE
 from recmig.data.tensors import TrainingMatrix, sparse_rows
 from recmig.registry import discover, load_strategy
@@ -146,7 +148,7 @@ class Distillation(TransferStrategy):
         if self._source_rows is None:
             raise RuntimeError("distillation: prepare(training matrix) fits the teacher first")
         rows = sparse_rows(self._source_rows, users.cpu().numpy())
-        scores = self._closed_form.target_scores({"inputs": rows}).to(users.device)
+        scores = self._closed_form.target_scores(UserBatch(inputs=rows)).to(users.device)
         centred = scores - scores.mean(1, keepdim=True)
         return centred / centred.std(1, keepdim=True).clamp_min(1e-6)
 
@@ -157,14 +159,14 @@ class Distillation(TransferStrategy):
         interest = self.student.last(table[source_hist], source_hist)
         return interest @ table[self.target_catalog].T
 
-    def warm_scores(self, batch: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    def warm_scores(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """(B, N_t) the warm model's scores from the history it reads, over its ``table``."""
         return self.target_interest(batch, table) @ table[self.target_catalog].T
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         teacher_loss = self.stream_loss(self.teacher, batch, self.warm_stream, self.warm_catalog)
         pairs = self.rows(batch, "overlap")
-        if len(pairs["user"]) == 0:
+        if len(pairs.user) == 0:
             return {"loss": teacher_loss, "loss_teacher": teacher_loss}
         if self._closed_form is None:
             # One evaluation-mode table of the frozen teacher: its soft targets and the
@@ -176,9 +178,9 @@ class Distillation(TransferStrategy):
                 teacher_scores = self.warm_scores(pairs, table)
                 self.teacher.train(was_training)
         else:
-            table = self.student_items(pairs["source_hist"])
-            teacher_scores = self.closed_form_scores(pairs["user"])
-        student_scores = self.student_scores(pairs["source_hist"], table)
+            table = self.student_items(pairs.source_hist)
+            teacher_scores = self.closed_form_scores(pairs.user)
+        student_scores = self.student_scores(pairs.source_hist, table)
         # The objective's own parameters (a rating scale) are frozen with the teacher, whose
         # warm-user predictions use them too.
         frozen = self.objective.frozen()
@@ -192,36 +194,34 @@ class Distillation(TransferStrategy):
             "loss_distill": soft,
         }
 
-    def target_interest(
-        self, batch: dict[str, torch.Tensor], table: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def target_interest(self, batch: Batch, table: torch.Tensor | None = None) -> torch.Tensor:
         """The warm model's interest from the history it reads (both domains' or the
         target's), over its ``table`` (None: computed here)."""
         table = self.teacher.table(None) if table is None else table
-        return self.teacher.interest(batch[f"{self.warm_stream}_hist"], table)
+        return self.teacher.interest(batch.history(self.warm_stream), table)
 
     def target_items(self) -> torch.Tensor:
         return self.teacher.table(None)[self.target_catalog]
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
         table = self.teacher.table(None)  # once, for both paths over the teacher's items
         own = table if self._closed_form is None else self.student_items(None)
-        cold = self.student_scores(batch["source_hist"], own)
-        scores = torch.where(batch["is_cold"].unsqueeze(1), cold, self.warm_scores(batch, table))
+        cold = self.student_scores(batch.source_hist, own)
+        scores = torch.where(batch.is_cold.unsqueeze(1), cold, self.warm_scores(batch, table))
         return self.objective.predictions(scores, self.target_catalog)
 
 
 def closed_form_teacher(
     context: StrategyContext, name: str, options: dict | None
-) -> TransferStrategy | None:
+) -> ClosedFormStrategy | None:
     """The closed-form strategy ``name`` built with ``options`` (None for the trained
     two-domain teacher, ``pooled``)."""
     if name == TRAINED_TEACHER:
         if options:
             raise ValueError("strategy.teacher_options: only for a closed-form teacher")
         return None
-    if name not in discover() or not load_strategy(name).fitted_once:
-        closed = sorted(n for n in discover() if load_strategy(n).fitted_once)
+    if name not in discover() or not issubclass(load_strategy(name), ClosedFormStrategy):
+        closed = sorted(n for n in discover() if issubclass(load_strategy(n), ClosedFormStrategy))
         raise ValueError(
             f"strategy.teacher={name!r}: expected {TRAINED_TEACHER!r} or a closed-form "
             f"strategy: {closed}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.strategy import Phase, StrategyContext, Tower, TransferStrategy, set_weight_streams
 
 
@@ -47,21 +48,21 @@ class LoRA(TransferStrategy):
         target_phase = set_weight_streams(("target",), self.set_weight)
         return (Phase(("source",), self.source_epochs), Phase(target_phase))
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         source = self.stream_loss(self.tower, batch, "source", self.source_catalog)
         target = self.stream_loss(self.tower, batch, "target", self.target_catalog)
         losses = {"loss": source + target, "loss_source": source, "loss_target": target}
         return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
 
-    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    def cold_interest(self, pairs: TrainBatch, table: torch.Tensor) -> torch.Tensor:
         """A cold user is ranked by the interest of their source history."""
-        return self.tower.interest(pairs["source_hist"], table)
+        return self.tower.interest(pairs.source_hist, table)
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
         table = self.tower.table(None)
-        source = self.tower.interest(batch["source_hist"], table)
-        target = self.tower.interest(batch["target_hist"], table)
-        return torch.where(batch["is_cold"].unsqueeze(1), source, target)
+        source = self.tower.interest(batch.source_hist, table)
+        target = self.tower.interest(batch.target_hist, table)
+        return torch.where(batch.is_cold.unsqueeze(1), source, target)
 
     def target_items(self) -> torch.Tensor:
         return self.tower.table(None)[self.target_catalog]

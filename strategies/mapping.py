@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmig.batches import TrainBatch
 from recmig.strategy import MappedTransfer, StrategyContext
 
 
@@ -45,8 +46,8 @@ class Mapping(MappedTransfer):
         source = self.source.interest(history, self.source.table(None))
         return self.mappers[domain](source.detach())
 
-    def transfer_loss(self, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
-        mapped = self.map_interest(pairs["source_hist"])  # (before the target pass: same
+    def transfer_loss(self, pairs: TrainBatch) -> torch.Tensor:
+        mapped = self.map_interest(pairs.source_hist)  # (before the target pass: same
         with torch.no_grad():  # dropout draws as ever)
-            target = self.target.interest(pairs["target_hist"], self.target.table(None))
+            target = self.target.interest(pairs.target_hist, self.target.table(None))
         return F.mse_loss(mapped, target)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.strategy import StrategyContext, Tower, TransferStrategy, set_weight_streams
 
 
@@ -41,17 +42,17 @@ class Pooled(TransferStrategy):
             persistent=False,
         )
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         windows = self.stream_loss(self.tower, batch, "pooled", self.all_items)
         losses = {"loss": windows, "loss_windows": windows}
         return self.with_set_loss(losses, self.set_weight, self.tower, batch, self.cold_interest)
 
-    def cold_interest(self, pairs: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    def cold_interest(self, pairs: TrainBatch, table: torch.Tensor) -> torch.Tensor:
         """A cold user's pooled history is their source history."""
-        return self.tower.interest(pairs["source_hist"], table)
+        return self.tower.interest(pairs.source_hist, table)
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.tower.interest(batch["pooled_hist"], self.tower.table(None))
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
+        return self.tower.interest(batch.pooled_hist, self.tower.table(None))
 
     def target_items(self) -> torch.Tensor:
         return self.tower.table(None)[self.target_catalog]

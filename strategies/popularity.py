@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recmig.batches import UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.tensors import TrainingMatrix
 from recmig.strategy import StrategyContext
@@ -27,5 +28,5 @@ class Popularity(ClosedFormStrategy):
         counts = np.asarray(self.item_matrix(matrix).sum(axis=0)).ravel()
         self.counts = torch.from_numpy(counts[self.target_columns()].astype(np.float32))
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.counts.expand(len(batch["user"]), -1)
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
+        return self.counts.expand(len(batch.user), -1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.strategy import StrategyContext, Tower, TransferStrategy
 
 
@@ -23,11 +24,11 @@ class TargetOnly(TransferStrategy):
         super().__init__(context)
         self.tower = Tower(context)
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         return {"loss": self.stream_loss(self.tower, batch, "target", self.target_catalog)}
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.tower.interest(batch["target_hist"], self.tower.table(None))
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
+        return self.tower.interest(batch.target_hist, self.tower.table(None))
 
     def target_items(self) -> torch.Tensor:
         return self.tower.table(None)[self.target_catalog]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from recmig.batches import UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.scenario import SOURCE
 from recmig.data.tensors import TrainingMatrix
@@ -63,6 +64,6 @@ class UserBias(ClosedFormStrategy):
         shrunk = counts + self.shrinkage
         return torch.where(shrunk > 0, sums / shrunk.clamp_min(1e-12), 0.0)
 
-    def target_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_scores(self, batch: UserBatch) -> torch.Tensor:
         items = self.objective.offsets[self.target_catalog]
-        return items.unsqueeze(0) + self.user_bias(batch["input_ratings"]).unsqueeze(1)
+        return items.unsqueeze(0) + self.user_bias(batch.input_ratings).unsqueeze(1)

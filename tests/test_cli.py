@@ -249,7 +249,7 @@ def test_strategies_command_lists_every_registered_strategy(tmp_path):
         assert load_strategy(entry.name).description in lines[row]
         assert lines[row + 1].strip() == f"from recmig: {entry.value}"
         cls = load_strategy(entry.name)
-        kind = "closed form:" if cls.fitted_once else f"trained: reads the {cls.streams[0]}"
+        kind = "closed form:" if not cls.streams else f"trained on the {cls.streams[0]}"
         assert lines[row + 2].strip().startswith(kind), lines[row + 2]
     # An option that adds a stream is named beside the streams the class always reads.
     (pooled,) = [i for i, line in enumerate(lines) if line.split()[:1] == ["pooled"]]

@@ -22,12 +22,14 @@ from recmig_strategies.ridge_transfer import RidgeTransfer
 from recmig_strategies.text_ease import TextEASE
 from recmig_strategies.user_bias import UserBias
 
+from recmig.batches import MATRIX_ROWS
+from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.data.schema import InteractionData
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
 from recmig.objectives import load_objective
-from recmig.strategy import StrategyContext
+from recmig.strategy import Strategy, StrategyContext, TransferStrategy
 from recmig.train import build_strategy
 from recmig.users.interest import MeanInterest
 
@@ -52,7 +54,7 @@ def setup(data, scenario_cfg):
     tensors = ScenarioTensors(scenario, 8)
     context = context_for(scenario, tensors, objective="rating")
     dm = CrossDomainDataModule(
-        tensors, (), LoaderConfig(max_len=8), ratings=True, input_matrix=True
+        tensors, (), LoaderConfig(max_len=8), ratings=True, reads=MATRIX_ROWS
     )
     return scenario, tensors, context, dm
 
@@ -229,10 +231,13 @@ def test_no_target_training_interactions_is_a_clear_error():
             strategy.fit(tensors.training_matrix())
 
 
-def test_closed_form_training_loss_says_it_is_not_trained(setup):
+def test_closed_form_and_trained_strategies_are_siblings(setup):
+    # A closed-form strategy has no training side to refuse: it is not a TransferStrategy.
     *_, context, _ = setup
-    with pytest.raises(TypeError, match="fitted in closed form"):
-        Popularity(context).training_loss({})
+    popularity = Popularity(context)
+    assert isinstance(popularity, Strategy) and not isinstance(popularity, TransferStrategy)
+    assert not hasattr(popularity, "training_loss") and popularity.reads == {"inputs"}
+    assert not issubclass(TransferStrategy, ClosedFormStrategy)
 
 
 def test_sparse_input_rows_equal_the_dense_rows():

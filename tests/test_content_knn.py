@@ -13,6 +13,8 @@ import torch
 from recmig_strategies.content_knn import ContentKNN
 
 from recmig import neighbours
+from recmig.batches import MATRIX_ROWS, UserBatch
+from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors, TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder
@@ -73,7 +75,7 @@ def histories(*items: list[int]) -> dict[str, torch.Tensor]:
         (len(items), VOCAB),
         check_invariants=True,
     )
-    return {"inputs": inputs}
+    return UserBatch(inputs=inputs)
 
 
 def hand_weights(k: int, alpha: float) -> np.ndarray:
@@ -158,7 +160,7 @@ def test_matches_cosine_by_hand_on_a_scenario_with_new_items(data, scenario_cfg)
     context = replace(
         context_for(scenario, tensors), make_item_encoder=partial(text_encoder, features)
     )
-    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), input_matrix=True)
+    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), reads=MATRIX_ROWS)
     k, alpha = 4, 1.5
     strategy = ContentKNN(context, k=k, alpha=alpha)
     strategy.fit(tensors.training_matrix())
@@ -196,7 +198,7 @@ def test_a_zero_shot_scenario_scores_its_cold_users(data, scenario_cfg):
     assert matrix.interactions[:, target].nnz == 0
     strategy = ContentKNN(context, k=5)
     strategy.fit(matrix)
-    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), input_matrix=True)
+    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), reads=MATRIX_ROWS)
     scores, users = scores_of(strategy, dm)
     assert len(users) > 0 and (scores.sum(1) > 0).all()
 
@@ -211,7 +213,7 @@ def test_fitted_buffers_round_trip_through_a_state_dict():
 
 def test_registered_as_content_knn():
     assert load_strategy("content_knn") is ContentKNN
-    assert ContentKNN.fitted_once and not ContentKNN.needs_source
+    assert issubclass(ContentKNN, ClosedFormStrategy) and not ContentKNN.needs_source
     assert ContentKNN.description
 
 

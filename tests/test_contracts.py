@@ -38,7 +38,8 @@ def built_in_trained() -> list[str]:
     return sorted(
         name
         for name, entry in discover().items()
-        if entry.value.startswith("recmig_strategies.") and not load_strategy(name).fitted_once
+        if entry.value.startswith("recmig_strategies.")
+        and issubclass(load_strategy(name), TransferStrategy)
     )
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import custom_table_overrides
 
 from recmig.config import compose_config
-from recmig.data.loaders import ScenarioTensors
+from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.readers import read_atomic
 from recmig.data.scenario import (
     COLD_TEST,
@@ -51,15 +52,16 @@ def _check_against_evaluation(scenario: Scenario, out: Path, name: str = "recmig
     RecBole's excluded items (train, plus valid at test time) are recmig's excluded ones."""
     split = _read_split(out, name)
     tensors = ScenarioTensors(scenario, max_len=8)
+    datamodule = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8))
     catalog_ids = scenario.items["item_id"].to_numpy()[tensors.target_catalog.numpy() - 1]
     for recmig_split, part, seen_parts in (
         ("val", "valid", ["train"]),
         ("test", "test", ["train", "valid"]),
     ):
-        users = tensors.eval_users(recmig_split)
-        relevant, excluded = tensors.relevance_and_exclusion(
-            users["user"], users["is_cold"], recmig_split
-        )
+        batches = datamodule.eval_data[recmig_split]  # the evaluator's own batches
+        relevant = torch.cat([b.relevant for b in batches])
+        excluded = torch.cat([b.excluded for b in batches])
+        users = {"user": torch.cat([b.user for b in batches])}
         exported = _items_by_user(split[part])
         seen = _items_by_user(pd.concat([split[p] for p in seen_parts]))
         user_ids = scenario.user_ids[users["user"].numpy()]
@@ -82,7 +84,7 @@ def _recmig_sequences(scenario: Scenario) -> dict[str, dict[str, list[str]]]:
     tensors = ScenarioTensors(scenario, max_len=8)
     ids, users = scenario.items["item_id"].to_numpy(), scenario.user_ids
     parts = [
-        tensors.target_train_items,
+        tensors.sequences["target"],
         tensors.warm_items["val"],
         tensors.warm_items["test"],
         tensors.cold_items,

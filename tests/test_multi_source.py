@@ -3,6 +3,7 @@ and transfer under a privacy budget (ridge_transfer's released source rows)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from conftest import synthetic_data
 
+from recmig.batches import MATRIX_ROWS
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.data.schema import InteractionData
@@ -186,9 +188,9 @@ def test_fixed_fusion_weights_reduce_exactly_and_a_domain_without_history_gets_n
     music_items = torch.from_numpy(scenario.catalog(SOURCE))[
         torch.from_numpy(scenario.item_source[scenario.catalog(SOURCE)]) == 1
     ]
-    trimmed = dict(batch)
-    trimmed["source_hist"] = torch.where(
-        torch.isin(batch["source_hist"], music_items), 0, batch["source_hist"]
+    trimmed = dataclasses.replace(
+        batch,
+        source_hist=torch.where(torch.isin(batch.source_hist, music_items), 0, batch.source_hist),
     )
     weights = even.transfer_weights(trimmed)
     assert (weights["weight/music"] == 0).all()
@@ -257,7 +259,7 @@ def ridge(scenario, tensors, tmp_path, release=None):
 
 
 def closed_form_batch(tensors):
-    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=MAX_LEN), input_matrix=True)
+    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=MAX_LEN), reads=MATRIX_ROWS)
     return dm.eval_data["test"][0]
 
 
@@ -283,7 +285,7 @@ def test_epsilon_inf_is_exactly_no_privacy_and_a_finite_budget_releases_fixed_no
     assert loose[0].sigma < 1e-2 and a.norm(dim=1).max() < 100
     assert torch.allclose(a, b, atol=0.05) and not torch.equal(a, b)
     # A history from outside the scenario was never released.
-    outside = {**batch, "user": torch.full_like(batch["user"], -1)}
+    outside = dataclasses.replace(batch, user=torch.full_like(batch.user, -1))
     with pytest.raises(ValueError, match="scores the scenario's users only"):
         private.target_scores(outside)
 

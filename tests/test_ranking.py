@@ -139,3 +139,19 @@ def test_top_items_equals_a_stable_descending_sort(seed):
             masked = scores if mask is None else scores.masked_fill(mask, float("-inf"))
             expected = masked.sort(dim=1, descending=True, stable=True).indices[:, :k]
             assert torch.equal(top_items(scores, mask, k), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rank_in_list_is_the_position_in_the_list_top_items_makes(seed):
+    # What the streaming analysis ranks an event by must be where the recommender lists it,
+    # ties and excluded items included.
+    from recmig.evaluation.ranking import rank_in_list, top_items
+
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 3, (40, 25), generator=generator).float()
+    excluded = torch.rand(40, 25, generator=generator) < 0.2
+    positions = torch.randint(0, 25, (40,), generator=generator)
+    excluded[torch.arange(40), positions] = False
+    full = top_items(scores, excluded, 25)
+    expected = (full == positions[:, None]).float().argmax(1) + 1
+    assert torch.equal(rank_in_list(scores, excluded, positions), expected)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import COLD_TEST, SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
@@ -54,14 +55,14 @@ def build(setup, name: str, tmp_path, **options):
         source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
         target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
         make_item_encoder=text
-        if cls.fitted_once
+        if issubclass(cls, ClosedFormStrategy)
         else partial(IdItemEncoder, tensors.vocab_size, 16),
         make_user_model=partial(CausalTransformer, 16, max_len=MAX_LEN),
         objective=load_objective(objective).for_run({"dim": 16}, scenario, tensors.vocab_size),
     )
     torch.manual_seed(0)
     strategy = cls(context, **options)
-    if strategy.fitted_once:
+    if isinstance(strategy, ClosedFormStrategy):
         strategy.fit(tensors.training_matrix())
     return Recommender(strategy, tensors, name=name), objective
 
@@ -73,7 +74,7 @@ def evaluator_top(rec: Recommender, objective: str, k: int = 10) -> dict[str, li
         (),
         LoaderConfig(max_len=MAX_LEN),
         ratings=objective == "rating",
-        input_matrix=rec.strategy.fitted_once,
+        reads=rec.strategy.reads,
     )
     out = {}
     with torch.no_grad():

@@ -17,6 +17,7 @@ from recmig_strategies.text_ease import TextEASE
 from recmig_strategies.text_prior import TextPrior
 
 from recmig import sparse_ridge
+from recmig.batches import UserBatch
 from recmig.benchmark import synthetic_context
 from recmig.data.loaders import TrainingMatrix
 from recmig.data.scenario import SOURCE, TARGET
@@ -52,7 +53,7 @@ def scores(strategy, x: sp.csr_matrix) -> np.ndarray:
     inputs = torch.sparse_coo_tensor(
         np.vstack([tokens.row, tokens.col]), tokens.data, tokens.shape, check_invariants=True
     ).float()
-    return strategy.target_scores({"inputs": inputs}).numpy()
+    return strategy.target_scores(UserBatch(inputs=inputs)).numpy()
 
 
 def test_every_co_occurring_item_as_neighbours_is_exact_ease():

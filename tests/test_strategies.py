@@ -3,6 +3,7 @@ from functools import partial
 import pytest
 import torch
 
+from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.encoders.item import IdItemEncoder, TextItemEncoder
@@ -56,7 +57,7 @@ def test_every_strategy_learns_and_scores_cold_and_warm_users(
     scenario, tensors = setup
     # Closed-form strategies may read the language model's item text: give them the real one.
     text = partial(TextItemEncoder, tensors.vocab_size, 16, scenario.items, cache_dir=tmp_path)
-    encoder = text if cls.fitted_once else None
+    encoder = text if issubclass(cls, ClosedFormStrategy) else None
     strategy = cls(
         make_context(scenario, tensors, user_model, objective=objective, item_encoder=encoder)
     )
@@ -65,9 +66,9 @@ def test_every_strategy_learns_and_scores_cold_and_warm_users(
         strategy.streams,
         LoaderConfig(max_len=MAX_LEN),
         ratings=objective == "rating",
-        input_matrix=strategy.fitted_once,
+        reads=strategy.reads,
     )
-    if strategy.fitted_once:  # closed form: fitted once, scored directly (test_closed_form.py)
+    if isinstance(strategy, ClosedFormStrategy):  # fitted once, scored (test_closed_form.py)
         strategy.fit(tensors.training_matrix())
         for eval_batch in dm.eval_data["test"]:
             scores = strategy.target_scores(eval_batch)
@@ -143,7 +144,7 @@ def test_bridge_rating_objective_fits_ratings_of_the_users_target_items(setup):
         bridge.objective.scale.fill_(0.8)
     dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN), ratings=True)
     pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
-    pairs = {k: v[:1] for k, v in pairs.items()}
+    pairs = pairs.select(torch.arange(len(pairs)) == 0)
     mapped = bridge.map_interest(pairs["source_hist"])[0]
     table = bridge.target.table(None)
     user = pairs["user"][0].item()
@@ -278,7 +279,7 @@ def test_bridge_loss_is_the_softmax_likelihood_of_the_users_target_items(setup):
     bridge = load_strategy("bridge")(make_context(scenario, tensors))
     dm = CrossDomainDataModule(tensors, bridge.streams, LoaderConfig(max_len=MAX_LEN))
     pairs = bridge.rows(dm._train_batch(list(range(len(dm.train_data["user"])))), "overlap")
-    pairs = {k: v[:1] for k, v in pairs.items()}
+    pairs = pairs.select(torch.arange(len(pairs)) == 0)
     mapped = bridge.map_interest(pairs["source_hist"])[0]
     catalog = bridge.target_catalog.tolist()
     log_probs = torch.log_softmax(mapped @ bridge.target.table(None)[catalog].T, 0)

@@ -13,6 +13,7 @@ from recmig_strategies.ease import EASE
 from recmig_strategies.ridge_map import RidgeMap
 from recmig_strategies.text_prior import TextPrior, text_to_columns
 
+from recmig.batches import MATRIX_ROWS
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import COLD_TEST, COLD_VAL, SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.encoders.item import TextItemEncoder
@@ -127,7 +128,7 @@ def text_setup(data, scenario_cfg, tmp_path):
     context.make_item_encoder = partial(
         TextItemEncoder, tensors.vocab_size, 8, scenario.items, cache_dir=tmp_path
     )
-    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), input_matrix=True)
+    dm = CrossDomainDataModule(tensors, (), LoaderConfig(max_len=8), reads=MATRIX_ROWS)
     return scenario, tensors, context, dm
 
 

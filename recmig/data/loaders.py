@@ -25,6 +25,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from recmig.batches import (
+    HISTORIES,
+    SEQUENCES,
+    HistoryLayout,
+    TrainBatch,
+    UserBatch,
+    check_reads,
+    user_batch,
+)
 from recmig.data.tensors import (
     ScenarioTensors,
     TrainingMatrix,
@@ -66,15 +75,14 @@ class CrossDomainDataModule(L.LightningDataModule):
         cfg: LoaderConfig,
         schedule: Callable[[int], tuple[str, ...]] | None = None,
         ratings: bool = False,
-        input_matrix: bool = False,
+        reads: frozenset[str] = SEQUENCES,
     ):
         """``streams``: every stream training may use (none for a closed-form strategy);
         ``schedule(epoch)``: the ones an epoch uses (default: all of them), for strategies that
-        train in phases; ``ratings``: add the ratings batch keys the rating objective needs
-        (``label_ratings``, ``<name>_hist_ratings``, ``relevant_ratings``); ``input_matrix``:
-        add ``inputs`` to evaluation batches, each user's whole history as a sparse (B,
-        vocab_size) row (:meth:`ScenarioTensors.input_matrix`), what closed-form strategies
-        score from (with ``ratings`` also ``input_ratings``, the ratings of those histories)."""
+        train in phases; ``ratings``: add the ratings the rating objective needs
+        (:class:`TrainBatch` ``*_ratings``, :class:`UserBatch` ``relevant_ratings`` and, with
+        ``inputs``, ``input_ratings``); ``reads``: the inputs the strategy reads (its
+        ``reads``), which every batch provides (:mod:`recmig.batches`)."""
         super().__init__()
         unknown = set(streams) - set(STREAMS)
         if unknown:
@@ -83,7 +91,7 @@ class CrossDomainDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.schedule = schedule or (lambda epoch: streams)
         self.ratings = ratings
-        self.input_matrix = input_matrix
+        self.reads = check_reads(reads, "CrossDomainDataModule")
         self.windows = {s: tensors.windows(s) for s in streams}
         self.train_data = self.epoch_data(0) if streams else {}
         self.eval_data = {split: self._eval_batches(split) for split in ("val", "test")}
@@ -116,46 +124,55 @@ class CrossDomainDataModule(L.LightningDataModule):
             start = stop
         return out
 
-    def _eval_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
-        """Precomputed once: evaluation batches are identical every epoch."""
+    def _eval_batches(self, split: str) -> list[UserBatch]:
+        """Precomputed once: evaluation batches are identical every epoch. Each is the
+        :func:`user_batch` of the users' histories as ``split`` sees them (the one builder the
+        recommender uses too), plus what evaluation alone knows: the held-out items."""
         users = self.tensors.eval_users(split)
-        inputs = self.tensors.input_matrix(split) if self.input_matrix else None
-        rated = self.tensors.rating_matrix(split) if self.input_matrix and self.ratings else None
+        layout = HistoryLayout.of(self.tensors)
         batches = []
         for start in range(0, len(users["user"]), self.cfg.eval_batch_size):
             u = users["user"][start : start + self.cfg.eval_batch_size]
             c = users["is_cold"][start : start + self.cfg.eval_batch_size]
-            relevant, excluded = self.tensors.relevance_and_exclusion(u, c, split)
-            batch = {"user": u, "is_cold": c, "relevant": relevant, "excluded": excluded}
-            if self.tensors.new_item_mask is not None:  # (N_t,): the evaluator's new_items group
-                batch["new_items"] = self.tensors.new_item_mask
+            known = [self.tensors.known_interactions(user, split) for user in u.tolist()]
+            batch = user_batch(
+                [items for items, _, _ in known],
+                layout,
+                self.reads,
+                ratings=[ratings for _, ratings, _ in known] if self.ratings else None,
+                users=u.tolist(),
+                is_cold=c,
+            )
+            batch.relevant = self.tensors.relevance(u, c, split)
+            batch.new_items = self.tensors.new_item_mask  # (N_t,) or None: no new_items group
             if self.ratings:  # NaN except the held-out items' ratings
                 catalog = self.tensors.target_catalog.expand(len(u), -1)
                 ratings = self.tensors.ratings_of(u, catalog)
-                batch["relevant_ratings"] = ratings.masked_fill(~relevant, float("nan"))
-            batch.update({f"{k}_hist": v[u] for k, v in self.tensors.history[split].items()})
-            if inputs is not None:
-                batch["inputs"] = sparse_rows(inputs, u.numpy())
-            if rated is not None:
-                batch["input_ratings"] = sparse_rows(rated, u.numpy())
+                batch.relevant_ratings = ratings.masked_fill(~batch.relevant, float("nan"))
             batches.append(batch)
         return batches
 
-    def _train_batch(self, index: list[int]) -> dict[str, torch.Tensor]:
+    def _train_batch(self, index: list[int]) -> TrainBatch:
         idx = torch.as_tensor(index)
-        batch = {k: v[idx] for k, v in self.train_data.items()}
+        rows = {k: v[idx] for k, v in self.train_data.items()}
         if self.cfg.item_mask_prob > 0:
-            tokens = batch["tokens"]
+            tokens = rows["tokens"]
             real = is_item(tokens, self.tensors.bos)
             drop = real & (torch.rand(tokens.shape) < self.cfg.item_mask_prob)
-            batch["tokens"] = tokens.masked_fill(drop, 0)
-        users = batch["user"]
-        batch.update({f"{k}_hist": v[users] for k, v in self.tensors.history["val"].items()})
+            rows["tokens"] = tokens.masked_fill(drop, 0)
+        users = rows["user"]
+        histories = self.tensors.training_histories
+        for name in HISTORIES:
+            if f"{name}_hist" in self.reads:
+                rows[f"{name}_hist"] = histories[name][users]
         if self.ratings:  # ratings of the labels and history items (NaN: none)
-            batch["label_ratings"] = self.tensors.ratings_of(users, batch["labels"])
-            for k in self.tensors.history["val"]:
-                batch[f"{k}_hist_ratings"] = self.tensors.ratings_of(users, batch[f"{k}_hist"])
-        return batch
+            rows["label_ratings"] = self.tensors.ratings_of(users, rows["labels"])
+            for name in HISTORIES:
+                if f"{name}_hist" in rows:
+                    rows[f"{name}_hist_ratings"] = self.tensors.ratings_of(
+                        users, rows[f"{name}_hist"]
+                    )
+        return TrainBatch(**rows)
 
     def train_dataloader(self) -> DataLoader:
         # Lightning asks again every epoch (reload_dataloaders_every_n_epochs=1 in the trainer

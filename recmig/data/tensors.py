@@ -100,7 +100,6 @@ class ScenarioTensors:
         local = np.full(self.vocab_size, -1, dtype=np.int64)
         local[scenario.catalog(TARGET)] = np.arange(len(self.target_catalog))
         self.target_local = local  # item index -> column in the target score matrix
-        self.target_train_items = by_user[TARGET]
         self.cold_items = items_by_user(scenario.cold)
         # (N_t,) bool: target catalogue positions of the items new by construction, or None.
         self.new_item_mask = (
@@ -138,34 +137,56 @@ class ScenarioTensors:
         return sp.csr_matrix((values, (rated["user"], rated["item"])), shape=shape)
 
     @cached_property
-    def history(self) -> dict[str, dict[str, torch.Tensor]]:
-        """``history[split][stream]``: (num_users, max_len) padded token histories the
-        evaluator reads for ``split`` (``val``, ``test``) and stream (``source``, ``target``,
-        ``pooled``). Built on first use (serving builds its own from each request).
+    def training_histories(self) -> dict[str, torch.Tensor]:
+        """``training_histories[stream]``: (num_users, max_len) padded token histories of the
+        training interactions (``source``, ``target``, ``pooled``), what training batches give
+        each row's user (:class:`recmig.batches.TrainBatch`). Built on first use."""
 
-        Validation histories stop at the training data; test histories add the validation
-        items, as in leave-one-out evaluation (RecBole does the same). Under a random split
-        they are appended after the training items in time order."""
-        n_users, val_items = self.scenario.num_users, self.warm_items["val"]
-
-        def table(per_user: dict[int, list[int]], extra: dict[int, list[int]] | None = None):
-            out = np.zeros((n_users, self.max_len), dtype=np.int64)
-            for u in range(n_users):
-                items = list(per_user.get(u, []))
-                if extra is not None and u in extra:
-                    items.extend(extra[u])
-                out[u] = history_tokens(items, self.max_len, self.bos)
+        def table(per_user: dict[int, list[int]]) -> torch.Tensor:
+            out = np.zeros((self.scenario.num_users, self.max_len), dtype=np.int64)
+            for u in range(self.scenario.num_users):
+                out[u] = history_tokens(per_user.get(u, []), self.max_len, self.bos)
             return torch.from_numpy(out)
 
-        source, target, pooled = (self.sequences[k] for k in ("source", "target", "pooled"))
-        return {
-            "val": {"source": table(source), "target": table(target), "pooled": table(pooled)},
-            "test": {
-                "source": table(source),
-                "target": table(target, val_items),
-                "pooled": table(pooled, val_items),
-            },
-        }
+        return {name: table(self.sequences[name]) for name in ("source", "target", "pooled")}
+
+    @cached_property
+    def _training_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each user's row range in the (user, time)-sorted training table, and its item,
+        rating and timestamp columns: a user's history is slices, not a pandas query (which
+        would dominate a one-user request)."""
+        train = self.scenario.train
+        bounds = np.searchsorted(train["user"].to_numpy(), np.arange(self.scenario.num_users + 1))
+        return (
+            bounds,
+            train["item"].to_numpy(np.int64),
+            train["rating"].to_numpy(np.float64),
+            train["timestamp"].to_numpy(np.float64),
+        )
+
+    def training_interactions(self, user: int) -> tuple[list[int], list[float], list[float]]:
+        """A user's training interactions of both domains in time order: items, ratings (NaN:
+        unrated), timestamps."""
+        bounds, *columns = self._training_rows
+        start, stop = bounds[user], bounds[user + 1]
+        items, ratings, times = (column[start:stop].tolist() for column in columns)
+        return items, ratings, times
+
+    def known_interactions(
+        self, user: int, split: str
+    ) -> tuple[list[int], list[float], list[float]]:
+        """A user's history as the evaluator's ``split`` pass sees it (items, ratings, times):
+        the training interactions, then for ``test`` the warm validation items, appended (as
+        in leave-one-out evaluation; RecBole does the same) with the last training time."""
+        items, ratings, times = self.training_interactions(user)
+        extra = self.warm_items["val"].get(user, []) if split == "test" else []
+        if extra:
+            held = self.ratings_of(torch.tensor([user]), torch.tensor([extra]))[0]
+            last = times[-1] if times else float("nan")
+            items.extend(extra)
+            ratings.extend(held.tolist())
+            times.extend([last] * len(extra))
+        return items, ratings, times
 
     @cached_property
     def target_popularity(self) -> torch.Tensor:
@@ -256,21 +277,14 @@ class ScenarioTensors:
             ),
         }
 
-    def relevance_and_exclusion(self, users: torch.Tensor, is_cold: torch.Tensor, split: str):
-        """(B, N_target) bool masks: the held-out items, and the training items to skip."""
-        n = len(self.target_catalog)
-        relevant = torch.zeros(len(users), n, dtype=torch.bool)
-        excluded = torch.zeros(len(users), n, dtype=torch.bool)
+    def relevance(self, users: torch.Tensor, is_cold: torch.Tensor, split: str) -> torch.Tensor:
+        """(B, N_target) bool: each user's held-out items on ``split`` (a cold user's: the
+        target items of its cold group)."""
+        relevant = torch.zeros(len(users), len(self.target_catalog), dtype=torch.bool)
         for row, (u, c) in enumerate(zip(users.tolist(), is_cold.tolist(), strict=True)):
-            if c:
-                relevant[row, self.target_local[np.asarray(self.cold_items[u])]] = True
-                continue
-            seen = list(self.target_train_items.get(u, []))
-            if split == "test":
-                seen.extend(self.warm_items["val"][u])
-            excluded[row, self.target_local[np.asarray(seen, dtype=np.int64)]] = True
-            relevant[row, self.target_local[np.asarray(self.warm_items[split][u])]] = True
-        return relevant, excluded
+            held = self.cold_items[u] if c else self.warm_items[split][u]
+            relevant[row, self.target_local[np.asarray(held, dtype=np.int64)]] = True
+        return relevant
 
 
 def sparse_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:

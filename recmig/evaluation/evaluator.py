@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from recmig.batches import UserBatch
 from recmig.data.scenario import TARGET, Scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.evaluation.ranking import (
@@ -126,35 +127,35 @@ class Evaluator(nn.Module):
     def update(
         self,
         scores: torch.Tensor,
-        batch: dict[str, torch.Tensor],
+        batch: UserBatch,
         weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Add a batch's (B, N_t) ``scores``; in a pass that keeps records (:meth:`start`),
         also its per-user rows with the strategy's per-user domain ``weights`` (name -> (B,))."""
-        ranked, _ = with_fallback(scores, batch["excluded"], self.fallback)
-        top = top_items(ranked, batch["excluded"], max(self.ks))
-        values = metrics_of_top(top, batch["relevant"], self.ks)
+        ranked, _ = with_fallback(scores, batch.excluded, self.fallback)
+        top = top_items(ranked, batch.excluded, max(self.ks))
+        values = metrics_of_top(top, batch.relevant, self.ks)
         # Predicted minus held-out rating (B, items) where the user rated the item. The mask
         # comes from the ratings, not the errors, so a NaN prediction stays NaN in the results
         # instead of passing for an item nobody rated.
         errors, rated = None, None
         if self.error_names:
-            rated = ~torch.isnan(batch["relevant_ratings"])
-            errors = scores - batch["relevant_ratings"]
+            rated = ~torch.isnan(batch.relevant_ratings)
+            errors = scores - batch.relevant_ratings
             values.update(user_errors(errors, rated, self.error_names))
         new_values = self._new_item_metrics(scores, top, batch) if NEW_ITEMS in batch else {}
         if self.keep_records:
             self.records.append(
                 {
-                    "user": batch["user"],
-                    "is_cold": batch["is_cold"],
+                    "user": batch.user,
+                    "is_cold": batch.is_cold,
                     "top": top,
                     **values,
                     **new_values,
                     **(weights or {}),
                 }
             )
-        for group, rows in (("cold", batch["is_cold"]), ("warm", ~batch["is_cold"])):
+        for group, rows in (("cold", batch.is_cold), ("warm", ~batch.is_cold)):
             if rows.any():
                 self.users_seen[group] += int(rows.sum())
                 for name in self.metric_names:
@@ -163,12 +164,12 @@ class Evaluator(nn.Module):
                     self._update_errors(group, rows.unsqueeze(1) & rated, errors)
 
     def _new_item_metrics(
-        self, scores: torch.Tensor, top: torch.Tensor, batch: dict[str, torch.Tensor]
+        self, scores: torch.Tensor, top: torch.Tensor, batch: UserBatch
     ) -> dict[str, torch.Tensor]:
         """The ``new_items`` group's per-user values (:func:`new_item_metrics`), added to its
         running means."""
         out = new_item_metrics(
-            scores, top, batch["relevant"], batch["excluded"], batch[NEW_ITEMS], self.ks
+            scores, top, batch.relevant, batch.excluded, batch[NEW_ITEMS], self.ks
         )
         for name, column in out.items():
             defined = ~torch.isnan(column)

@@ -46,6 +46,22 @@ def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> to
     return top
 
 
+def rank_in_list(
+    scores: torch.Tensor, excluded: torch.Tensor | None, positions: torch.Tensor
+) -> torch.Tensor:
+    """(B,) 1-based rank of catalogue position ``positions[b]`` in the list :func:`top_items`
+    makes of row b: among the items not excluded, ties in catalogue order, so the item is in
+    ``top_items(scores, excluded, k)`` exactly when its rank is at most k. (Rows with NaN
+    scores, which ``top_items`` sorts apart, are not ranked here: their rank is the count of
+    items not below the item's score, NaNs excluded.)"""
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
+    own = scores.gather(1, positions[:, None])
+    earlier = torch.arange(scores.shape[1], device=scores.device) < positions[:, None]
+    ahead = (scores > own) | ((scores == own) & earlier)
+    return ahead.sum(1) + 1
+
+
 def with_fallback(
     scores: torch.Tensor, excluded: torch.Tensor | None, fallback: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:

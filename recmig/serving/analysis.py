@@ -28,20 +28,24 @@ import pandas as pd
 import torch
 
 from recmig.data.scenario import COLD_TEST
+from recmig.evaluation.ranking import metrics_of_top, rank_in_list, top_items, with_fallback
 from recmig.serving.recommender import Recommender
 
 
-def single_item_ndcg(rank: np.ndarray, k: int) -> np.ndarray:
-    """NDCG@k of a list with one relevant item at 1-based ``rank``."""
-    return np.where(rank <= k, 1.0 / np.log2(rank + 1.0), 0.0)
+def listed(rec: Recommender, scores: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """``scores`` as the recommender lists them: a row without signal ranked by the target
+    domain's popularity (:func:`with_fallback`, the evaluator's and the recommender's rule)."""
+    return with_fallback(scores, excluded, rec.tensors.target_popularity)[0]
 
 
-def rank_of(scores: torch.Tensor, excluded: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
-    """1-based rank of catalogue position ``positions[b]`` in row b among non-excluded items;
-    ties count against the item (a constant scorer gets no credit)."""
-    masked = scores.masked_fill(excluded, float("-inf"))
-    own = masked.gather(1, positions[:, None])
-    return ((masked >= own).sum(1)).numpy()
+def next_item_ndcg(
+    scores: torch.Tensor, excluded: torch.Tensor, positions: torch.Tensor, k: int
+) -> torch.Tensor:
+    """(B,) NDCG@k of each row's list (:func:`top_items`, the evaluator's ranking and ties) for
+    one relevant item, catalogue position ``positions[b]``."""
+    relevant = torch.zeros_like(scores, dtype=torch.bool)
+    relevant[torch.arange(len(positions)), positions] = True
+    return metrics_of_top(top_items(scores, excluded, k), relevant, (k,))[f"ndcg@{k}"]
 
 
 def held_out_users(rec: Recommender) -> pd.DataFrame:
@@ -107,15 +111,17 @@ def streaming_evaluation(
         updated_scores, excluded = rec.scores(states[chunk])
         frozen_scores = frozen[torch.as_tensor([m[4] for m in meta[chunk]])]
         positions = torch.as_tensor([m[3] for m in meta[chunk]])
-        # Both rankings skip every target item the user has had by then.
-        updated = rank_of(updated_scores, excluded, positions)
-        still = rank_of(frozen_scores, excluded, positions)
-        for (user, group, step, _, _), a, b in zip(meta[chunk], updated, still, strict=True):
-            records.append((user, group, step, a, b))
-    table = pd.DataFrame(records, columns=["user", "group", "step", "rank_updated", "rank_frozen"])
-    table["ndcg_updated"] = single_item_ndcg(table["rank_updated"].to_numpy(), k)
-    table["ndcg_frozen"] = single_item_ndcg(table["rank_frozen"].to_numpy(), k)
-    return table
+        # Both rankings skip every target item the user has had by then, and rank as the
+        # recommender lists (fallback, ties in catalogue order).
+        columns = []
+        for scores in (listed(rec, updated_scores, excluded), listed(rec, frozen_scores, excluded)):
+            columns.append(rank_in_list(scores, excluded, positions).tolist())
+            columns.append(next_item_ndcg(scores, excluded, positions, k).tolist())
+        for (user, group, step, _, _), *values in zip(meta[chunk], *columns, strict=True):
+            records.append((user, group, step, *values))
+    names = ["rank_updated", "ndcg_updated", "rank_frozen", "ndcg_frozen"]
+    table = pd.DataFrame(records, columns=["user", "group", "step", *names])
+    return table[["user", "group", "step", "rank_updated", "rank_frozen", *names[1::2]]]
 
 
 def summarise_streaming(table: pd.DataFrame) -> dict[str, float]:
@@ -173,7 +179,9 @@ def deletion_test(
             # Ranked among the full history's candidates: a removed target item must not come
             # back as a competitor (it would favour removing the items that explain the top).
             index = torch.full((3,), position)
-            ranks = rank_of(scores, excluded[:1].expand(3, -1), index)
+            ranks = rank_in_list(
+                listed(rec, scores, excluded[:1].expand(3, -1)), excluded[:1].expand(3, -1), index
+            ).tolist()
             values = scores[:, position].numpy()
             records.append(
                 (

@@ -7,7 +7,7 @@
     rec.update("42", "Matrix, The (1999)")                       # one more interaction
 
 Every strategy is served through the same two strategy methods the evaluator calls
-(:meth:`recmig.strategy.TransferStrategy.target_scores` on a batch built from histories), so a
+(:meth:`recmig.strategy.Strategy.target_scores` on a batch built from histories), so a
 known user's list here is exactly the evaluator's list for that user, and a history the
 scenario never saw (a new user, or a known one after :meth:`Recommender.update`) is scored the
 same way: a forward pass over the extended history for sequence models, the closed-form
@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 
+from recmig.batches import HistoryLayout, UserBatch, user_batch
 from recmig.data.scenario import SOURCE, TARGET, build_scenario
 from recmig.data.scenario_snapshot import SNAPSHOT, load_scenario
-from recmig.data.tensors import ScenarioTensors, history_tokens
+from recmig.data.tensors import ScenarioTensors
 from recmig.encoders.item import ItemEncoder
 from recmig.evaluation.ranking import top_items, with_fallback
 from recmig.paths import run_config_path
@@ -44,7 +45,7 @@ from recmig.run import (
     load_strategy_weights,
 )
 from recmig.serving.journal import Update, UpdateJournal, run_fingerprint
-from recmig.strategy import TransferStrategy
+from recmig.strategy import Strategy
 
 DOMAIN_NAMES = {SOURCE: "source", TARGET: "target"}
 FALLBACK = "target popularity: the history gives this strategy nothing to score by"
@@ -127,7 +128,7 @@ class Recommender:
 
     def __init__(
         self,
-        strategy: TransferStrategy,
+        strategy: Strategy,
         tensors: ScenarioTensors,
         name: str = "",
         journal: UpdateJournal | None = None,
@@ -146,7 +147,6 @@ class Recommender:
         self.name = name or type(strategy).__name__
         scenario = tensors.scenario
         self.scenario = scenario
-        self.bos, self.max_len = tensors.bos, tensors.max_len
         self.item_ids = scenario.items["item_id"].astype(str).to_numpy()
         titles = scenario.items["title"] if "title" in scenario.items else scenario.items["item_id"]
         self.titles = titles.astype(str).to_numpy()
@@ -156,23 +156,13 @@ class Recommender:
         self.catalog = tensors.target_catalog.numpy()
         self.local = tensors.target_local
         self.rating_objective = strategy.objective.needs_ratings
+        self.layout = HistoryLayout.of(tensors)
         # Updated users' histories, least recently used first (bounded by max_users).
         self.histories: OrderedDict[str, History] = OrderedDict()
         self.max_users = max_users
         self.journal = journal
         self.journal_users = journal.users() if journal is not None else set()
         self.lock = threading.RLock()
-        # Training interactions as arrays with each user's row range: a history is two
-        # slices, not a pandas query (which would dominate a one-user request).
-        train = scenario.train
-        self._train_bounds = np.searchsorted(
-            train["user"].to_numpy(), np.arange(scenario.num_users + 1)
-        )
-        self._train_columns = (
-            train["item"].to_numpy(np.int64),
-            train["rating"].to_numpy(np.float64),
-            train["timestamp"].to_numpy(np.float64),
-        )
         if journal is not None:
             unknown = sorted(journal.item_ids() - self.token_of.keys())
             if unknown:
@@ -237,24 +227,12 @@ class Recommender:
 
     def training_history(self, user: str | int) -> History:
         """A scenario user's training interactions of both domains, in time order."""
-        index = self._index(user)
-        start, stop = self._train_bounds[index], self._train_bounds[index + 1]
-        items, ratings, times = (column[start:stop].tolist() for column in self._train_columns)
-        return History(items, ratings, times)
+        return History(*self.tensors.training_interactions(self._index(user)))
 
     def known_history(self, user: str | int) -> History:
         """A scenario user's history as the evaluator's test pass sees it: the training
         interactions, then the warm validation items (appended, as the evaluator does)."""
-        history = self.training_history(user)
-        index = self._index(user)
-        items = self.tensors.warm_items["val"].get(index, [])
-        if items:
-            ratings = self.tensors.ratings_of(torch.tensor([index]), torch.tensor([items]))[0]
-            last = history.times[-1] if history.times else float("nan")
-            history.tokens.extend(items)
-            history.ratings.extend(ratings.tolist())
-            history.times.extend([last] * len(items))
-        return history
+        return History(*self.tensors.known_interactions(self._index(user), "test"))
 
     def history_of(self, user: str | int) -> History:
         """The current history of a user (a copy): the scenario's with every acknowledged
@@ -352,49 +330,16 @@ class Recommender:
             return self.history_table(history)
 
     # ----------------------------------------------------------------- scoring
-    def batch(self, histories: Sequence[History], users: Sequence[int] | None = None) -> dict:
-        """The evaluation batch of these histories: what every strategy's ``target_scores``
-        reads (see :mod:`recmig.strategy`), plus ``excluded``: the target items each user
-        already has, never recommended again."""
-        n = len(histories)
-        columns = {"source": [], "target": [], "pooled": []}
-        excluded = torch.zeros(n, len(self.catalog), dtype=torch.bool)
-        rows, cols, ratings = [], [], []  # every interaction: (row, token, rating)
-        for row, history in enumerate(histories):
-            tokens = np.asarray(history.tokens, dtype=np.int64)
-            domain = self.domain_of[tokens]
-            for name, keep in (("source", domain == SOURCE), ("target", domain == TARGET)):
-                columns[name].append(history_tokens(tokens[keep], self.max_len, self.bos))
-            columns["pooled"].append(history_tokens(tokens, self.max_len, self.bos))
-            excluded[row, self.local[tokens[domain == TARGET]]] = True
-            rows.extend([row] * len(tokens))
-            cols.extend(history.tokens)
-            ratings.extend(history.ratings)
-        batch = {f"{k}_hist": torch.from_numpy(np.stack(v)) for k, v in columns.items()}
-        batch["is_cold"] = ~excluded.any(1)
-        batch["excluded"] = excluded
-        batch["user"] = torch.as_tensor(list(users) if users is not None else [-1] * n)
-        if self.strategy.fitted_once:
-            keys = np.asarray(rows, np.int64) * self.tensors.vocab_size + np.asarray(cols, np.int64)
-            # A repeated interaction counts once, as in training (np.unique: sorted, so the
-            # tensor is coalesced by construction).
-            batch["inputs"] = self._sparse(np.unique(keys), None, n)
-            if self.rating_objective:  # the last rating of a pair; unrated ones absent
-                rated = ~np.isnan(np.asarray(ratings, np.float64))
-                last = dict(zip(keys[rated].tolist(), np.asarray(ratings)[rated], strict=True))
-                batch["input_ratings"] = self._sparse(
-                    np.array(sorted(last), np.int64), np.array([last[k] for k in sorted(last)]), n
-                )
-        return batch
-
-    def _sparse(self, keys: np.ndarray, values: np.ndarray | None, n: int) -> torch.Tensor:
-        """A coalesced sparse (n, vocab_size) float tensor from sorted row * vocab + token
-        keys (values: 1 when None)."""
-        vocab = self.tensors.vocab_size
-        indices = torch.from_numpy(np.vstack([keys // vocab, keys % vocab]))
-        data = torch.ones(len(keys)) if values is None else torch.as_tensor(values).float()
-        return torch.sparse_coo_tensor(
-            indices, data, (n, vocab), is_coalesced=True, check_invariants=False
+    def batch(self, histories: Sequence[History], users: Sequence[int] | None = None) -> UserBatch:
+        """The batch of these histories: what the strategy reads (its ``reads``) and
+        ``excluded``, the target items each user already has, never recommended again. Built
+        by :func:`recmig.batches.user_batch`, as the evaluator's batches are."""
+        return user_batch(
+            [h.tokens for h in histories],
+            self.layout,
+            self.strategy.reads,
+            ratings=[h.ratings for h in histories] if self.rating_objective else None,
+            users=users,
         )
 
     @torch.inference_mode()
@@ -402,7 +347,7 @@ class Recommender:
         """(B, N_t) scores over the target catalogue and (B, N_t) excluded masks."""
         batch = self.batch(histories, users)
         with self.lock:
-            return self.strategy.target_scores(batch), batch["excluded"]
+            return self.strategy.target_scores(batch), batch.excluded
 
     def _records(self, positions: np.ndarray, scores: np.ndarray) -> list[dict]:
         tokens = self.catalog[positions]

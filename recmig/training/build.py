@@ -46,7 +46,7 @@ def build_run(cfg: DictConfig) -> RunParts:
         loader_cfg,
         schedule=strategy.streams_for_epoch,
         ratings=strategy.objective.needs_ratings,
-        input_matrix=strategy.fitted_once,
+        reads=strategy.reads,
     )
     module = TransferModule(
         strategy,

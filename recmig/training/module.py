@@ -16,16 +16,17 @@ import pandas as pd
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.evaluation.evaluator import Evaluator
 from recmig.run import restore_frozen
-from recmig.strategy import TransferStrategy
+from recmig.strategy import Strategy
 from recmig.training.rng import RNG_KEY, rng_states, set_rng_states
 
 
 class TransferModule(L.LightningModule):
     def __init__(
         self,
-        strategy: TransferStrategy,
+        strategy: Strategy,
         optimizer: Callable[..., torch.optim.Optimizer],
         ks: tuple[int, ...] = (5, 10, 20),
         selection: str = "val/ndcg@10",
@@ -77,18 +78,18 @@ class TransferModule(L.LightningModule):
     def configure_optimizers(self):
         return self.make_optimizer(params=[p for p in self.parameters() if p.requires_grad])
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
         losses = self.strategy.training_loss(batch)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"non-finite training loss {losses['loss'].item()}")
         self.log_dict(
             {f"train/{k}": v for k, v in losses.items()},
             prog_bar=True,
-            batch_size=len(batch["user"]),
+            batch_size=len(batch.user),
         )
         return losses["loss"]
 
-    def _evaluate(self, batch: dict[str, torch.Tensor]) -> None:
+    def _evaluate(self, batch: UserBatch) -> None:
         if self.trainer.testing:  # the per-user records keep each user's domain weights
             scores, weights = self.strategy.scores_and_weights(batch)
             self.evaluator.update(scores, batch, weights)
@@ -112,7 +113,7 @@ class TransferModule(L.LightningModule):
         self.strategy.refresh()
         self.evaluator.start(keep_records=False)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: UserBatch, batch_idx: int) -> None:
         self._evaluate(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -122,7 +123,7 @@ class TransferModule(L.LightningModule):
         self.strategy.refresh()
         self.evaluator.start(keep_records=True)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: UserBatch, batch_idx: int) -> None:
         self._evaluate(batch)
 
     def on_test_epoch_end(self) -> None:
