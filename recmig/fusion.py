@@ -215,6 +215,7 @@ class DomainFusion(TransferStrategy):
     (so the tower's initial weights come first from the seeded random stream)."""
 
     streams = ("source", "target")
+    reads = frozenset({"source_hist", "target_hist"})
     objectives = ("ranking", "rating")
 
     def __init__(

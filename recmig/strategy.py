@@ -231,7 +231,8 @@ class Strategy(nn.Module, abc.ABC):
     """One line shown by ``recmig strategies``."""
     reads: ClassVar[frozenset[str]] = SEQUENCES
     """The batch inputs the strategy reads (:data:`recmig.batches.READABLE`); batches provide
-    exactly these."""
+    exactly these. A strategy whose options change what it reads sets it on the instance, as
+    it does ``streams``."""
     streams: ClassVar[tuple[str, ...]] = ()
     """Training streams the strategy learns from (none: it has no training windows)."""
     needs_source: ClassVar[bool] = True
@@ -447,6 +448,7 @@ class MappedTransfer(TransferStrategy):
     """
 
     streams = ("source", "target", "overlap")
+    reads = frozenset({"source_hist", "target_hist"})
     objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext, transfer_weight: float = 1.0):

@@ -114,6 +114,8 @@ class Distillation(TransferStrategy):
         # What the model of warm users (``teacher``) trains on: both domains as the trained
         # teacher, the target domain alone beside a closed-form teacher.
         self.warm_stream = "target" if self._closed_form is not None else "pooled"
+        # The student reads source histories, the set loss target ones, the warm model its own.
+        self.reads = frozenset({"source_hist", "target_hist", f"{self.warm_stream}_hist"})
         self.streams = (self.warm_stream, "overlap")
         catalogs = [context.target_catalog]
         if self._closed_form is None:

@@ -32,6 +32,7 @@ from recmig.strategy import Phase, StrategyContext, Tower, TransferStrategy, set
 class LoRA(TransferStrategy):
     description = "peft adapters on the text encoder: adapt on source, then on target"
     streams = ("source", "target")
+    reads = frozenset({"source_hist", "target_hist"})
     objectives = ("ranking", "rating")
 
     def __init__(self, context: StrategyContext, source_epochs: int = 2, set_weight: float = 0.0):

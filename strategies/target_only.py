@@ -17,6 +17,7 @@ from recmig.strategy import StrategyContext, Tower, TransferStrategy
 class TargetOnly(TransferStrategy):
     description = "baseline: learns from target-domain data only; cold users get its BOS prior"
     streams = ("target",)
+    reads = frozenset({"target_hist"})
     objectives = ("ranking", "rating")
     needs_source = False
 
