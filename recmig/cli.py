@@ -180,7 +180,8 @@ def strategy_kind(cls) -> str:
             optional = " (+ overlap with set_weight > 0)"
         learns += f" on the {', '.join(cls.streams)} stream(s){optional}"
     source = "; needs a source domain" if cls.needs_source else ""
-    return f"{learns}; scores from {', '.join(sorted(cls.reads))}{source}"
+    reads = ", ".join(sorted(cls.reads)) or "no history (the same list for every user)"
+    return f"{learns}; scores from {reads}{source}"
 
 
 def evaluate_main(argv: list[str]) -> None:

@@ -19,6 +19,7 @@ from recmig.strategy import StrategyContext
 
 class Popularity(ClosedFormStrategy):
     description = "baseline: target items by training interaction count, the same for every user"
+    reads = frozenset()  # the same list for every user
 
     def __init__(self, context: StrategyContext):
         super().__init__(context)

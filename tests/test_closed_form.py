@@ -234,9 +234,9 @@ def test_no_target_training_interactions_is_a_clear_error():
 def test_closed_form_and_trained_strategies_are_siblings(setup):
     # A closed-form strategy has no training side to refuse: it is not a TransferStrategy.
     *_, context, _ = setup
-    popularity = Popularity(context)
-    assert isinstance(popularity, Strategy) and not isinstance(popularity, TransferStrategy)
-    assert not hasattr(popularity, "training_loss") and popularity.reads == {"inputs"}
+    ease = EASE(context)
+    assert isinstance(ease, Strategy) and not isinstance(ease, TransferStrategy)
+    assert not hasattr(ease, "training_loss") and ease.reads == {"inputs"}
     assert not issubclass(TransferStrategy, ClosedFormStrategy)
 
 

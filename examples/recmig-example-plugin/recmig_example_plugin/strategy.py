@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmig.batches import TrainBatch, UserBatch
 from recmig.strategy import StrategyContext, TransferStrategy
 from recmig.tokens import catalog_positions
 
@@ -20,6 +21,7 @@ from recmig.tokens import catalog_positions
 class LearnedPopularity(TransferStrategy):
     description = "example plugin: popularity as learned logits, the same for every user"
     streams = ("target",)
+    reads = frozenset()  # no history: every user gets the same list
     needs_source = False
 
     def __init__(self, context: StrategyContext):
@@ -29,14 +31,14 @@ class LearnedPopularity(TransferStrategy):
             "local", catalog_positions(context.target_catalog, context.vocab_size), persistent=False
         )
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        labels = self.rows(batch, "target")["labels"]
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        labels = self.rows(batch, "target").labels
         labels = labels[labels != 0]
         logits = self.logits.expand(len(labels), -1)
         return {"loss": F.cross_entropy(logits, self.local[labels])}
 
-    def target_interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.logits.new_ones(len(batch["user"]), 1)
+    def target_interest(self, batch: UserBatch) -> torch.Tensor:
+        return self.logits.new_ones(len(batch), 1)
 
     def target_items(self) -> torch.Tensor:
         return self.logits.unsqueeze(1)
