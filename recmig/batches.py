@@ -51,8 +51,18 @@ def check_reads(reads: frozenset[str], owner: str) -> frozenset[str]:
     return frozenset(reads)
 
 
+@dataclass(kw_only=True)
 class Batch:
-    """Field access by name, and row selection, for both batch types."""
+    """What both batch types hold and do: the user's histories when the strategy reads them,
+    field access by name, and row selection. Histories end at what the model may see: training
+    interactions in a training batch; at test, the warm validation items too."""
+
+    source_hist: torch.Tensor | None = None
+    """(B, L) the last L source items (every source domain merged), when read."""
+    target_hist: torch.Tensor | None = None
+    """(B, L) the last L target items, when read."""
+    pooled_hist: torch.Tensor | None = None
+    """(B, L) the last L items of both domains in time order, when read."""
 
     def __getitem__(self, name: str):
         value = getattr(self, name, None) if name in self._names() else None
@@ -95,7 +105,7 @@ class Batch:
         return self[f"{name}_hist"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainBatch(Batch):
     """B training windows of the streams a trained strategy learns from
     (:mod:`recmig.data.loaders`)."""
@@ -108,12 +118,6 @@ class TrainBatch(Batch):
     """(B, L) input tokens of a window (an ``overlap`` row has none: all padding)."""
     labels: torch.Tensor
     """(B, L) next-item labels of those positions (0: no label)."""
-    source_hist: torch.Tensor | None = None
-    """(B, L) the user's training source items (every source domain merged), when read."""
-    target_hist: torch.Tensor | None = None
-    """(B, L) the user's training target items, when read."""
-    pooled_hist: torch.Tensor | None = None
-    """(B, L) both domains' training items in time order, when read."""
     label_ratings: torch.Tensor | None = None
     """(B, L) the ratings of ``labels`` (NaN: none); only under an objective that needs them."""
     source_hist_ratings: torch.Tensor | None = None
@@ -128,7 +132,7 @@ class TrainBatch(Batch):
         return self[f"{name}_hist_ratings"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UserBatch(Batch):
     """B users to score: what :meth:`recmig.strategy.Strategy.target_scores` reads. Scoring must
     not depend on ``user``: a recommender scores histories of users outside the scenario
@@ -142,12 +146,6 @@ class UserBatch(Batch):
     """(B,) the user has no target history."""
     excluded: torch.Tensor | None = None
     """(B, N_t) target items the user already has, never recommended again."""
-    source_hist: torch.Tensor | None = None
-    """(B, L) the last L source items (every source domain merged), when read."""
-    target_hist: torch.Tensor | None = None
-    """(B, L) the last L target items, when read."""
-    pooled_hist: torch.Tensor | None = None
-    """(B, L) the last L items of both domains in time order, when read."""
     inputs: torch.Tensor | None = None
     """(B, V) sparse: 1 for every item of the whole history (a repeat counts once), when read."""
     input_ratings: torch.Tensor | None = None

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from recmig.data.scenario import ScenarioConfig
+from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig
 from recmig.data.schema import InteractionData
+from recmig.encoders.item import IdItemEncoder
+from recmig.objectives import load_objective
+from recmig.strategy import StrategyContext
+from recmig.users.interest import MeanInterest
 
 
 def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, seed: int = 0):
@@ -31,6 +38,20 @@ def synthetic_data(n_users: int = 60, n_items: int = 40, per_user: int = 16, see
         }
     ).astype("string")
     return InteractionData(interactions=inter, items=items, users=None, name="synthetic")
+
+
+def context_for(scenario, tensors, objective: str = "ranking"):
+    """What `recmig train` builds a strategy from (closed-form ones use only the catalogues
+    and, under the rating objective, the per-item baseline ratings)."""
+    return StrategyContext(
+        vocab_size=tensors.vocab_size,
+        dim=8,
+        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
+        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
+        make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, 8),
+        make_user_model=partial(MeanInterest, 8),
+        objective=load_objective(objective).for_run({"dim": 8}, scenario, tensors.vocab_size),
+    )
 
 
 def custom_table_overrides(folder, data: InteractionData) -> list[str]:

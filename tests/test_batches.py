@@ -4,24 +4,19 @@ a strategy gets exactly the inputs it declares."""
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_data
+from conftest import context_for, synthetic_data
 
 from recmig.batches import MATRIX_ROWS, READABLE, SEQUENCES, TrainBatch, UserBatch
 from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
-from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
+from recmig.data.scenario import ScenarioConfig, build_scenario
 from recmig.data.tensors import TrainingMatrix
-from recmig.encoders.item import IdItemEncoder
-from recmig.objectives import load_objective
 from recmig.registry import discover, load_strategy
 from recmig.serving import Recommender
-from recmig.strategy import StrategyContext
-from recmig.users.interest import MeanInterest
 
 MAX_LEN = 6
 
@@ -55,18 +50,6 @@ def setup():
     return scenario, ScenarioTensors(scenario, MAX_LEN)
 
 
-def context(scenario, tensors, objective: str) -> StrategyContext:
-    return StrategyContext(
-        vocab_size=tensors.vocab_size,
-        dim=8,
-        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
-        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
-        make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, 8),
-        make_user_model=partial(MeanInterest, 8),
-        objective=load_objective(objective).for_run({"dim": 8}, scenario, tensors.vocab_size),
-    )
-
-
 def dense(value):
     return value.to_dense() if value is not None and value.is_sparse else value
 
@@ -74,7 +57,7 @@ def dense(value):
 @pytest.mark.parametrize("objective", ["ranking", "rating"])
 def test_the_datamodule_and_the_recommender_build_the_same_batch_for_known_users(setup, objective):
     scenario, tensors = setup
-    strategy = ReadsEverything(context(scenario, tensors, objective))
+    strategy = ReadsEverything(context_for(scenario, tensors, objective))
     rec = Recommender(strategy, tensors)
     dm = CrossDomainDataModule(
         tensors,

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import context_for
 from omegaconf import OmegaConf
 from recmig_strategies.ease import EASE
 from recmig_strategies.itemknn import ItemKNN
@@ -27,25 +28,9 @@ from recmig.closed_form import ClosedFormStrategy
 from recmig.data.loaders import CrossDomainDataModule, LoaderConfig, ScenarioTensors
 from recmig.data.scenario import SOURCE, TARGET, ScenarioConfig, build_scenario
 from recmig.data.schema import InteractionData
-from recmig.encoders.item import IdItemEncoder, TextItemEncoder
-from recmig.objectives import load_objective
-from recmig.strategy import Strategy, StrategyContext, TransferStrategy
+from recmig.encoders.item import TextItemEncoder
+from recmig.strategy import Strategy, TransferStrategy
 from recmig.train import build_strategy
-from recmig.users.interest import MeanInterest
-
-
-def context_for(scenario, tensors: ScenarioTensors, objective: str = "ranking"):
-    """What `recmig train` builds a strategy from (closed-form ones use only the catalogues
-    and, under the rating objective, the per-item baseline ratings)."""
-    return StrategyContext(
-        vocab_size=tensors.vocab_size,
-        dim=8,
-        source_catalog=torch.from_numpy(scenario.catalog(SOURCE)),
-        target_catalog=torch.from_numpy(scenario.catalog(TARGET)),
-        make_item_encoder=partial(IdItemEncoder, tensors.vocab_size, 8),
-        make_user_model=partial(MeanInterest, 8),
-        objective=load_objective(objective).for_run({"dim": 8}, scenario, tensors.vocab_size),
-    )
 
 
 @pytest.fixture
