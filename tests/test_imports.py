@@ -148,3 +148,38 @@ def test_serving_report_and_benchmark_do_not_import_the_train_entry_point():
     ]
     assert "recmig.serving.recommender" in users and "recmig.report" in users
     assert {name for name in users if "recmig.train" in reachable(graph, name)} == set()
+
+
+def test_the_model_side_never_imports_what_runs_it():
+    """The import plan runs one way: batches, strategies (trained and closed form), encoders,
+    user models, objectives and the evaluator sit below training, serving and reports, so none
+    of them reaches ``recmig.training``, ``recmig.train``, serving or report (an arrow back up
+    would make a strategy depend on the loop that runs it)."""
+    files = module_files()
+    graph = {name: imports_of(path, set(files), name) - {name} for name, path in files.items()}
+    # (``from recmig import x`` names the package, whose one import, ``recmig.Recommender``,
+    # runs only when that attribute is asked for)
+    graph["recmig"] = set()
+    model_side = [
+        name
+        for name in files
+        if name.startswith(("recmig_strategies", "recmig.encoders", "recmig.users"))
+        or name
+        in {
+            "recmig.batches",
+            "recmig.strategy",
+            "recmig.closed_form",
+            "recmig.objectives",
+            "recmig.evaluation.evaluator",
+            "recmig.fusion",
+            "recmig.item_map",
+        }
+    ]
+    above = ("recmig.training", "recmig.train", "recmig.serving", "recmig.report")
+    arrows = {
+        (name, up)
+        for name in model_side
+        for up in reachable(graph, name)
+        if any(up == a or up.startswith(f"{a}.") for a in above)
+    }
+    assert len(model_side) > 25 and arrows == set()
