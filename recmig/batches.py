@@ -10,10 +10,10 @@ user batches.
 
 A strategy declares which of the optional inputs it reads (``reads``, a subset of
 :data:`READABLE`) and the builders provide exactly those: the three histories as (B, L) token
-rows for a sequence model, ``inputs`` as a sparse row per user for a closed-form one. Reading
-an undeclared input is a ``KeyError`` that says so. Fields are attributes (``batch.inputs``);
-``batch["inputs"]`` reads the same field, for plugins written against the string keys recmig
-batches had before.
+rows for a sequence model, ``inputs`` as a sparse row per user for a closed-form one; an input
+it does not declare is None. Fields are attributes (``batch.inputs``); ``batch["inputs"]``
+reads the same field (a ``KeyError`` naming the declaration when it is absent), for plugins
+written against the string keys recmig batches had before.
 
 Tokens: 0 padding, 1..N items, N + 1 BOS (:mod:`recmig.tokens`). Shapes: B rows, L =
 ``loader.max_len``, N_t target catalogue items, V vocabulary size.
@@ -37,6 +37,8 @@ HISTORIES = ("source", "target", "pooled")
 domain merged), target items, and both merged in time order."""
 READABLE = frozenset({*(f"{name}_hist" for name in HISTORIES), "inputs"})
 """What a strategy may declare in ``reads``."""
+WHOLE_FIELDS = frozenset({"new_items"})
+"""Fields that describe the catalogue, not one row each."""
 SEQUENCES = frozenset(f"{name}_hist" for name in HISTORIES)
 """The reads of a sequence model: every history (the default of trained strategies)."""
 MATRIX_ROWS = frozenset({"inputs"})
@@ -90,15 +92,15 @@ class Batch:
         return len(self["user"])
 
     def select(self, keep: torch.Tensor) -> Self:
-        """The rows where ``keep`` (B,) is true; fields not indexed by row are kept whole."""
-        rows = len(self)
+        """The rows where ``keep`` (B,) is true; fields that are not per row (``new_items``)
+        are kept whole."""
 
-        def part(value):
-            if isinstance(value, torch.Tensor) and value.shape[:1] == (rows,):
-                return value[keep]
-            return value
+        def part(name: str):
+            value = getattr(self, name)
+            per_row = isinstance(value, torch.Tensor) and name not in WHOLE_FIELDS
+            return value[keep] if per_row else value
 
-        return dataclasses.replace(self, **{n: part(getattr(self, n)) for n in self._names()})
+        return dataclasses.replace(self, **{n: part(n) for n in self._names()})
 
     def history(self, name: str) -> torch.Tensor:
         """(B, L) the ``name`` history (one of :data:`HISTORIES`)."""

@@ -294,6 +294,7 @@ def hold_out(matrix: TrainingMatrix, users: int, seed: int = 0) -> tuple[Trainin
         ).float(),
         excluded=torch.from_numpy(x[chosen][:, target].toarray() > 0),
         relevant=relevant,
+        user=torch.full((len(chosen),), -1),  # (users of no scenario)
     )
     training = TrainingMatrix(x, x.copy(), matrix.item_domain)
     return training, batch
@@ -306,7 +307,7 @@ def held_out_ndcg(strategy, batch: UserBatch, block: int = 500) -> float:
     for start in range(0, inputs.shape[0], block):
         rows = slice(start, start + block)
         part = torch.index_select(inputs, 0, torch.arange(*rows.indices(inputs.shape[0])))
-        scores = strategy.target_scores(UserBatch(inputs=part))
+        scores = strategy.target_scores(UserBatch(user=batch.user[rows], inputs=part))
         top = top_items(scores, batch.excluded[rows], 10)
         values.append(metrics_of_top(top, batch.relevant[rows], (10,))["ndcg@10"])
     return float(torch.cat(values).mean())

@@ -175,8 +175,9 @@ class Objective(nn.Module):
 
     name: ClassVar[str] = ""
     needs_ratings: ClassVar[bool] = False
-    """The batches must carry ``label_ratings``, ``<name>_hist_ratings`` and
-    ``relevant_ratings`` (and ``input_ratings`` for closed-form strategies)."""
+    """The batches must carry ratings (:mod:`recmig.batches`): ``label_ratings`` and
+    ``<name>_hist_ratings`` in training, ``relevant_ratings`` in evaluation, and
+    ``input_ratings`` beside ``inputs`` for a strategy that reads them."""
     error_metrics: ClassVar[tuple[str, ...]] = ()
     """Errors of :meth:`predictions` against held-out ratings that the evaluator logs."""
 

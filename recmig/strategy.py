@@ -238,8 +238,9 @@ class Strategy(nn.Module, abc.ABC):
     needs_source: ClassVar[bool] = True
     """False only for strategies that also run on single-domain scenarios."""
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)
-    """Training objectives the strategy supports (``rating`` when its losses come from
-    :meth:`next_item_loss` and :meth:`history_loss`)."""
+    """Objectives the strategy supports: a trained strategy whose losses come from its
+    objective's ``window_loss`` and ``history_loss`` supports ``rating`` too; a closed-form one
+    lists those its fit and scores were written for."""
     releases_source: ClassVar[bool] = False
     """True for strategies whose target side reads a user's source history only through one
     per-user vector released once per run (``StrategyContext.release``), so ``privacy``

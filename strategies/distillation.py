@@ -150,7 +150,8 @@ class Distillation(TransferStrategy):
         if self._source_rows is None:
             raise RuntimeError("distillation: prepare(training matrix) fits the teacher first")
         rows = sparse_rows(self._source_rows, users.cpu().numpy())
-        scores = self._closed_form.target_scores(UserBatch(inputs=rows)).to(users.device)
+        batch = UserBatch(user=users.cpu(), inputs=rows)
+        scores = self._closed_form.target_scores(batch).to(users.device)
         centred = scores - scores.mean(1, keepdim=True)
         return centred / centred.std(1, keepdim=True).clamp_min(1e-6)
 

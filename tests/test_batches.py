@@ -42,7 +42,14 @@ def setup():
     inter = data.interactions
     books = inter.merge(data.items, on="item_id")["genre"].str.startswith("Books").to_numpy()
     again = inter[books].groupby("user_id").head(1).assign(timestamp=10_000, rating=1.0)
-    data = dataclasses.replace(data, interactions=pd.concat([inter, again], ignore_index=True))
+    # A target item seen again as a warm user's validation item (the second-to-last target
+    # interaction under leave-one-out), rated 0.5 this time.
+    films = inter[~books].sort_values("timestamp")
+    first = films.groupby("user_id").head(1)
+    before_last = films.groupby("user_id")["timestamp"].max() - 0.5
+    seen_again = first.assign(timestamp=first["user_id"].map(before_last).to_numpy(), rating=0.5)
+    parts = [inter, again, seen_again]
+    data = dataclasses.replace(data, interactions=pd.concat(parts, ignore_index=True))
     config = ScenarioConfig(
         source_domains=["Books"], target_domains=["Films"], cold_fraction=0.3, seed=0
     )
@@ -92,6 +99,13 @@ def test_the_datamodule_and_the_recommender_build_the_same_batch_for_known_users
                 assert dense(served.input_ratings)[row, item] == 1.0
             checked += 1
     assert checked > 5
+    # A validation item also in training keeps its own rating (0.5), not the training one's.
+    val = scenario.warm[scenario.warm["split"] == "val"]
+    again = val.merge(scenario.train, on=["user", "item"], suffixes=("", "_train"))
+    assert len(again) > 5 and (again["rating"] == 0.5).all()
+    if objective == "rating":
+        rows = [users.tolist().index(u) for u in again["user"]]
+        assert (dense(served.input_ratings)[rows, list(again["item"])] == 0.5).all()
     # Histories are cut to their last MAX_LEN items; someone's history is that long.
     assert (served.pooled_hist != 0).all(1).any()
 

@@ -44,13 +44,13 @@ def sequence_windows(seq: np.ndarray, max_len: int, bos: int) -> tuple[np.ndarra
     return np.stack(inputs), np.stack(labels)
 
 
-def items_by_user(rows: pd.DataFrame) -> dict[int, list[int]]:
-    """Each user's ``item`` column in row order, keyed by ``user``: what
-    ``rows.groupby("user")["item"].agg(list)`` gives, without a Python call per user (most of
+def items_by_user(rows: pd.DataFrame, column: str = "item") -> dict[int, list]:
+    """Each user's ``column`` (default ``item``) in row order, keyed by ``user``: what
+    ``rows.groupby("user")[column].agg(list)`` gives, without a Python call per user (most of
     the time it takes to open a run)."""
     users = rows["user"].to_numpy()
     order = np.argsort(users, kind="stable")  # stable: each user's rows keep their order
-    users, items = users[order], rows["item"].to_numpy()[order].tolist()
+    users, items = users[order], rows[column].to_numpy()[order].tolist()
     if not len(users):
         return {}
     bounds = [*np.flatnonzero(np.r_[True, users[1:] != users[:-1]]).tolist(), len(users)]
@@ -95,6 +95,8 @@ class ScenarioTensors:
         self.warm_items = {
             split: items_by_user(warm[warm["split"] == split]) for split in ("val", "test")
         }
+        # Their own ratings (a pair also in training keeps the rating of each interaction).
+        self._warm_val_ratings = items_by_user(warm[warm["split"] == "val"], "rating")
         self.target_catalog = torch.from_numpy(scenario.catalog(TARGET))
         self.source_catalog = torch.from_numpy(scenario.catalog(SOURCE))
         local = np.full(self.vocab_size, -1, dtype=np.int64)
@@ -111,8 +113,8 @@ class ScenarioTensors:
     def input_matrix(self, split: str) -> sp.csr_matrix:
         """(num_users, vocab_size) binary float32: every item a user had interacted with before
         ``split``'s held-out items, both domains: the training interactions, plus the warm
-        validation items for ``test``. The same histories the sequence models see at
-        evaluation (:attr:`history`), without their ``max_len`` cut."""
+        validation items for ``test``. The same interactions the evaluator's batches hold
+        (:meth:`known_interactions`), without their order."""
         train = self.scenario.train
         users, items = train["user"].to_numpy(), train["item"].to_numpy()
         if split == "test":
@@ -181,10 +183,9 @@ class ScenarioTensors:
         items, ratings, times = self.training_interactions(user)
         extra = self.warm_items["val"].get(user, []) if split == "test" else []
         if extra:
-            held = self.ratings_of(torch.tensor([user]), torch.tensor([extra]))[0]
             last = times[-1] if times else float("nan")
             items.extend(extra)
-            ratings.extend(held.tolist())
+            ratings.extend(float(r) for r in self._warm_val_ratings[user])
             times.extend([last] * len(extra))
         return items, ratings, times
 
