@@ -24,8 +24,8 @@ import recmig.config  # noqa: F401  (registers the config resolvers train config
 from recmig.atomic import write_atomic, write_json_atomic
 from recmig.data.loaders import CrossDomainDataModule
 from recmig.data.scenario_snapshot import SNAPSHOT, save_scenario
-from recmig.evaluation.evaluator import ERROR_METRICS, GROUPS, per_user_results
-from recmig.evaluation.ranking import METRICS
+from recmig.evaluation.evaluator import ERROR_METRICS, per_user_results
+from recmig.evaluation.ranking import GROUPS, METRICS
 from recmig.run import (  # noqa: F401  (re-exported: where callers have always found them)
     MOVED_TARGETS,
     build_strategy,

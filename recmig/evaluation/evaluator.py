@@ -27,6 +27,7 @@ from recmig.batches import UserBatch
 from recmig.data.scenario import TARGET, Scenario
 from recmig.evaluation.beyond import beyond_accuracy, item_popularity
 from recmig.evaluation.ranking import (
+    GROUPS,
     METRICS,
     NEW_ITEMS,
     metrics_of_top,
@@ -34,9 +35,6 @@ from recmig.evaluation.ranking import (
     top_items,
     with_fallback,
 )
-
-GROUPS = ("cold", "warm")
-"""The user groups every metric is averaged over (the selection metric is their mean)."""
 
 
 def user_mae(errors: torch.Tensor, rated: torch.Tensor) -> torch.Tensor:

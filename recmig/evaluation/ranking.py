@@ -27,6 +27,10 @@ NEW_ITEMS = "new_items"
 
 METRICS = ("recall", "ndcg", "hit", "mrr", "precision", "f1")
 
+GROUPS = ("cold", "warm")
+"""The user groups every metric is averaged over (the selection metric is their mean):
+``<split>/<group>/<metric>`` in metrics.json."""
+
 
 def top_items(scores: torch.Tensor, excluded: torch.Tensor | None, k: int) -> torch.Tensor:
     """(B, N) scores -> (B, min(k, N)) catalogue positions of the best items, best first."""

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from recmig.atomic import pyplot, save_figure
+from recmig.evaluation.ranking import GROUPS
 from recmig.privacy import as_float
 
-GROUPS = ("cold", "warm")
 EPSILON = "privacy.epsilon"
 
 
