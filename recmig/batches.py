@@ -201,8 +201,8 @@ def user_batch(
     for row, (items, domain) in enumerate(zip(arrays, domains, strict=True)):
         excluded[row, layout.target_local[items[domain == TARGET]]] = True
     fields: dict[str, torch.Tensor] = {}
-    kept = {"source": SOURCE, "target": TARGET, "pooled": None}
-    for name, side in kept.items():
+    sides = {"source": SOURCE, "target": TARGET, "pooled": None}  # pooled: both, in time order
+    for name, side in sides.items():
         if f"{name}_hist" not in reads:
             continue
         rows = [
@@ -234,7 +234,7 @@ def _interaction_rows(
     # coalesced by construction).
     out = {"inputs": _sparse(np.unique(keys), None, n, vocab)}
     if ratings is not None:  # the last rating of a pair; unrated ones absent
-        values = np.concatenate([np.asarray(r, np.float64) for r in ratings]) if n else keys * 0.0
+        values = np.concatenate([np.asarray(r, np.float64) for r in ratings] or [np.zeros(0)])
         rated = ~np.isnan(values)
         last = dict(zip(keys[rated].tolist(), values[rated], strict=True))
         ordered = np.array(sorted(last), np.int64)

@@ -87,6 +87,14 @@ def test_the_datamodule_and_the_recommender_build_the_same_batch_for_known_users
             assert served.input_ratings is None and rows[0] is None
             continue
         assert torch.equal(torch.cat(rows), dense(getattr(served, name))), name
+    # Both equal the sparse matrices built straight from the scenario's tables.
+    assert torch.equal(
+        dense(served.inputs),
+        torch.from_numpy(tensors.input_matrix("test")[users.numpy()].toarray()),
+    )
+    if objective == "rating":
+        expected = tensors.rating_matrix("test")[users.numpy()].toarray()
+        assert torch.equal(dense(served.input_ratings), torch.from_numpy(expected))
     # A repeated interaction counts once, with its last rating.
     train = scenario.train
     repeats = train[train.duplicated(["user", "item"], keep="last")]

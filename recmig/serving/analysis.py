@@ -9,8 +9,7 @@ end of training ("frozen"). Items consumed earlier are excluded from both rankin
 difference is the interest update alone. The first event of a user is scored identically by
 both; the gain is on the later ones. Each event is ranked in the list the recommender would
 show and scored as the evaluator scores (:mod:`recmig.evaluation.ranking`: the popularity
-fallback for a history without signal, ties in catalogue order, its NDCG). Until this used its
-own rule (ties counted against the item); on the ML-1M streaming runs the two agree to 1e-8.
+fallback for a history without signal, ties in catalogue order, its NDCG).
 
 The deletion test (:func:`deletion_test`) checks that explanations are faithful: for a user's
 top-1 item, removing the ``removed`` history items that explain it best must lower its score
@@ -179,10 +178,8 @@ def deletion_test(
             scores, excluded = rec.scores(variants)
             # Ranked among the full history's candidates: a removed target item must not come
             # back as a competitor (it would favour removing the items that explain the top).
-            index = torch.full((3,), position)
-            ranks = rank_in_list(
-                listed(rec, scores, excluded[:1].expand(3, -1)), excluded[:1].expand(3, -1), index
-            ).tolist()
+            index, candidates = torch.full((3,), position), excluded[:1].expand(3, -1)
+            ranks = rank_in_list(listed(rec, scores, candidates), candidates, index).tolist()
             values = scores[:, position].numpy()
             records.append(
                 (
